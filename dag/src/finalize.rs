@@ -1,0 +1,275 @@
+//! Execution: turning a committed anchor into a finalized entry, deterministically.
+//!
+//! Sequence s with anchor a finalizes exactly the vertices of a's causal history that are
+//! at round >= G_s and not in the **finalized set**, ordered by (round, author rotated by
+//! s, hash). G_s = max over t <= s of round(anchor_t) - D is the GC round: it depends only
+//! on the committed log, so every replica computes the same one.
+//!
+//! Why an exact set of hashes and not a per-author frontier ("author a is final up to
+//! round r"): an equivocator's two versions of one slot can be finalized in different
+//! sequences (each anchor reaches one of them). A frontier would mark the slot final
+//! after the first and silently skip the second on some replicas but not on others,
+//! depending on which version each replica saw first. The exact set has no such
+//! ambiguity: a hash is final or it is not.
+//!
+//! Transactions are deduplicated across the whole log: the first occurrence wins, later
+//! copies (a client sent the same payload to two validators, or an author re-proposed a
+//! transaction that fell below G) are skipped.
+
+use std::collections::{BTreeMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+use weft_crypto::Digest;
+
+use crate::graph::{Dag, HistoryError};
+use crate::{Round, Sequence, SignedVertex, TxId};
+
+/// Where a finalized transaction is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxLocation {
+    /// The sequence that finalized it.
+    pub sequence: Sequence,
+    /// The vertex that carried it (the first occurrence).
+    pub vertex: Digest,
+    /// Its index among that vertex's transactions.
+    pub position: u32,
+}
+
+/// A transaction finalized by an entry, in final order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FinalizedTransaction {
+    /// The transaction.
+    pub id: TxId,
+    /// The vertex that carried it.
+    pub vertex: Digest,
+    /// Its index among that vertex's transactions.
+    pub position: u32,
+}
+
+/// One entry of the finalized log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FinalizedEntry {
+    /// Its position in the log, from 1.
+    pub sequence: Sequence,
+    /// The committed anchor, or `None` for a null sequence (which finalizes nothing).
+    pub anchor: Option<Digest>,
+    /// The vertices finalized, in final order.
+    pub vertices: Vec<Digest>,
+    /// The transactions finalized, deduplicated, in final order.
+    pub transactions: Vec<FinalizedTransaction>,
+    /// Chains the previous entry's digest with this entry's content.
+    pub state_digest: Digest,
+    /// When this replica finalized it (wall clock, or simulated time). Not part of the
+    /// digest: replicas finalize at different moments.
+    pub finalized_unix_ms: u64,
+}
+
+impl FinalizedEntry {
+    /// The digest this entry must carry, given the previous entry's digest.
+    pub fn chained_digest(&self, previous: &Digest) -> Digest {
+        chain_digest(
+            previous,
+            self.sequence,
+            self.anchor.as_ref(),
+            &self.vertices,
+            &self.transactions,
+        )
+    }
+}
+
+/// `blake3("weft/state/v1" || previous || sequence || anchor || vertices || tx ids)`, with
+/// fixed-width fields and counts so the concatenation is unambiguous. It covers the
+/// finalized set (through the vertex hashes) and the dedup set (through the tx ids).
+pub fn chain_digest(
+    previous: &Digest,
+    sequence: Sequence,
+    anchor: Option<&Digest>,
+    vertices: &[Digest],
+    transactions: &[FinalizedTransaction],
+) -> Digest {
+    let mut hasher_input = Vec::with_capacity(64 + 32 * (vertices.len() + transactions.len()));
+    hasher_input.extend_from_slice(b"weft/state/v1");
+    hasher_input.extend_from_slice(previous.as_bytes());
+    hasher_input.extend_from_slice(&sequence.0.to_le_bytes());
+    match anchor {
+        None => hasher_input.push(0),
+        Some(anchor) => {
+            hasher_input.push(1);
+            hasher_input.extend_from_slice(anchor.as_bytes());
+        }
+    }
+    hasher_input.extend_from_slice(&(vertices.len() as u64).to_le_bytes());
+    for vertex in vertices {
+        hasher_input.extend_from_slice(vertex.as_bytes());
+    }
+    hasher_input.extend_from_slice(&(transactions.len() as u64).to_le_bytes());
+    for transaction in transactions {
+        hasher_input.extend_from_slice(transaction.id.0.as_bytes());
+    }
+    Digest::of(&hasher_input)
+}
+
+/// The order of one sequence: (round, author rotated by the sequence, hash). Rotating
+/// the author lets every validator's vertices go first in turn.
+pub fn order_vertices(vertices: &mut [&SignedVertex], sequence: Sequence, validators: usize) {
+    let n = validators as u64;
+    let shift = sequence.0 % n;
+    vertices.sort_by_key(|v| {
+        let body = v.vertex();
+        let rotated = (u64::from(body.author.0) + n - shift) % n;
+        (body.round, rotated, v.hash())
+    });
+}
+
+/// Why a sequence could not be executed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExecuteError {
+    /// Sequences execute strictly in order.
+    #[error("sequence {got} executed out of order; next is {expected}")]
+    OutOfOrder {
+        /// The next sequence.
+        expected: Sequence,
+        /// What was given.
+        got: Sequence,
+    },
+    /// The anchor's history is incomplete or released.
+    #[error(transparent)]
+    History(#[from] HistoryError),
+}
+
+/// The execution state: the exact finalized set, the dedup set and the chain head.
+/// Deterministic: two replicas that execute the same anchors over DAGs holding the same
+/// histories produce identical entries.
+#[derive(Debug, Clone, Default)]
+pub struct Finalizer {
+    gc_depth: u64,
+    last_sequence: Sequence,
+    state_digest: Digest,
+    highest_anchor_round: Option<Round>,
+    /// Finalized vertices at or above the GC round, by round so they can be released.
+    finalized_vertices: BTreeMap<Round, HashSet<Digest>>,
+    finalized_index: HashSet<Digest>,
+    finalized_transactions: HashSet<TxId>,
+}
+
+impl Finalizer {
+    /// A fresh log; `gc_depth` is D, the protocol's GC depth in rounds.
+    pub fn new(gc_depth: u64) -> Finalizer {
+        Finalizer {
+            gc_depth,
+            ..Finalizer::default()
+        }
+    }
+
+    /// The last executed sequence (0 before the first).
+    pub fn last_sequence(&self) -> Sequence {
+        self.last_sequence
+    }
+
+    /// The chained digest after the last executed sequence.
+    pub fn state_digest(&self) -> Digest {
+        self.state_digest
+    }
+
+    /// G, the GC round after the last executed sequence.
+    pub fn gc_round(&self) -> Round {
+        self.highest_anchor_round
+            .map_or(Round(0), |r| Round(r.0.saturating_sub(self.gc_depth)))
+    }
+
+    /// True when `hash` is in the finalized set.
+    pub fn is_finalized(&self, hash: &Digest) -> bool {
+        self.finalized_index.contains(hash)
+    }
+
+    /// True when the transaction was finalized before.
+    pub fn is_transaction_finalized(&self, id: &TxId) -> bool {
+        self.finalized_transactions.contains(id)
+    }
+
+    /// Executes `sequence` with `anchor` (or a null sequence) over `dag`, at wall time
+    /// `now_unix_ms`. On error nothing changes.
+    pub fn execute(
+        &mut self,
+        dag: &Dag,
+        sequence: Sequence,
+        anchor: Option<Digest>,
+        now_unix_ms: u64,
+    ) -> Result<FinalizedEntry, ExecuteError> {
+        let expected = self.last_sequence.next();
+        if sequence != expected {
+            return Err(ExecuteError::OutOfOrder {
+                expected,
+                got: sequence,
+            });
+        }
+        let mut highest = self.highest_anchor_round;
+        let mut ordered: Vec<&SignedVertex> = Vec::new();
+        if let Some(anchor_hash) = anchor {
+            let anchor_vertex = dag
+                .get(&anchor_hash)
+                .ok_or(HistoryError::Missing(anchor_hash))?;
+            let anchor_round = anchor_vertex.vertex().round;
+            highest = Some(highest.map_or(anchor_round, |h| h.max(anchor_round)));
+            let gc_round = highest.map_or(Round(0), |r| Round(r.0.saturating_sub(self.gc_depth)));
+            ordered = dag.unfinalized_history(&anchor_hash, gc_round, &|h| self.is_finalized(h))?;
+            order_vertices(&mut ordered, sequence, dag.committee().size());
+        }
+        let mut transactions = Vec::new();
+        let mut seen_in_entry = HashSet::new();
+        for vertex in &ordered {
+            for (position, transaction) in vertex.vertex().transactions.iter().enumerate() {
+                let id = transaction.id();
+                if self.finalized_transactions.contains(&id) || !seen_in_entry.insert(id) {
+                    continue;
+                }
+                transactions.push(FinalizedTransaction {
+                    id,
+                    vertex: vertex.hash(),
+                    position: u32::try_from(position).unwrap_or(u32::MAX),
+                });
+            }
+        }
+        let vertices: Vec<Digest> = ordered.iter().map(|v| v.hash()).collect();
+        let state_digest = chain_digest(
+            &self.state_digest,
+            sequence,
+            anchor.as_ref(),
+            &vertices,
+            &transactions,
+        );
+        // Commit the new state.
+        for vertex in &ordered {
+            self.finalized_vertices
+                .entry(vertex.vertex().round)
+                .or_default()
+                .insert(vertex.hash());
+            self.finalized_index.insert(vertex.hash());
+        }
+        self.finalized_transactions
+            .extend(transactions.iter().map(|t| t.id));
+        self.highest_anchor_round = highest;
+        self.last_sequence = sequence;
+        self.state_digest = state_digest;
+        self.release_below(self.gc_round());
+        Ok(FinalizedEntry {
+            sequence,
+            anchor,
+            vertices,
+            transactions,
+            state_digest,
+            finalized_unix_ms: now_unix_ms,
+        })
+    }
+
+    /// Forgets finalized hashes below the GC round: linearization never looks there.
+    fn release_below(&mut self, gc_round: Round) {
+        let kept = self.finalized_vertices.split_off(&gc_round);
+        for hash in std::mem::replace(&mut self.finalized_vertices, kept)
+            .into_values()
+            .flatten()
+        {
+            self.finalized_index.remove(&hash);
+        }
+    }
+}

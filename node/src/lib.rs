@@ -1,0 +1,1 @@
+//! The weft validator binary: CLI, config, engine, gRPC API, metrics.
