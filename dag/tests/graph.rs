@@ -1,0 +1,527 @@
+//! Vertex validity, the DAG's insert rules and the deterministic linearization
+//! (ARCHITECTURE.md, "Vertex", "Accepting vertices", "Execution").
+
+use std::collections::HashMap;
+
+use proptest::prelude::*;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use weft_crypto::Digest;
+use weft_dag::testing::{committee, placeholder_signature, DagBuilder};
+use weft_dag::{
+    ChainId, Committee, Dag, DagConfig, Epoch, FinalizedEntry, Finalizer, InsertError, Limits,
+    ParentRef, Round, Sequence, SignedVertex, TimestampMs, Transaction, ValidatorIndex, Vertex,
+    VertexError,
+};
+
+fn v(index: u16) -> ValidatorIndex {
+    ValidatorIndex(index)
+}
+
+fn all(n: u16) -> Vec<ValidatorIndex> {
+    (0..n).map(ValidatorIndex).collect()
+}
+
+fn new_dag(builder: &DagBuilder) -> Dag {
+    Dag::new(builder.committee().clone(), DagConfig::default())
+}
+
+fn insert_all(dag: &mut Dag, vertices: &[SignedVertex]) {
+    for vertex in vertices {
+        dag.insert(vertex.clone()).expect("valid vertex");
+    }
+}
+
+// ---------------------------------------------------------------- validity rules
+
+fn structure(vertex: &Vertex, committee: &Committee) -> Result<(), VertexError> {
+    vertex.check_structure(committee, &Limits::default())
+}
+
+#[test]
+fn parents_must_cover_a_quorum_of_authors_of_the_previous_round() {
+    let mut builder = DagBuilder::new(4);
+    builder.genesis();
+    let ok = builder.vertex(v(0), Round(1), &[v(1), v(2)], 0);
+    assert_eq!(structure(ok.vertex(), builder.committee()), Ok(()));
+    let short = builder.vertex(v(0), Round(1), &[v(1)], 1);
+    assert_eq!(
+        structure(short.vertex(), builder.committee()),
+        Err(VertexError::TooFewParents {
+            authors: 2,
+            quorum: 3
+        })
+    );
+}
+
+#[test]
+fn two_vertices_of_one_author_never_count_twice() {
+    // An equivocator signs two round-1 vertices; naming both plus one other vertex is
+    // three parent vertices but only two authors. The one-parent-per-author rule
+    // refuses it before any counting (the "count vertices, not authors" mutant would
+    // accept it).
+    let mut builder = DagBuilder::new(4);
+    builder.genesis();
+    let a = builder.vertex(v(3), Round(1), &all(4), 0);
+    let b = builder.vertex(v(3), Round(1), &all(4), 1);
+    let other = builder.vertex(v(1), Round(1), &all(4), 0);
+    let mut parents = vec![a.as_parent(), b.as_parent(), other.as_parent()];
+    parents.sort_by_key(|p| p.author);
+    let vertex = Vertex {
+        parents,
+        ..builder.vertex(v(0), Round(2), &all(4), 0).vertex().clone()
+    };
+    assert_eq!(
+        structure(&vertex, builder.committee()),
+        Err(VertexError::ParentOrder)
+    );
+}
+
+#[test]
+fn parent_order_is_own_first_then_ascending() {
+    let mut builder = DagBuilder::new(4);
+    builder.genesis();
+    let good = builder.vertex(v(2), Round(1), &all(4), 0);
+    assert_eq!(good.vertex().parents[0].author, v(2));
+    let mut swapped = good.vertex().clone();
+    swapped.parents.swap(1, 2);
+    assert_eq!(structure(&swapped, builder.committee()), Err(VertexError::ParentOrder));
+    let mut own_last = good.vertex().clone();
+    own_last.parents.rotate_left(1);
+    assert_eq!(structure(&own_last, builder.committee()), Err(VertexError::ParentOrder));
+}
+
+#[test]
+fn other_structural_rules() {
+    let mut builder = DagBuilder::new(4);
+    let genesis = builder.genesis();
+    let committee = builder.committee().clone();
+    let base = builder.vertex(v(0), Round(1), &all(4), 0).vertex().clone();
+
+    let mut wrong_chain = base.clone();
+    wrong_chain.chain_id = ChainId::new("other").expect("valid");
+    assert_eq!(structure(&wrong_chain, &committee), Err(VertexError::WrongChain));
+    let mut wrong_epoch = base.clone();
+    wrong_epoch.epoch = Epoch(9);
+    assert_eq!(structure(&wrong_epoch, &committee), Err(VertexError::WrongChain));
+
+    let mut stranger = base.clone();
+    stranger.author = v(4);
+    assert_eq!(structure(&stranger, &committee), Err(VertexError::UnknownAuthor(v(4))));
+
+    let mut genesis_with_parents = genesis[0].vertex().clone();
+    genesis_with_parents.parents = base.parents.clone();
+    assert_eq!(
+        structure(&genesis_with_parents, &committee),
+        Err(VertexError::GenesisWithParents)
+    );
+
+    let mut same_round_parent = base.clone();
+    same_round_parent.round = Round(0);
+    same_round_parent.parents.clear();
+    assert_eq!(structure(&same_round_parent, &committee), Ok(()));
+    let mut parent_not_below = base.clone();
+    parent_not_below.parents[1].round = Round(1);
+    assert_eq!(
+        structure(&parent_not_below, &committee),
+        Err(VertexError::ParentNotBelow(Round(1)))
+    );
+
+    let mut empty_transaction = base.clone();
+    empty_transaction.transactions.push(Transaction::new(Vec::new()));
+    assert_eq!(structure(&empty_transaction, &committee), Err(VertexError::EmptyTransaction));
+
+    // Another author's parent more than D rounds below is refused; the author's own
+    // chain link may reach back any distance.
+    let limits = Limits {
+        max_parent_depth: 2,
+        ..Limits::default()
+    };
+    let mut deep = base.clone();
+    deep.round = Round(10);
+    deep.parents = vec![
+        ParentRef { author: v(0), round: Round(1), hash: Digest::of(b"own") },
+        ParentRef { author: v(1), round: Round(9), hash: Digest::of(b"1") },
+        ParentRef { author: v(2), round: Round(9), hash: Digest::of(b"2") },
+        ParentRef { author: v(3), round: Round(9), hash: Digest::of(b"3") },
+    ];
+    assert_eq!(deep.check_structure(&committee, &limits), Ok(()));
+    deep.parents[3].round = Round(7);
+    assert_eq!(
+        deep.check_structure(&committee, &limits),
+        Err(VertexError::ParentTooOld { parent: Round(7), lowest: Round(8) })
+    );
+}
+
+#[test]
+fn signatures_bind_author_and_bytes() {
+    let mut builder = DagBuilder::signed(4);
+    let genesis = builder.genesis();
+    let committee = builder.committee().clone();
+    for vertex in &genesis {
+        assert_eq!(vertex.verify_signature(&committee), Ok(()));
+    }
+    // Claiming another author's signature fails.
+    let mut claimed = genesis[0].vertex().clone();
+    claimed.author = v(1);
+    let forged = SignedVertex::with_signature(claimed, *genesis[0].signature());
+    assert_eq!(forged.verify_signature(&committee), Err(VertexError::BadSignature));
+    let placeholder = SignedVertex::with_signature(genesis[0].vertex().clone(), placeholder_signature());
+    assert_eq!(placeholder.verify_signature(&committee), Err(VertexError::BadSignature));
+}
+
+// ---------------------------------------------------------------- insert
+
+#[test]
+fn missing_parents_are_reported_and_descendants_accepted_in_order() {
+    let mut builder = DagBuilder::new(4);
+    let genesis = builder.genesis();
+    let round1 = builder.full_round(Round(1));
+    let child = builder.vertex(v(0), Round(2), &all(4), 0);
+    let mut dag = new_dag(&builder);
+
+    let report = dag.insert(child.clone()).expect("valid");
+    assert!(report.accepted.is_empty());
+    assert_eq!(report.missing.len(), 4);
+    insert_all(&mut dag, &genesis);
+    for vertex in &round1[..3] {
+        let report = dag.insert(vertex.clone()).expect("valid");
+        assert_eq!(report.accepted, vec![vertex.hash()]);
+    }
+    assert_eq!(dag.missing(), vec![round1[3].hash()]);
+    let report = dag.insert(round1[3].clone()).expect("valid");
+    assert_eq!(report.accepted, vec![round1[3].hash(), child.hash()]);
+    assert_eq!(dag.waiting_len(), 0);
+    assert!(dag.insert(child).expect("duplicate is fine").duplicate);
+}
+
+#[test]
+fn a_parent_that_is_not_what_its_reference_says_rejects_the_child() {
+    let mut builder = DagBuilder::new(4);
+    let genesis = builder.genesis();
+    let honest = builder.vertex(v(0), Round(1), &all(4), 0);
+    let mut lying = honest.vertex().clone();
+    lying.author = v(1);
+    // Own parent first, then validator 2, then a reference that claims validator 3's
+    // genesis vertex but carries validator 0's hash.
+    let mut forged = genesis[0].as_parent();
+    forged.author = v(3);
+    lying.parents = vec![genesis[1].as_parent(), genesis[2].as_parent(), forged];
+    let lying = SignedVertex::with_signature(lying, placeholder_signature());
+    let mut dag = new_dag(&builder);
+    insert_all(&mut dag, &genesis[1..]);
+    assert!(dag.insert(lying.clone()).expect("waits for genesis 0").accepted.is_empty());
+    let report = dag.insert(genesis[0].clone()).expect("valid");
+    assert_eq!(report.accepted, vec![genesis[0].hash()]);
+    assert!(matches!(
+        report.rejected.as_slice(),
+        [(hash, VertexError::ParentMismatch { .. })] if *hash == lying.hash()
+    ));
+    assert!(!dag.contains(&lying.hash()));
+}
+
+#[test]
+fn created_at_must_not_go_below_a_parent() {
+    let mut builder = DagBuilder::new(4);
+    let genesis = builder.genesis();
+    let mut early = builder.vertex(v(0), Round(1), &all(4), 0).vertex().clone();
+    early.created_at = TimestampMs(genesis[0].vertex().created_at.0 - 1);
+    let early = SignedVertex::with_signature(early, placeholder_signature());
+    let mut dag = new_dag(&builder);
+    insert_all(&mut dag, &genesis);
+    assert!(matches!(
+        dag.insert(early),
+        Err(InsertError::Invalid(VertexError::CreatedBeforeParent { .. }))
+    ));
+}
+
+#[test]
+fn equivocation_is_detected_with_both_signed_versions() {
+    let mut builder = DagBuilder::new(4);
+    let genesis = builder.genesis();
+    let first = builder.vertex(v(3), Round(1), &all(4), 0);
+    let second = builder.vertex(v(3), Round(1), &all(4), 1);
+    let mut dag = new_dag(&builder);
+    insert_all(&mut dag, &genesis);
+    dag.insert(first.clone()).expect("valid");
+    // Unrequested second version: refused, evidence kept.
+    match dag.insert(second.clone()) {
+        Err(InsertError::UnwantedEquivocation(evidence)) => {
+            assert_eq!((&evidence.first, &evidence.second), (&first, &second));
+            assert_eq!((evidence.author(), evidence.round()), (v(3), Round(1)));
+        }
+        other => panic!("expected equivocation, got {other:?}"),
+    }
+    assert_eq!(dag.evidence().count(), 1);
+    assert!(!dag.contains(&second.hash()));
+
+    // Once an accepted vertex's history needs it, the second version is taken.
+    let referencing = builder.vertex_with_parents(
+        v(0),
+        Round(2),
+        vec![second.as_parent(), builder.slot(Round(1), v(1))[0].as_parent()],
+        0,
+    );
+    // (round 1 of validators 0..2 are needed too)
+    let others: Vec<SignedVertex> = [v(0), v(1), v(2)]
+        .iter()
+        .map(|&a| builder.vertex(a, Round(1), &all(4), 0))
+        .collect();
+    insert_all(&mut dag, &others);
+    let report = dag.insert(referencing).expect("valid but waiting");
+    assert_eq!(report.missing.iter().map(|p| p.hash).collect::<Vec<_>>(), vec![second.hash()]);
+    let report = dag.insert(second.clone()).expect("wanted version accepted");
+    assert!(report.equivocation.is_some());
+    assert!(dag.contains(&second.hash()) && dag.contains(&first.hash()));
+    assert_eq!(dag.evidence().count(), 1, "one record per slot");
+}
+
+#[test]
+fn waiting_vertices_are_bounded_per_author() {
+    let mut builder = DagBuilder::new(4);
+    builder.genesis();
+    let config = DagConfig {
+        max_pending_per_author: 2,
+        ..DagConfig::default()
+    };
+    let mut dag = Dag::new(builder.committee().clone(), config);
+    for round in 1..=2 {
+        let vertex = builder.vertex(v(1), Round(round), &all(4), 0);
+        builder.full_round(Round(round));
+        dag.insert(vertex).expect("room to wait");
+    }
+    let third = builder.vertex(v(1), Round(3), &all(4), 0);
+    assert_eq!(dag.insert(third), Err(InsertError::PendingFull(v(1))));
+    let other_author = builder.vertex(v(2), Round(3), &all(4), 7);
+    assert!(dag.insert(other_author).is_ok(), "other authors are unaffected");
+}
+
+#[test]
+fn gc_releases_old_rounds_and_unblocks_waiting_vertices() {
+    let mut builder = DagBuilder::new(4);
+    let mut rounds = vec![builder.genesis()];
+    for round in 1..=4 {
+        rounds.push(builder.full_round(Round(round)));
+    }
+    let mut dag = new_dag(&builder);
+    // Everything but round 1 of validator 3: rounds 2.. wait for it.
+    for (round, vertices) in rounds.iter().enumerate() {
+        for vertex in vertices {
+            if !(round == 1 && vertex.vertex().author == v(3)) {
+                dag.insert(vertex.clone()).expect("valid");
+            }
+        }
+    }
+    assert_eq!(dag.waiting_len(), 12);
+    let report = dag.set_gc_round(Round(2));
+    assert_eq!(report.accepted.len(), 12, "missing parent is below GC now");
+    assert_eq!(dag.waiting_len(), 0);
+    assert!(!dag.contains(&rounds[0][0].hash()));
+    assert!(matches!(
+        dag.insert(rounds[1][3].clone()),
+        Err(InsertError::BelowGcRound { .. })
+    ));
+}
+
+// ---------------------------------------------------------------- linearization
+
+#[test]
+fn order_is_round_then_rotated_author_then_hash_with_first_transaction_winning() {
+    let mut builder = DagBuilder::new(4).transactions_per_vertex(1);
+    let genesis = builder.genesis();
+    // Validator 2 repeats validator 0's genesis transaction in round 1.
+    let mut repeat = builder.vertex(v(2), Round(1), &all(4), 0).vertex().clone();
+    repeat.transactions = genesis[0].vertex().transactions.clone();
+    let repeat = SignedVertex::with_signature(repeat, placeholder_signature());
+    let mut dag = new_dag(&builder);
+    insert_all(&mut dag, &genesis);
+    dag.insert(repeat.clone()).expect("valid");
+
+    let mut finalizer = Finalizer::new(10);
+    // Sequence 1 rotates authors by 1: order 1, 2, 3, 0.
+    let entry = finalizer
+        .execute(&dag, Sequence(1), Some(repeat.hash()), 0)
+        .expect("executes");
+    let expected: Vec<Digest> = [1, 2, 3, 0].iter().map(|&a| genesis[a].hash()).collect();
+    assert_eq!(&entry.vertices[..4], expected.as_slice());
+    assert_eq!(entry.vertices[4], repeat.hash());
+    assert_eq!(entry.transactions.len(), 4, "the repeat is deduplicated");
+    assert_eq!(entry.transactions[3].vertex, genesis[0].hash());
+
+    // A null sequence finalizes nothing but still chains.
+    let null = finalizer.execute(&dag, Sequence(2), None, 0).expect("null");
+    assert!(null.vertices.is_empty());
+    assert_eq!(null.state_digest, null.chained_digest(&entry.state_digest));
+    assert!(matches!(
+        finalizer.execute(&dag, Sequence(4), None, 0),
+        Err(weft_dag::ExecuteError::OutOfOrder { .. })
+    ));
+}
+
+/// A random DAG: every round, a random quorum-or-more of authors each reference a
+/// random quorum-or-more of the previous round.
+fn random_dag(seed: u64, n: u16, rounds: u64) -> DagBuilder {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let (committee, _) = committee(usize::from(n));
+    let quorum = committee.quorum();
+    let mut builder = DagBuilder::with_committee(committee);
+    builder.genesis();
+    let mut previous: Vec<ValidatorIndex> = all(n);
+    for round in 1..=rounds {
+        let mut authors = all(n);
+        authors.shuffle(&mut rng);
+        authors.truncate(rng.gen_range(quorum..=usize::from(n)));
+        for &author in &authors {
+            let mut parents = previous.clone();
+            parents.shuffle(&mut rng);
+            parents.truncate(rng.gen_range(quorum..=previous.len()));
+            builder.vertex(author, Round(round), &parents, 0);
+        }
+        previous = authors;
+    }
+    builder
+}
+
+/// Anchors: for sequence k, the lowest-index author's vertex at round 2k, or a null
+/// sequence every fifth.
+fn anchors(builder: &DagBuilder, rounds: u64) -> Vec<Option<Digest>> {
+    (1..=rounds / 2)
+        .map(|k| {
+            if k % 5 == 0 {
+                return None;
+            }
+            builder
+                .committee()
+                .indices()
+                .find_map(|a| builder.slot(Round(2 * k), a).first().map(SignedVertex::hash))
+        })
+        .collect()
+}
+
+/// Delivers `order`, then serves fetches for whatever is still missing, then executes
+/// every anchor, raising the DAG's GC round after each as a replica does.
+fn finalize_in_order(
+    builder: &DagBuilder,
+    order: &[SignedVertex],
+    anchors: &[Option<Digest>],
+    gc_depth: u64,
+) -> Vec<FinalizedEntry> {
+    let by_hash: HashMap<Digest, SignedVertex> =
+        builder.vertices().into_iter().map(|v| (v.hash(), v)).collect();
+    let mut dag = new_dag(builder);
+    for vertex in order {
+        match dag.insert(vertex.clone()) {
+            Ok(_) | Err(InsertError::UnwantedEquivocation(_)) => {}
+            Err(error) => panic!("valid vertex refused: {error}"),
+        }
+    }
+    for _ in 0..by_hash.len() {
+        let missing = dag.missing();
+        if missing.is_empty() {
+            break;
+        }
+        for hash in missing {
+            dag.insert(by_hash[&hash].clone()).expect("fetched vertex");
+        }
+    }
+    assert_eq!(dag.waiting_len(), 0, "every history completes");
+    let mut finalizer = Finalizer::new(gc_depth);
+    let mut entries = Vec::new();
+    for (index, anchor) in anchors.iter().enumerate() {
+        let sequence = Sequence(index as u64 + 1);
+        entries.push(finalizer.execute(&dag, sequence, *anchor, 0).expect("executes"));
+        dag.set_gc_round(finalizer.gc_round());
+    }
+    entries
+}
+
+/// Checker 3 (order): every finalized vertex comes after its finalized parents.
+fn assert_topological(builder: &DagBuilder, entries: &[FinalizedEntry]) {
+    let by_hash: HashMap<Digest, SignedVertex> =
+        builder.vertices().into_iter().map(|v| (v.hash(), v)).collect();
+    let mut position = HashMap::new();
+    for (index, hash) in entries.iter().flat_map(|e| &e.vertices).enumerate() {
+        assert!(position.insert(*hash, index).is_none(), "finalized twice: {hash:?}");
+    }
+    for (hash, index) in &position {
+        for parent in &by_hash[hash].vertex().parents {
+            if let Some(parent_index) = position.get(&parent.hash) {
+                assert!(parent_index < index, "parent finalized after child");
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// ARCHITECTURE.md "Execution": the same vertices in any delivery order give the same
+    /// finalized entries.
+    #[test]
+    fn any_delivery_order_gives_the_same_linearization(
+        seed in any::<u64>(),
+        n in prop::sample::select(vec![4u16, 7]),
+        gc_depth in 2u64..20,
+    ) {
+        let rounds = 12;
+        let builder = random_dag(seed, n, rounds);
+        let anchors = anchors(&builder, rounds);
+        let in_order = builder.vertices();
+        let reference = finalize_in_order(&builder, &in_order, &anchors, gc_depth);
+        assert_topological(&builder, &reference);
+        prop_assert!(reference.iter().any(|e| !e.vertices.is_empty()));
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed);
+        for _ in 0..3 {
+            let mut shuffled = in_order.clone();
+            shuffled.shuffle(&mut rng);
+            prop_assert_eq!(&finalize_in_order(&builder, &shuffled, &anchors, gc_depth), &reference);
+        }
+        let mut reversed = in_order;
+        reversed.reverse();
+        prop_assert_eq!(&finalize_in_order(&builder, &reversed, &anchors, gc_depth), &reference);
+    }
+
+    /// An equivocator's two versions of one slot are finalized in different sequences,
+    /// and two DAGs that saw the versions in opposite orders still agree on every entry.
+    #[test]
+    fn equivocated_versions_finalized_in_different_sequences_still_agree(seed in any::<u64>()) {
+        let mut builder = DagBuilder::new(4);
+        builder.genesis();
+        builder.full_round(Round(1));
+        let version_a = builder.vertex(v(3), Round(2), &all(4), 0);
+        let version_b = builder.vertex(v(3), Round(2), &all(4), 1);
+        for author in 0..3 {
+            builder.vertex(v(author), Round(2), &all(4), 0);
+        }
+        // Round 3: validators 0 and 1 reference version A, validator 2 version B.
+        let round2_honest: Vec<ParentRef> =
+            (0..3).map(|a| builder.slot(Round(2), v(a))[0].as_parent()).collect();
+        let mut with_a = round2_honest.clone();
+        with_a.push(version_a.as_parent());
+        let mut with_b = round2_honest;
+        with_b.push(version_b.as_parent());
+        let anchor1 = builder.vertex_with_parents(v(0), Round(3), with_a.clone(), 0);
+        builder.vertex_with_parents(v(1), Round(3), with_a, 0);
+        builder.vertex_with_parents(v(2), Round(3), with_b, 0);
+        let anchor2 = builder.vertex(v(1), Round(4), &[v(0), v(1), v(2)], 0);
+        let anchors = [Some(anchor1.hash()), Some(anchor2.hash())];
+
+        let everything = builder.vertices();
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut a_first = everything.clone();
+        a_first.shuffle(&mut rng);
+        let position = |list: &[SignedVertex], h: Digest| list.iter().position(|v| v.hash() == h);
+        let mut b_first = a_first.clone();
+        let (ia, ib) = (position(&a_first, version_a.hash()).expect("a"), position(&a_first, version_b.hash()).expect("b"));
+        if ia > ib { a_first.swap(ia, ib); } else { b_first.swap(ia, ib); }
+
+        let one = finalize_in_order(&builder, &a_first, &anchors, 10);
+        let two = finalize_in_order(&builder, &b_first, &anchors, 10);
+        prop_assert_eq!(&one, &two);
+        prop_assert!(one[0].vertices.contains(&version_a.hash()));
+        prop_assert!(!one[0].vertices.contains(&version_b.hash()));
+        prop_assert!(one[1].vertices.contains(&version_b.hash()));
+        assert_topological(&builder, &one);
+    }
+}
