@@ -17,11 +17,13 @@ fn commit_entry(c: &mut Criterion) {
     group.bench_function("commit_entry_1000_tx", |b| {
         b.iter_custom(|iterations| {
             let head = store.log_head().expect("head");
-            let (first, previous) = head.map_or((weft_dag::Sequence(1), weft_crypto::Digest::ZERO), |h| {
-                (h.sequence.next(), h.state_digest)
-            });
+            let (first, previous) = head
+                .map_or((weft_dag::Sequence(1), weft_crypto::Digest::ZERO), |h| {
+                    (h.sequence.next(), h.state_digest)
+                });
             // 10 vertices x 100 transactions per entry; built outside the timed part.
-            let (_, entries) = entry_chain_from(first, previous, iterations as usize, 10, 100);
+            let count = usize::try_from(iterations).expect("iteration count fits in memory");
+            let (_, entries) = entry_chain_from(first, previous, count, 10, 100);
             let mut elapsed = Duration::ZERO;
             for entry in entries {
                 let mut batch = StoreBatch::new();

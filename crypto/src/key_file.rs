@@ -156,7 +156,10 @@ fn parse(path: &Path, text: &str) -> Result<Keypair, KeyFileError> {
             other => return Err(format_error(path, format!("unknown field `{other}`"))),
         };
         if slot.replace(value).is_some() {
-            return Err(format_error(path, format!("field `{}` repeats", name.trim())));
+            return Err(format_error(
+                path,
+                format!("field `{}` repeats", name.trim()),
+            ));
         }
     }
     if format != Some(FORMAT) {

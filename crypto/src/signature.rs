@@ -327,7 +327,9 @@ mod tests {
             Err(SignatureError::Invalid)
         );
         assert_eq!(
-            other.public.verify(SigningContext::Prepare, message, &signature),
+            other
+                .public
+                .verify(SigningContext::Prepare, message, &signature),
             Err(SignatureError::Invalid)
         );
         for bit in [0, 8 * 100 + 3, 8 * SIGNATURE_BYTES - 1] {
@@ -335,7 +337,8 @@ mod tests {
             bytes[bit / 8] ^= 1 << (bit % 8);
             let flipped = Signature::from_bytes(&bytes).expect("length unchanged");
             assert_eq!(
-                keys.public.verify(SigningContext::Prepare, message, &flipped),
+                keys.public
+                    .verify(SigningContext::Prepare, message, &flipped),
                 Err(SignatureError::Invalid),
                 "flipped bit {bit}"
             );
@@ -374,7 +377,10 @@ mod tests {
         assert_eq!(public, keys.public);
         let secret = SecretKey::from_bytes(keys.secret.as_bytes()).expect("valid length");
         let signature = secret.sign(SigningContext::Commit, b"m");
-        assert_eq!(public.verify(SigningContext::Commit, b"m", &signature), Ok(()));
+        assert_eq!(
+            public.verify(SigningContext::Commit, b"m", &signature),
+            Ok(())
+        );
         assert!(!format!("{:?}", keys.secret).contains(&to_hex(&keys.secret.as_bytes()[..8])));
     }
 }

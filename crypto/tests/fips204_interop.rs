@@ -9,8 +9,11 @@ use weft_crypto::{Keypair, PublicKey, Signature, SigningContext};
 #[test]
 fn fips204_crate_verifies_our_signatures_in_every_context() {
     let keys = Keypair::generate();
-    let public_bytes: [u8; ml_dsa_87::PK_LEN] =
-        keys.public.as_bytes().try_into().expect("public key length");
+    let public_bytes: [u8; ml_dsa_87::PK_LEN] = keys
+        .public
+        .as_bytes()
+        .try_into()
+        .expect("public key length");
     let their_public = ml_dsa_87::PublicKey::try_from_bytes(public_bytes).expect("decodes");
     let message = b"a vertex's canonical bytes";
 

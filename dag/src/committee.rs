@@ -123,7 +123,11 @@ mod tests {
         let chain = ChainId::new("t").expect("valid");
         for (n, f, q) in [(4, 1, 3), (5, 1, 4), (7, 2, 5), (10, 3, 7)] {
             let committee = Committee::new(chain.clone(), Epoch(0), keys(n)).expect("valid");
-            assert_eq!((committee.max_faulty(), committee.quorum()), (f, q), "n={n}");
+            assert_eq!(
+                (committee.max_faulty(), committee.quorum()),
+                (f, q),
+                "n={n}"
+            );
             // Two quorums intersect in at least f + 1 validators, so in an honest one.
             assert!(2 * q - n > f);
         }

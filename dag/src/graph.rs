@@ -242,7 +242,9 @@ impl Dag {
                     first,
                     second: vertex.clone(),
                 };
-                self.evidence.entry(slot).or_insert_with(|| equivocation.clone());
+                self.evidence
+                    .entry(slot)
+                    .or_insert_with(|| equivocation.clone());
                 if !self.wanted_by.contains_key(&hash) {
                     return Err(InsertError::UnwantedEquivocation(Box::new(equivocation)));
                 }
@@ -301,8 +303,8 @@ impl Dag {
                     .iter()
                     .find(|p| p.hash == hash)
                     .copied();
-                let verdict = parent_ref
-                    .map_or(Ok(()), |p| check_parent(child_vertex.vertex(), &p, &vertex));
+                let verdict =
+                    parent_ref.map_or(Ok(()), |p| check_parent(child_vertex.vertex(), &p, &vertex));
                 if let Err(error) = verdict {
                     self.drop_waiting(&child_hash);
                     report.rejected.push((child_hash, error));
@@ -426,7 +428,10 @@ impl Dag {
             if !seen.insert(hash) || finalized(&hash) {
                 continue;
             }
-            let vertex = self.accepted.get(&hash).ok_or(HistoryError::Missing(hash))?;
+            let vertex = self
+                .accepted
+                .get(&hash)
+                .ok_or(HistoryError::Missing(hash))?;
             if vertex.vertex().round < gc_round {
                 continue;
             }

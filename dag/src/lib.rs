@@ -16,9 +16,9 @@ mod committee;
 mod finalize;
 mod graph;
 pub mod store;
+pub mod testing;
 mod transaction;
 mod types;
-pub mod testing;
 mod vertex;
 
 pub use committee::{Committee, CommitteeError};

@@ -31,7 +31,11 @@ pub fn test_chain() -> ChainId {
 /// A committee of `n` fresh keys on the test chain, with its key pairs.
 pub fn committee(n: usize) -> (Committee, Vec<Keypair>) {
     let keys: Vec<Keypair> = (0..n).map(|_| Keypair::generate()).collect();
-    let committee = Committee::new(test_chain(), Epoch(0), keys.iter().map(|k| k.public).collect());
+    let committee = Committee::new(
+        test_chain(),
+        Epoch(0),
+        keys.iter().map(|k| k.public).collect(),
+    );
     match committee {
         Ok(committee) => (committee, keys),
         Err(error) => panic!("fixture committee of {n}: {error}"),
@@ -152,7 +156,11 @@ impl DagBuilder {
         parents.retain(|p| p.author != author);
         parents.sort_by_key(|p| p.author);
         parents.dedup_by_key(|p| p.author);
-        if let Some(own) = self.latest.get(&author).filter(|v| v.vertex().round < round) {
+        if let Some(own) = self
+            .latest
+            .get(&author)
+            .filter(|v| v.vertex().round < round)
+        {
             parents.insert(0, own.as_parent());
         }
         self.build(author, round, parents, variant)
@@ -167,7 +175,9 @@ impl DagBuilder {
     ) -> SignedVertex {
         let transactions = (0..self.transactions_per_vertex)
             .map(|i| {
-                Transaction::new(format!("tx r{} a{} v{variant} #{i}", round.0, author.0).into_bytes())
+                Transaction::new(
+                    format!("tx r{} a{} v{variant} #{i}", round.0, author.0).into_bytes(),
+                )
             })
             .collect();
         let vertex = Vertex {
@@ -207,7 +217,13 @@ pub fn entry_chain(
     vertices_per_entry: usize,
     transactions_per_vertex: usize,
 ) -> (Vec<SignedVertex>, Vec<FinalizedEntry>) {
-    entry_chain_from(Sequence(1), Digest::ZERO, count, vertices_per_entry, transactions_per_vertex)
+    entry_chain_from(
+        Sequence(1),
+        Digest::ZERO,
+        count,
+        vertices_per_entry,
+        transactions_per_vertex,
+    )
 }
 
 /// Like [`entry_chain`] but continuing a log after `first - 1` whose digest is `previous`.
@@ -250,7 +266,8 @@ pub fn entry_chain_from(
             all_vertices.push(signed);
         }
         let anchor = hashes.last().copied();
-        let state_digest = chain_digest(&previous, sequence, anchor.as_ref(), &hashes, &transactions);
+        let state_digest =
+            chain_digest(&previous, sequence, anchor.as_ref(), &hashes, &transactions);
         previous = state_digest;
         entries.push(FinalizedEntry {
             sequence,

@@ -48,6 +48,11 @@ impl Transaction {
 
 impl fmt::Debug for Transaction {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Transaction({:?}, {} bytes)", self.id(), self.payload.len())
+        write!(
+            f,
+            "Transaction({:?}, {} bytes)",
+            self.id(),
+            self.payload.len()
+        )
     }
 }

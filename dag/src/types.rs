@@ -89,7 +89,9 @@ pub struct ChainId(String);
 
 /// A chain id that breaks the naming rule.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("chain id must be 1 to {MAX_CHAIN_ID_BYTES} characters of a-z, 0-9, '-', '_' or '.'; got {0:?}")]
+#[error(
+    "chain id must be 1 to {MAX_CHAIN_ID_BYTES} characters of a-z, 0-9, '-', '_' or '.'; got {0:?}"
+)]
 pub struct ChainIdError(pub String);
 
 impl ChainId {

@@ -108,9 +108,16 @@ const PARENT_BYTES: usize = 2 + 8 + 32;
 impl Vertex {
     /// The canonical encoding: the bytes that are hashed and signed.
     pub fn encode(&self) -> Vec<u8> {
-        let payload_bytes: usize = self.transactions.iter().map(|t| 4 + t.payload().len()).sum();
+        let payload_bytes: usize = self
+            .transactions
+            .iter()
+            .map(|t| 4 + t.payload().len())
+            .sum();
         let mut writer = Writer::with_capacity(
-            1 + self.chain_id.as_str().len() + 47 + self.parents.len() * PARENT_BYTES + payload_bytes,
+            1 + self.chain_id.as_str().len()
+                + 47
+                + self.parents.len() * PARENT_BYTES
+                + payload_bytes,
         );
         let chain = self.chain_id.as_str().as_bytes();
         // ChainId guarantees at most 64 bytes.
@@ -174,7 +181,8 @@ impl Vertex {
             }
         };
         let raw_parents = u64::from(reader.u16("parent count")?);
-        let parent_count = reader.count("parents", raw_parents, limits.max_parents, PARENT_BYTES)?;
+        let parent_count =
+            reader.count("parents", raw_parents, limits.max_parents, PARENT_BYTES)?;
         let mut parents = Vec::with_capacity(parent_count);
         for _ in 0..parent_count {
             parents.push(ParentRef {
@@ -189,8 +197,11 @@ impl Vertex {
         let mut transactions = Vec::with_capacity(transaction_count);
         for _ in 0..transaction_count {
             let length = u64::from(reader.u32("transaction length")?);
-            let length = reader.count("transaction bytes", length, limits.max_transaction_bytes, 1)?;
-            transactions.push(Transaction::new(reader.take("transaction", length)?.to_vec()));
+            let length =
+                reader.count("transaction bytes", length, limits.max_transaction_bytes, 1)?;
+            transactions.push(Transaction::new(
+                reader.take("transaction", length)?.to_vec(),
+            ));
         }
         reader.finish()?;
         Ok(Vertex {
@@ -216,21 +227,37 @@ impl Vertex {
     /// parents, not the local clock or state), so every honest replica reaches the same
     /// verdict. The signature is checked separately ([`SignedVertex::verify_signature`])
     /// because it is the expensive part and is done in parallel batches.
-    pub fn check_structure(&self, committee: &Committee, limits: &Limits) -> Result<(), VertexError> {
+    pub fn check_structure(
+        &self,
+        committee: &Committee,
+        limits: &Limits,
+    ) -> Result<(), VertexError> {
         if &self.chain_id != committee.chain_id() || self.epoch != committee.epoch() {
             return Err(VertexError::WrongChain);
         }
         if !committee.contains(self.author) {
             return Err(VertexError::UnknownAuthor(self.author));
         }
-        check_limit("transactions", self.transactions.len(), limits.max_transactions)?;
+        check_limit(
+            "transactions",
+            self.transactions.len(),
+            limits.max_transactions,
+        )?;
         for transaction in &self.transactions {
             if transaction.payload().is_empty() {
                 return Err(VertexError::EmptyTransaction);
             }
-            check_limit("transaction bytes", transaction.payload().len(), limits.max_transaction_bytes)?;
+            check_limit(
+                "transaction bytes",
+                transaction.payload().len(),
+                limits.max_transaction_bytes,
+            )?;
         }
-        check_limit("parents", self.parents.len(), limits.max_parents.min(committee.size()))?;
+        check_limit(
+            "parents",
+            self.parents.len(),
+            limits.max_parents.min(committee.size()),
+        )?;
         let Some(previous_round) = self.round.previous() else {
             // Genesis round: nothing to reference.
             return if self.parents.is_empty() {
@@ -327,7 +354,9 @@ pub enum VertexError {
     #[error("a genesis-round vertex has no parents")]
     GenesisWithParents,
     /// Parents are not own-first then strictly ascending by author.
-    #[error("parents must be the author's own vertex first, then one per author in ascending order")]
+    #[error(
+        "parents must be the author's own vertex first, then one per author in ascending order"
+    )]
     ParentOrder,
     /// A parent at or above the vertex's round.
     #[error("parent round {0} is not below the vertex's round")]
@@ -459,10 +488,15 @@ impl SignedVertex {
         let vertex = Vertex::decode(encoded, limits)?;
         let signature_bytes = reader.take("signature", SIGNATURE_BYTES)?;
         reader.finish()?;
-        let signature = Signature::from_bytes(signature_bytes).map_err(|e| DecodeError::Invalid {
-            field: "signature",
-            reason: e.to_string(),
-        })?;
-        Ok(SignedVertex::from_parts(vertex, encoded.to_vec(), signature))
+        let signature =
+            Signature::from_bytes(signature_bytes).map_err(|e| DecodeError::Invalid {
+                field: "signature",
+                reason: e.to_string(),
+            })?;
+        Ok(SignedVertex::from_parts(
+            vertex,
+            encoded.to_vec(),
+            signature,
+        ))
     }
 }

@@ -21,26 +21,28 @@ fn arbitrary_vertex() -> impl Strategy<Value = Vertex> {
         proptest::collection::vec((any::<u16>(), any::<u64>(), any::<[u8; 32]>()), 0..8),
         proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), 0..8),
     )
-        .prop_map(|(epoch, author, round, created, proposal, parents, txs)| Vertex {
-            chain_id: test_chain(),
-            epoch: Epoch(epoch),
-            author: ValidatorIndex(author),
-            round: Round(round),
-            created_at: TimestampMs(created),
-            proposal: proposal.map(|(v, s)| Proposal {
-                view: View(v),
-                sequence: Sequence(s),
-            }),
-            parents: parents
-                .into_iter()
-                .map(|(a, r, h)| ParentRef {
-                    author: ValidatorIndex(a),
-                    round: Round(r),
-                    hash: Digest::from_bytes(h),
-                })
-                .collect(),
-            transactions: txs.into_iter().map(Transaction::new).collect(),
-        })
+        .prop_map(
+            |(epoch, author, round, created, proposal, parents, txs)| Vertex {
+                chain_id: test_chain(),
+                epoch: Epoch(epoch),
+                author: ValidatorIndex(author),
+                round: Round(round),
+                created_at: TimestampMs(created),
+                proposal: proposal.map(|(v, s)| Proposal {
+                    view: View(v),
+                    sequence: Sequence(s),
+                }),
+                parents: parents
+                    .into_iter()
+                    .map(|(a, r, h)| ParentRef {
+                        author: ValidatorIndex(a),
+                        round: Round(r),
+                        hash: Digest::from_bytes(h),
+                    })
+                    .collect(),
+                transactions: txs.into_iter().map(Transaction::new).collect(),
+            },
+        )
 }
 
 proptest! {
@@ -109,7 +111,10 @@ fn layout_begins_with_chain_id_then_epoch() {
     let bytes = sample().encode();
     let chain = test_chain();
     assert_eq!(usize::from(bytes[0]), chain.as_str().len());
-    assert_eq!(&bytes[1..1 + chain.as_str().len()], chain.as_str().as_bytes());
+    assert_eq!(
+        &bytes[1..1 + chain.as_str().len()],
+        chain.as_str().as_bytes()
+    );
     let epoch_at = 1 + chain.as_str().len();
     assert_eq!(&bytes[epoch_at..epoch_at + 8], &1u64.to_le_bytes());
 }
@@ -133,12 +138,18 @@ fn limits_are_enforced_before_allocation() {
     vertex.transactions.push(Transaction::new(b"x".to_vec()));
     assert!(matches!(
         Vertex::decode(&vertex.encode(), &limits),
-        Err(DecodeError::TooLarge { field: "transactions", .. })
+        Err(DecodeError::TooLarge {
+            field: "transactions",
+            ..
+        })
     ));
     // "hello" is 5 bytes, above 4.
     assert!(matches!(
         Vertex::decode(&sample().encode(), &limits),
-        Err(DecodeError::TooLarge { field: "transaction bytes", .. })
+        Err(DecodeError::TooLarge {
+            field: "transaction bytes",
+            ..
+        })
     ));
     // A count that claims more elements than bytes remain is refused up front.
     let mut bytes = sample().encode();
@@ -151,7 +162,10 @@ fn limits_are_enforced_before_allocation() {
     };
     assert!(matches!(
         Vertex::decode(&sample().encode(), &big),
-        Err(DecodeError::TooLarge { field: "vertex bytes", .. })
+        Err(DecodeError::TooLarge {
+            field: "vertex bytes",
+            ..
+        })
     ));
 }
 
@@ -168,13 +182,19 @@ fn typed_errors_for_malformed_fields() {
     bad_tag[tag_at] = 2;
     assert!(matches!(
         Vertex::decode(&bad_tag, &Limits::default()),
-        Err(DecodeError::Invalid { field: "proposal tag", .. })
+        Err(DecodeError::Invalid {
+            field: "proposal tag",
+            ..
+        })
     ));
     let mut bad_chain = sample().encode();
     bad_chain[1] = b'A';
     assert!(matches!(
         Vertex::decode(&bad_chain, &Limits::default()),
-        Err(DecodeError::Invalid { field: "chain id", .. })
+        Err(DecodeError::Invalid {
+            field: "chain id",
+            ..
+        })
     ));
     let wire = SignedVertex::with_signature(sample(), placeholder_signature()).to_wire();
     assert!(SignedVertex::from_wire(&wire[..wire.len() - 1], &Limits::default()).is_err());

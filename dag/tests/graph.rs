@@ -86,10 +86,16 @@ fn parent_order_is_own_first_then_ascending() {
     assert_eq!(good.vertex().parents[0].author, v(2));
     let mut swapped = good.vertex().clone();
     swapped.parents.swap(1, 2);
-    assert_eq!(structure(&swapped, builder.committee()), Err(VertexError::ParentOrder));
+    assert_eq!(
+        structure(&swapped, builder.committee()),
+        Err(VertexError::ParentOrder)
+    );
     let mut own_last = good.vertex().clone();
     own_last.parents.rotate_left(1);
-    assert_eq!(structure(&own_last, builder.committee()), Err(VertexError::ParentOrder));
+    assert_eq!(
+        structure(&own_last, builder.committee()),
+        Err(VertexError::ParentOrder)
+    );
 }
 
 #[test]
@@ -101,14 +107,23 @@ fn other_structural_rules() {
 
     let mut wrong_chain = base.clone();
     wrong_chain.chain_id = ChainId::new("other").expect("valid");
-    assert_eq!(structure(&wrong_chain, &committee), Err(VertexError::WrongChain));
+    assert_eq!(
+        structure(&wrong_chain, &committee),
+        Err(VertexError::WrongChain)
+    );
     let mut wrong_epoch = base.clone();
     wrong_epoch.epoch = Epoch(9);
-    assert_eq!(structure(&wrong_epoch, &committee), Err(VertexError::WrongChain));
+    assert_eq!(
+        structure(&wrong_epoch, &committee),
+        Err(VertexError::WrongChain)
+    );
 
     let mut stranger = base.clone();
     stranger.author = v(4);
-    assert_eq!(structure(&stranger, &committee), Err(VertexError::UnknownAuthor(v(4))));
+    assert_eq!(
+        structure(&stranger, &committee),
+        Err(VertexError::UnknownAuthor(v(4)))
+    );
 
     let mut genesis_with_parents = genesis[0].vertex().clone();
     genesis_with_parents.parents = base.parents.clone();
@@ -129,8 +144,13 @@ fn other_structural_rules() {
     );
 
     let mut empty_transaction = base.clone();
-    empty_transaction.transactions.push(Transaction::new(Vec::new()));
-    assert_eq!(structure(&empty_transaction, &committee), Err(VertexError::EmptyTransaction));
+    empty_transaction
+        .transactions
+        .push(Transaction::new(Vec::new()));
+    assert_eq!(
+        structure(&empty_transaction, &committee),
+        Err(VertexError::EmptyTransaction)
+    );
 
     // Another author's parent more than D rounds below is refused; the author's own
     // chain link may reach back any distance.
@@ -141,16 +161,35 @@ fn other_structural_rules() {
     let mut deep = base.clone();
     deep.round = Round(10);
     deep.parents = vec![
-        ParentRef { author: v(0), round: Round(1), hash: Digest::of(b"own") },
-        ParentRef { author: v(1), round: Round(9), hash: Digest::of(b"1") },
-        ParentRef { author: v(2), round: Round(9), hash: Digest::of(b"2") },
-        ParentRef { author: v(3), round: Round(9), hash: Digest::of(b"3") },
+        ParentRef {
+            author: v(0),
+            round: Round(1),
+            hash: Digest::of(b"own"),
+        },
+        ParentRef {
+            author: v(1),
+            round: Round(9),
+            hash: Digest::of(b"1"),
+        },
+        ParentRef {
+            author: v(2),
+            round: Round(9),
+            hash: Digest::of(b"2"),
+        },
+        ParentRef {
+            author: v(3),
+            round: Round(9),
+            hash: Digest::of(b"3"),
+        },
     ];
     assert_eq!(deep.check_structure(&committee, &limits), Ok(()));
     deep.parents[3].round = Round(7);
     assert_eq!(
         deep.check_structure(&committee, &limits),
-        Err(VertexError::ParentTooOld { parent: Round(7), lowest: Round(8) })
+        Err(VertexError::ParentTooOld {
+            parent: Round(7),
+            lowest: Round(8)
+        })
     );
 }
 
@@ -166,9 +205,16 @@ fn signatures_bind_author_and_bytes() {
     let mut claimed = genesis[0].vertex().clone();
     claimed.author = v(1);
     let forged = SignedVertex::with_signature(claimed, *genesis[0].signature());
-    assert_eq!(forged.verify_signature(&committee), Err(VertexError::BadSignature));
-    let placeholder = SignedVertex::with_signature(genesis[0].vertex().clone(), placeholder_signature());
-    assert_eq!(placeholder.verify_signature(&committee), Err(VertexError::BadSignature));
+    assert_eq!(
+        forged.verify_signature(&committee),
+        Err(VertexError::BadSignature)
+    );
+    let placeholder =
+        SignedVertex::with_signature(genesis[0].vertex().clone(), placeholder_signature());
+    assert_eq!(
+        placeholder.verify_signature(&committee),
+        Err(VertexError::BadSignature)
+    );
 }
 
 // ---------------------------------------------------------------- insert
@@ -211,7 +257,11 @@ fn a_parent_that_is_not_what_its_reference_says_rejects_the_child() {
     let lying = SignedVertex::with_signature(lying, placeholder_signature());
     let mut dag = new_dag(&builder);
     insert_all(&mut dag, &genesis[1..]);
-    assert!(dag.insert(lying.clone()).expect("waits for genesis 0").accepted.is_empty());
+    assert!(dag
+        .insert(lying.clone())
+        .expect("waits for genesis 0")
+        .accepted
+        .is_empty());
     let report = dag.insert(genesis[0].clone()).expect("valid");
     assert_eq!(report.accepted, vec![genesis[0].hash()]);
     assert!(matches!(
@@ -232,7 +282,9 @@ fn created_at_must_not_go_below_a_parent() {
     insert_all(&mut dag, &genesis);
     assert!(matches!(
         dag.insert(early),
-        Err(InsertError::Invalid(VertexError::CreatedBeforeParent { .. }))
+        Err(InsertError::Invalid(
+            VertexError::CreatedBeforeParent { .. }
+        ))
     ));
 }
 
@@ -260,7 +312,10 @@ fn equivocation_is_detected_with_both_signed_versions() {
     let referencing = builder.vertex_with_parents(
         v(0),
         Round(2),
-        vec![second.as_parent(), builder.slot(Round(1), v(1))[0].as_parent()],
+        vec![
+            second.as_parent(),
+            builder.slot(Round(1), v(1))[0].as_parent(),
+        ],
         0,
     );
     // (round 1 of validators 0..2 are needed too)
@@ -270,7 +325,10 @@ fn equivocation_is_detected_with_both_signed_versions() {
         .collect();
     insert_all(&mut dag, &others);
     let report = dag.insert(referencing).expect("valid but waiting");
-    assert_eq!(report.missing.iter().map(|p| p.hash).collect::<Vec<_>>(), vec![second.hash()]);
+    assert_eq!(
+        report.missing.iter().map(|p| p.hash).collect::<Vec<_>>(),
+        vec![second.hash()]
+    );
     let report = dag.insert(second.clone()).expect("wanted version accepted");
     assert!(report.equivocation.is_some());
     assert!(dag.contains(&second.hash()) && dag.contains(&first.hash()));
@@ -294,7 +352,10 @@ fn waiting_vertices_are_bounded_per_author() {
     let third = builder.vertex(v(1), Round(3), &all(4), 0);
     assert_eq!(dag.insert(third), Err(InsertError::PendingFull(v(1))));
     let other_author = builder.vertex(v(2), Round(3), &all(4), 7);
-    assert!(dag.insert(other_author).is_ok(), "other authors are unaffected");
+    assert!(
+        dag.insert(other_author).is_ok(),
+        "other authors are unaffected"
+    );
 }
 
 #[test]
@@ -391,10 +452,12 @@ fn anchors(builder: &DagBuilder, rounds: u64) -> Vec<Option<Digest>> {
             if k % 5 == 0 {
                 return None;
             }
-            builder
-                .committee()
-                .indices()
-                .find_map(|a| builder.slot(Round(2 * k), a).first().map(SignedVertex::hash))
+            builder.committee().indices().find_map(|a| {
+                builder
+                    .slot(Round(2 * k), a)
+                    .first()
+                    .map(SignedVertex::hash)
+            })
         })
         .collect()
 }
@@ -407,8 +470,11 @@ fn finalize_in_order(
     anchors: &[Option<Digest>],
     gc_depth: u64,
 ) -> Vec<FinalizedEntry> {
-    let by_hash: HashMap<Digest, SignedVertex> =
-        builder.vertices().into_iter().map(|v| (v.hash(), v)).collect();
+    let by_hash: HashMap<Digest, SignedVertex> = builder
+        .vertices()
+        .into_iter()
+        .map(|v| (v.hash(), v))
+        .collect();
     let mut dag = new_dag(builder);
     for vertex in order {
         match dag.insert(vertex.clone()) {
@@ -430,7 +496,11 @@ fn finalize_in_order(
     let mut entries = Vec::new();
     for (index, anchor) in anchors.iter().enumerate() {
         let sequence = Sequence(index as u64 + 1);
-        entries.push(finalizer.execute(&dag, sequence, *anchor, 0).expect("executes"));
+        entries.push(
+            finalizer
+                .execute(&dag, sequence, *anchor, 0)
+                .expect("executes"),
+        );
         dag.set_gc_round(finalizer.gc_round());
     }
     entries
@@ -438,11 +508,17 @@ fn finalize_in_order(
 
 /// Checker 3 (order): every finalized vertex comes after its finalized parents.
 fn assert_topological(builder: &DagBuilder, entries: &[FinalizedEntry]) {
-    let by_hash: HashMap<Digest, SignedVertex> =
-        builder.vertices().into_iter().map(|v| (v.hash(), v)).collect();
+    let by_hash: HashMap<Digest, SignedVertex> = builder
+        .vertices()
+        .into_iter()
+        .map(|v| (v.hash(), v))
+        .collect();
     let mut position = HashMap::new();
     for (index, hash) in entries.iter().flat_map(|e| &e.vertices).enumerate() {
-        assert!(position.insert(*hash, index).is_none(), "finalized twice: {hash:?}");
+        assert!(
+            position.insert(*hash, index).is_none(),
+            "finalized twice: {hash:?}"
+        );
     }
     for (hash, index) in &position {
         for parent in &by_hash[hash].vertex().parents {

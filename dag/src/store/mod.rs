@@ -73,7 +73,8 @@ impl StoreBatch {
 
     /// Sets a key of the replica's durable consensus state.
     pub fn put_replica_state(&mut self, key: &[u8], value: &[u8]) -> &mut Self {
-        self.replica_state.push((key.to_vec(), Some(value.to_vec())));
+        self.replica_state
+            .push((key.to_vec(), Some(value.to_vec())));
         self
     }
 

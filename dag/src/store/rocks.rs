@@ -12,7 +12,10 @@
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
-use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
+use rocksdb::{
+    ColumnFamily, ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch,
+    WriteOptions, DB,
+};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use weft_crypto::Digest;
@@ -78,7 +81,9 @@ impl RocksStore {
     fn lock_head(&self) -> MutexGuard<'_, Option<LogHead>> {
         // The head is only replaced after a successful write, so it is consistent even
         // if a writer panicked.
-        self.head.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.head
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn family(&self, name: &'static str) -> Result<&ColumnFamily, StoreError> {
@@ -101,12 +106,11 @@ fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
 }
 
 fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
-    let (value, read) = bincode::serde::decode_from_slice(bytes, config()).map_err(|e| {
-        StoreError::Corrupt {
+    let (value, read) =
+        bincode::serde::decode_from_slice(bytes, config()).map_err(|e| StoreError::Corrupt {
             what,
             reason: e.to_string(),
-        }
-    })?;
+        })?;
     if read != bytes.len() {
         return Err(StoreError::Corrupt {
             what,

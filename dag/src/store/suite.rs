@@ -25,7 +25,11 @@ impl Fixture {
     pub fn fill(&self, store: &dyn Store, count: usize) {
         for entry in &self.entries[..count] {
             let mut batch = StoreBatch::new();
-            for vertex in self.vertices.iter().filter(|v| entry.vertices.contains(&v.hash())) {
+            for vertex in self
+                .vertices
+                .iter()
+                .filter(|v| entry.vertices.contains(&v.hash()))
+            {
                 batch.put_vertex(vertex.clone());
             }
             batch.append_finalized(entry.clone());
@@ -44,7 +48,10 @@ impl Fixture {
             })
         );
         for entry in &self.entries[..count] {
-            assert_eq!(store.finalized(entry.sequence).expect("read").as_ref(), Some(entry));
+            assert_eq!(
+                store.finalized(entry.sequence).expect("read").as_ref(),
+                Some(entry)
+            );
             for hash in &entry.vertices {
                 let vertex = store.vertex(hash).expect("read").expect("stored");
                 assert_eq!(vertex.hash(), *hash);
@@ -54,7 +61,10 @@ impl Fixture {
                 );
             }
             for transaction in &entry.transactions {
-                let location = store.transaction(&transaction.id).expect("read").expect("indexed");
+                let location = store
+                    .transaction(&transaction.id)
+                    .expect("read")
+                    .expect("indexed");
                 assert_eq!(location.sequence, entry.sequence);
                 assert_eq!(location.vertex, transaction.vertex);
                 assert_eq!(location.position, transaction.position);
@@ -66,7 +76,10 @@ impl Fixture {
         );
         for entry in &self.entries[count..] {
             assert_eq!(store.finalized(entry.sequence).expect("read"), None);
-            assert_eq!(store.transaction(&entry.transactions[0].id).expect("read"), None);
+            assert_eq!(
+                store.transaction(&entry.transactions[0].id).expect("read"),
+                None
+            );
         }
     }
 }
@@ -74,10 +87,21 @@ impl Fixture {
 pub(crate) fn empty_store_holds_nothing(store: &dyn Store) {
     let fixture = Fixture::new();
     assert_eq!(store.log_head().expect("head"), None);
-    assert_eq!(store.vertex(&fixture.vertices[0].hash()).expect("read"), None);
+    assert_eq!(
+        store.vertex(&fixture.vertices[0].hash()).expect("read"),
+        None
+    );
     assert_eq!(store.finalized(Sequence(1)).expect("read"), None);
-    assert!(store.finalized_range(Sequence(1), 10).expect("read").is_empty());
-    assert_eq!(store.transaction(&fixture.entries[0].transactions[0].id).expect("read"), None);
+    assert!(store
+        .finalized_range(Sequence(1), 10)
+        .expect("read")
+        .is_empty());
+    assert_eq!(
+        store
+            .transaction(&fixture.entries[0].transactions[0].id)
+            .expect("read"),
+        None
+    );
     assert_eq!(store.replica_state(b"anything").expect("read"), None);
 }
 
@@ -96,8 +120,14 @@ pub(crate) fn vertices_round_trip_and_delete(store: &dyn Store) {
     let mut batch = StoreBatch::new();
     batch.delete_vertex(fixture.vertices[1].hash());
     store.write(batch).expect("delete");
-    assert_eq!(store.vertex(&fixture.vertices[1].hash()).expect("read"), None);
-    assert!(store.vertex(&fixture.vertices[0].hash()).expect("read").is_some());
+    assert_eq!(
+        store.vertex(&fixture.vertices[1].hash()).expect("read"),
+        None
+    );
+    assert!(store
+        .vertex(&fixture.vertices[0].hash())
+        .expect("read")
+        .is_some());
 }
 
 pub(crate) fn entries_append_with_index_and_head(store: &dyn Store) {
@@ -114,7 +144,10 @@ pub(crate) fn several_entries_in_one_batch(store: &dyn Store) {
     }
     store.write(batch).expect("write");
     let last = fixture.entries.last().expect("entries");
-    assert_eq!(store.log_head().expect("head").map(|h| h.sequence), Some(last.sequence));
+    assert_eq!(
+        store.log_head().expect("head").map(|h| h.sequence),
+        Some(last.sequence)
+    );
 }
 
 pub(crate) fn ranges_are_bounded_and_ordered(store: &dyn Store) {
@@ -124,8 +157,14 @@ pub(crate) fn ranges_are_bounded_and_ordered(store: &dyn Store) {
     assert_eq!(range, fixture.entries[1..3].to_vec());
     let tail = store.finalized_range(Sequence(4), 100).expect("range");
     assert_eq!(tail, fixture.entries[3..].to_vec());
-    assert!(store.finalized_range(Sequence(6), 10).expect("range").is_empty());
-    assert!(store.finalized_range(Sequence(1), 0).expect("range").is_empty());
+    assert!(store
+        .finalized_range(Sequence(6), 10)
+        .expect("range")
+        .is_empty());
+    assert!(store
+        .finalized_range(Sequence(1), 0)
+        .expect("range")
+        .is_empty());
 }
 
 pub(crate) fn out_of_order_entry_changes_nothing(store: &dyn Store) {
@@ -141,7 +180,10 @@ pub(crate) fn out_of_order_entry_changes_nothing(store: &dyn Store) {
         }
         other => panic!("expected NotNext, got {other:?}"),
     }
-    assert_eq!(store.vertex(&fixture.vertices[9].hash()).expect("read"), None);
+    assert_eq!(
+        store.vertex(&fixture.vertices[9].hash()).expect("read"),
+        None
+    );
     fixture.check_filled(store, 1);
 }
 
@@ -160,18 +202,28 @@ pub(crate) fn broken_chain_changes_nothing(store: &dyn Store) {
     wrong_digest.state_digest = Digest::of(b"forged");
     let mut batch = StoreBatch::new();
     batch.append_finalized(wrong_digest);
-    assert!(matches!(store.write(batch), Err(StoreError::BrokenChain(_))));
+    assert!(matches!(
+        store.write(batch),
+        Err(StoreError::BrokenChain(_))
+    ));
     fixture.check_filled(store, 2);
 }
 
 pub(crate) fn replica_state_puts_overwrites_and_deletes(store: &dyn Store) {
     let mut batch = StoreBatch::new();
-    batch.put_replica_state(b"view", b"1").put_replica_state(b"vote/7", b"prepare");
+    batch
+        .put_replica_state(b"view", b"1")
+        .put_replica_state(b"vote/7", b"prepare");
     store.write(batch).expect("write");
     let mut batch = StoreBatch::new();
-    batch.put_replica_state(b"view", b"2").delete_replica_state(b"vote/7");
+    batch
+        .put_replica_state(b"view", b"2")
+        .delete_replica_state(b"vote/7");
     store.write(batch).expect("write");
-    assert_eq!(store.replica_state(b"view").expect("read"), Some(b"2".to_vec()));
+    assert_eq!(
+        store.replica_state(b"view").expect("read"),
+        Some(b"2".to_vec())
+    );
     assert_eq!(store.replica_state(b"vote/7").expect("read"), None);
 }
 
