@@ -1,1 +1,15 @@
 //! The PBFT replica as a pure state machine that finalizes DAG anchors, and the seeded simulator that attacks it.
+//!
+//! Work in progress (issue 3). What exists so far:
+//!
+//! - [`messages`]: prepare and commit votes and checkpoints, each with a canonical
+//!   encoding that begins with the chain id and epoch and its own FIPS 204 signing
+//!   context (a primary's vertex, from `weft-dag`, is the pre-prepare);
+//! - [`quorum`]: vote counting over distinct voters, with double votes reported as
+//!   evidence.
+//!
+//! The crate depends on no runtime, clock, socket or disk: `weft-dag` comes without its
+//! RocksDB feature. Time will arrive as an input and timers leave as outputs.
+
+pub mod messages;
+pub mod quorum;

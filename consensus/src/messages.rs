@@ -1,0 +1,431 @@
+//! The signed consensus messages besides vertices (a primary's vertex is the
+//! pre-prepare): prepare and commit votes, checkpoints. Each has a canonical encoding
+//! that begins with the chain id and epoch, and its own FIPS 204 signing context, so a
+//! prepare signature can never be replayed as a commit or on another chain.
+//!
+//! Canonical encoding of a vote (little-endian, fixed width):
+//!
+//! ```text
+//! chain_id  u8 length, bytes       epoch     u64
+//! view      u64                    sequence  u64
+//! digest    u8 tag: 0 = null sequence, 1 = followed by the anchor hash [32]
+//! voter     u16
+//! ```
+//!
+//! A checkpoint is `chain_id, epoch, sequence u64, state digest [32], signer u16`.
+
+use weft_crypto::{Digest, SecretKey, Signature, SigningContext, SIGNATURE_BYTES};
+use weft_dag::codec::{DecodeError, Reader, Writer};
+use weft_dag::{ChainId, Committee, Epoch, Sequence, ValidatorIndex, View};
+
+/// Which PBFT phase a vote belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Phase {
+    /// Prepare: "I accept this pre-prepare for (view, sequence)".
+    Prepare,
+    /// Commit: "I have seen 2f+1 prepares for (view, sequence, digest)".
+    Commit,
+}
+
+impl Phase {
+    /// The signing context of this phase.
+    pub fn context(self) -> SigningContext {
+        match self {
+            Phase::Prepare => SigningContext::Prepare,
+            Phase::Commit => SigningContext::Commit,
+        }
+    }
+}
+
+/// A prepare or commit vote, unsigned.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Vote {
+    /// The chain.
+    pub chain_id: ChainId,
+    /// The validator set's epoch.
+    pub epoch: Epoch,
+    /// Prepare or commit.
+    pub phase: Phase,
+    /// The view.
+    pub view: View,
+    /// The sequence.
+    pub sequence: Sequence,
+    /// The anchor's hash, or `None` for a null sequence (after a view change).
+    pub digest: Option<Digest>,
+    /// Who votes.
+    pub voter: ValidatorIndex,
+}
+
+/// Why a message is refused. All variants are permanent for those bytes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MessageError {
+    /// Undecodable.
+    #[error("undecodable message: {0}")]
+    Decode(#[from] DecodeError),
+    /// For another chain or epoch.
+    #[error("message belongs to another chain or epoch")]
+    WrongChain,
+    /// The signer is not a validator.
+    #[error("validator {0} is not in the validator set")]
+    UnknownSigner(ValidatorIndex),
+    /// The signature does not verify.
+    #[error("message signature does not verify")]
+    BadSignature,
+}
+
+fn write_header(writer: &mut Writer, chain_id: &ChainId, epoch: Epoch) {
+    let chain = chain_id.as_str().as_bytes();
+    writer.u8(u8::try_from(chain.len()).unwrap_or(u8::MAX));
+    writer.raw(chain);
+    writer.u64(epoch.0);
+}
+
+fn read_header(reader: &mut Reader<'_>) -> Result<(ChainId, Epoch), DecodeError> {
+    let length = usize::from(reader.u8("chain id length")?);
+    let bytes = reader.take("chain id", length)?;
+    let chain_id = std::str::from_utf8(bytes)
+        .ok()
+        .and_then(|name| ChainId::new(name).ok())
+        .ok_or_else(|| DecodeError::Invalid {
+            field: "chain id",
+            reason: "not 1 to 64 characters of a-z 0-9 - _ .".into(),
+        })?;
+    Ok((chain_id, Epoch(reader.u64("epoch")?)))
+}
+
+fn write_optional_digest(writer: &mut Writer, digest: Option<&Digest>) {
+    match digest {
+        None => writer.u8(0),
+        Some(digest) => {
+            writer.u8(1);
+            writer.raw(digest.as_bytes());
+        }
+    }
+}
+
+fn read_optional_digest(reader: &mut Reader<'_>) -> Result<Option<Digest>, DecodeError> {
+    match reader.u8("digest tag")? {
+        0 => Ok(None),
+        1 => Ok(Some(Digest::from_bytes(reader.array("digest")?))),
+        tag => Err(DecodeError::Invalid {
+            field: "digest tag",
+            reason: format!("{tag} is neither 0 nor 1"),
+        }),
+    }
+}
+
+impl Vote {
+    /// The canonical bytes that are signed (the phase is in the signing context).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut writer = Writer::with_capacity(128);
+        write_header(&mut writer, &self.chain_id, self.epoch);
+        writer.u64(self.view.0);
+        writer.u64(self.sequence.0);
+        write_optional_digest(&mut writer, self.digest.as_ref());
+        writer.u16(self.voter.0);
+        writer.finish()
+    }
+
+    /// Decodes a vote of `phase`.
+    pub fn decode(phase: Phase, bytes: &[u8]) -> Result<Vote, DecodeError> {
+        let mut reader = Reader::new(bytes);
+        let (chain_id, epoch) = read_header(&mut reader)?;
+        let vote = Vote {
+            chain_id,
+            epoch,
+            phase,
+            view: View(reader.u64("view")?),
+            sequence: Sequence(reader.u64("sequence")?),
+            digest: read_optional_digest(&mut reader)?,
+            voter: ValidatorIndex(reader.u16("voter")?),
+        };
+        reader.finish()?;
+        Ok(vote)
+    }
+
+    /// Signs the vote. ML-DSA signing is randomized: persist the result and re-send it,
+    /// never sign the same vote twice.
+    pub fn sign(self, secret: &SecretKey) -> SignedVote {
+        let encoded = self.encode();
+        let signature = secret.sign(self.phase.context(), &encoded);
+        SignedVote {
+            vote: self,
+            encoded,
+            signature,
+        }
+    }
+
+    /// True when `other` is a different vote for the same slot by the same voter:
+    /// signing both is a proven fault.
+    pub fn conflicts_with(&self, other: &Vote) -> bool {
+        self.phase == other.phase
+            && self.chain_id == other.chain_id
+            && self.epoch == other.epoch
+            && self.view == other.view
+            && self.sequence == other.sequence
+            && self.voter == other.voter
+            && self.digest != other.digest
+    }
+}
+
+/// A vote with its canonical bytes and signature.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignedVote {
+    vote: Vote,
+    encoded: Vec<u8>,
+    signature: Signature,
+}
+
+impl SignedVote {
+    /// The vote.
+    pub fn vote(&self) -> &Vote {
+        &self.vote
+    }
+
+    /// The signed bytes.
+    pub fn encoded(&self) -> &[u8] {
+        &self.encoded
+    }
+
+    /// The signature.
+    pub fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    /// Checks chain, epoch, signer and signature against `committee`.
+    pub fn verify(&self, committee: &Committee) -> Result<(), MessageError> {
+        if &self.vote.chain_id != committee.chain_id() || self.vote.epoch != committee.epoch() {
+            return Err(MessageError::WrongChain);
+        }
+        let key = committee
+            .public_key(self.vote.voter)
+            .ok_or(MessageError::UnknownSigner(self.vote.voter))?;
+        key.verify(self.vote.phase.context(), &self.encoded, &self.signature)
+            .map_err(|_| MessageError::BadSignature)
+    }
+
+    /// Wire form: `u8 phase (0 prepare, 1 commit), u16 length, vote bytes, signature`.
+    pub fn to_wire(&self) -> Vec<u8> {
+        let mut writer = Writer::with_capacity(3 + self.encoded.len() + SIGNATURE_BYTES);
+        writer.u8(match self.vote.phase {
+            Phase::Prepare => 0,
+            Phase::Commit => 1,
+        });
+        writer.u16(u16::try_from(self.encoded.len()).unwrap_or(u16::MAX));
+        writer.raw(&self.encoded);
+        writer.raw(self.signature.as_bytes());
+        writer.finish()
+    }
+
+    /// Reads the wire form. The signature is not verified.
+    pub fn from_wire(bytes: &[u8]) -> Result<SignedVote, DecodeError> {
+        let mut reader = Reader::new(bytes);
+        let phase = match reader.u8("phase")? {
+            0 => Phase::Prepare,
+            1 => Phase::Commit,
+            other => {
+                return Err(DecodeError::Invalid {
+                    field: "phase",
+                    reason: format!("{other} is neither 0 nor 1"),
+                })
+            }
+        };
+        let length = usize::from(reader.u16("vote length")?);
+        let encoded = reader.take("vote", length)?;
+        let vote = Vote::decode(phase, encoded)?;
+        let signature =
+            Signature::from_bytes(reader.take("signature", SIGNATURE_BYTES)?).map_err(|e| {
+                DecodeError::Invalid {
+                    field: "signature",
+                    reason: e.to_string(),
+                }
+            })?;
+        reader.finish()?;
+        Ok(SignedVote {
+            vote,
+            encoded: encoded.to_vec(),
+            signature,
+        })
+    }
+}
+
+/// A checkpoint vote: "after `sequence`, my chained state digest is `state_digest`".
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Checkpoint {
+    /// The chain.
+    pub chain_id: ChainId,
+    /// The validator set's epoch.
+    pub epoch: Epoch,
+    /// The last sequence covered.
+    pub sequence: Sequence,
+    /// The chained state digest after it.
+    pub state_digest: Digest,
+    /// Who signs.
+    pub signer: ValidatorIndex,
+}
+
+impl Checkpoint {
+    /// The canonical bytes that are signed.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut writer = Writer::with_capacity(128);
+        write_header(&mut writer, &self.chain_id, self.epoch);
+        writer.u64(self.sequence.0);
+        writer.raw(self.state_digest.as_bytes());
+        writer.u16(self.signer.0);
+        writer.finish()
+    }
+
+    /// Decodes a checkpoint.
+    pub fn decode(bytes: &[u8]) -> Result<Checkpoint, DecodeError> {
+        let mut reader = Reader::new(bytes);
+        let (chain_id, epoch) = read_header(&mut reader)?;
+        let checkpoint = Checkpoint {
+            chain_id,
+            epoch,
+            sequence: Sequence(reader.u64("sequence")?),
+            state_digest: Digest::from_bytes(reader.array("state digest")?),
+            signer: ValidatorIndex(reader.u16("signer")?),
+        };
+        reader.finish()?;
+        Ok(checkpoint)
+    }
+
+    /// Signs the checkpoint.
+    pub fn sign(self, secret: &SecretKey) -> SignedCheckpoint {
+        let encoded = self.encode();
+        let signature = secret.sign(SigningContext::Checkpoint, &encoded);
+        SignedCheckpoint {
+            checkpoint: self,
+            encoded,
+            signature,
+        }
+    }
+}
+
+/// A checkpoint with its canonical bytes and signature.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignedCheckpoint {
+    checkpoint: Checkpoint,
+    encoded: Vec<u8>,
+    signature: Signature,
+}
+
+impl SignedCheckpoint {
+    /// The checkpoint.
+    pub fn checkpoint(&self) -> &Checkpoint {
+        &self.checkpoint
+    }
+
+    /// The signature.
+    pub fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    /// Checks chain, epoch, signer and signature against `committee`.
+    pub fn verify(&self, committee: &Committee) -> Result<(), MessageError> {
+        let checkpoint = &self.checkpoint;
+        if &checkpoint.chain_id != committee.chain_id() || checkpoint.epoch != committee.epoch() {
+            return Err(MessageError::WrongChain);
+        }
+        let key = committee
+            .public_key(checkpoint.signer)
+            .ok_or(MessageError::UnknownSigner(checkpoint.signer))?;
+        key.verify(SigningContext::Checkpoint, &self.encoded, &self.signature)
+            .map_err(|_| MessageError::BadSignature)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use weft_dag::testing::{committee, test_chain};
+
+    fn vote(phase: Phase, digest: Option<Digest>) -> Vote {
+        Vote {
+            chain_id: test_chain(),
+            epoch: Epoch(0),
+            phase,
+            view: View(3),
+            sequence: Sequence(7),
+            digest,
+            voter: ValidatorIndex(1),
+        }
+    }
+
+    #[test]
+    fn votes_verify_and_bind_their_phase() {
+        let (committee, keys) = committee(4);
+        let prepare = vote(Phase::Prepare, Some(Digest::of(b"anchor"))).sign(&keys[1].secret);
+        assert_eq!(prepare.verify(&committee), Ok(()));
+        // The same bytes and signature presented as a commit do not verify.
+        let as_commit = SignedVote {
+            vote: Vote {
+                phase: Phase::Commit,
+                ..prepare.vote().clone()
+            },
+            ..prepare.clone()
+        };
+        assert_eq!(
+            as_commit.verify(&committee),
+            Err(MessageError::BadSignature)
+        );
+        // Signed by another validator's key.
+        let forged = vote(Phase::Prepare, None).sign(&keys[2].secret);
+        assert_eq!(forged.verify(&committee), Err(MessageError::BadSignature));
+    }
+
+    #[test]
+    fn wire_round_trips() {
+        let (_, keys) = committee(4);
+        for signed in [
+            vote(Phase::Prepare, None).sign(&keys[1].secret),
+            vote(Phase::Commit, Some(Digest::of(b"a"))).sign(&keys[1].secret),
+        ] {
+            assert_eq!(SignedVote::from_wire(&signed.to_wire()), Ok(signed));
+        }
+    }
+
+    #[test]
+    fn conflicting_votes_are_recognized() {
+        let a = vote(Phase::Prepare, Some(Digest::of(b"a")));
+        let b = vote(Phase::Prepare, Some(Digest::of(b"b")));
+        assert!(a.conflicts_with(&b));
+        assert!(!a.conflicts_with(&a));
+        let other_phase = vote(Phase::Commit, Some(Digest::of(b"b")));
+        assert!(!a.conflicts_with(&other_phase));
+        assert!(a.conflicts_with(&vote(Phase::Prepare, None)));
+    }
+
+    #[test]
+    fn checkpoints_verify() {
+        let (committee, keys) = committee(4);
+        let checkpoint = Checkpoint {
+            chain_id: test_chain(),
+            epoch: Epoch(0),
+            sequence: Sequence(100),
+            state_digest: Digest::of(b"state"),
+            signer: ValidatorIndex(2),
+        };
+        assert_eq!(
+            Checkpoint::decode(&checkpoint.encode()),
+            Ok(checkpoint.clone())
+        );
+        let signed = checkpoint.sign(&keys[2].secret);
+        assert_eq!(signed.verify(&committee), Ok(()));
+        assert_eq!(signed.checkpoint().sequence, Sequence(100));
+    }
+
+    proptest! {
+        #[test]
+        fn vote_decoding_never_panics_and_is_canonical(bytes in proptest::collection::vec(any::<u8>(), 0..120)) {
+            if let Ok(decoded) = Vote::decode(Phase::Prepare, &bytes) {
+                prop_assert_eq!(decoded.encode(), bytes.clone());
+            }
+            let _ = SignedVote::from_wire(&bytes);
+            if let Ok(decoded) = Checkpoint::decode(&bytes) {
+                prop_assert_eq!(decoded.encode(), bytes);
+            }
+        }
+    }
+}
