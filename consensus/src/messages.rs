@@ -16,7 +16,18 @@
 
 use weft_crypto::{Digest, SecretKey, Signature, SigningContext, SIGNATURE_BYTES};
 use weft_dag::codec::{DecodeError, Reader, Writer};
-use weft_dag::{ChainId, Committee, Epoch, Sequence, ValidatorIndex, View};
+use weft_dag::{ChainId, Committee, Epoch, Sequence, SignedVertex, ValidatorIndex, View};
+
+/// Everything replicas send each other.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Message {
+    /// A DAG vertex; a primary's vertex with a proposal is also the pre-prepare.
+    Vertex(SignedVertex),
+    /// A prepare or commit vote.
+    Vote(SignedVote),
+    /// A checkpoint vote.
+    Checkpoint(SignedCheckpoint),
+}
 
 /// Which PBFT phase a vote belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -148,6 +159,17 @@ impl Vote {
     pub fn sign(self, secret: &SecretKey) -> SignedVote {
         let encoded = self.encode();
         let signature = secret.sign(self.phase.context(), &encoded);
+        SignedVote {
+            vote: self,
+            encoded,
+            signature,
+        }
+    }
+
+    /// Signs the vote with `signer` (see [`Vote::sign`]).
+    pub fn sign_with(self, signer: &crate::Signer) -> SignedVote {
+        let encoded = self.encode();
+        let signature = signer.sign(self.phase.context(), &encoded);
         SignedVote {
             vote: self,
             encoded,
@@ -288,6 +310,17 @@ impl Checkpoint {
         };
         reader.finish()?;
         Ok(checkpoint)
+    }
+
+    /// Signs the checkpoint with `signer`.
+    pub fn sign_with(self, signer: &crate::Signer) -> SignedCheckpoint {
+        let encoded = self.encode();
+        let signature = signer.sign(SigningContext::Checkpoint, &encoded);
+        SignedCheckpoint {
+            checkpoint: self,
+            encoded,
+            signature,
+        }
     }
 
     /// Signs the checkpoint.

@@ -40,12 +40,14 @@ pub struct DoubleVote {
 #[derive(Debug)]
 pub struct VoteTracker {
     phase: Phase,
+    /// Distinct voters needed: 2f + 1 commits, or 2f prepares (the primary's pre-prepare
+    /// stands in for its prepare).
     quorum: usize,
     slots: BTreeMap<(Sequence, View), BTreeMap<ValidatorIndex, SignedVote>>,
 }
 
 impl VoteTracker {
-    /// A tracker for `phase` needing `quorum` distinct voters.
+    /// A tracker for `phase` needing `quorum` distinct voters (the threshold).
     pub fn new(phase: Phase, quorum: usize) -> VoteTracker {
         assert!(quorum > 0, "a quorum is at least one voter");
         VoteTracker {
@@ -104,6 +106,15 @@ impl VoteTracker {
                     .filter(|v| v.vote().digest.as_ref() == digest)
                     .cloned()
                     .collect()
+            })
+    }
+
+    /// The digests voted for at (view, sequence), in voter order.
+    pub fn digests(&self, view: View, sequence: Sequence) -> Vec<Option<Digest>> {
+        self.slots
+            .get(&(sequence, view))
+            .map_or_else(Vec::new, |slot| {
+                slot.values().map(|v| v.vote().digest).collect()
             })
     }
 

@@ -199,11 +199,11 @@ impl SecretKey {
     /// same message twice gives two different valid signatures, so callers that must not
     /// sign twice keep and re-send the first signature.
     pub fn sign(&self, context: SigningContext, message: &[u8]) -> Signature {
-        Signature(mldsa87::detached_sign_ctx(
+        Signature(Box::new(mldsa87::detached_sign_ctx(
             message,
             context.as_bytes(),
             &self.0,
-        ))
+        )))
     }
 }
 
@@ -246,16 +246,17 @@ impl Keypair {
     }
 }
 
-/// An ML-DSA-87 signature (4,627 bytes).
-#[derive(Clone, Copy)]
-pub struct Signature(mldsa87::DetachedSignature);
+/// An ML-DSA-87 signature (4,627 bytes), kept on the heap so the messages that carry
+/// it stay small to move.
+#[derive(Clone)]
+pub struct Signature(Box<mldsa87::DetachedSignature>);
 
 impl Signature {
     /// Reads a signature; it must be exactly [`SIGNATURE_BYTES`] long.
     pub fn from_bytes(bytes: &[u8]) -> Result<Signature, KeyError> {
         exact_length("an ML-DSA-87 signature", bytes, SIGNATURE_BYTES)?;
         mldsa87::DetachedSignature::from_bytes(bytes)
-            .map(Signature)
+            .map(|signature| Signature(Box::new(signature)))
             .map_err(|_| KeyError::Length {
                 kind: "an ML-DSA-87 signature",
                 expected: SIGNATURE_BYTES,

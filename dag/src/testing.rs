@@ -50,7 +50,6 @@ pub struct DagBuilder {
     keys: Option<Vec<Keypair>>,
     /// (round, author) -> versions (more than one when the author equivocated).
     slots: BTreeMap<(Round, ValidatorIndex), Vec<SignedVertex>>,
-    latest: BTreeMap<ValidatorIndex, SignedVertex>,
     transactions_per_vertex: usize,
 }
 
@@ -62,7 +61,6 @@ impl DagBuilder {
             committee,
             keys: None,
             slots: BTreeMap::new(),
-            latest: BTreeMap::new(),
             transactions_per_vertex: 2,
         }
     }
@@ -82,7 +80,6 @@ impl DagBuilder {
             committee,
             keys: None,
             slots: BTreeMap::new(),
-            latest: BTreeMap::new(),
             transactions_per_vertex: 2,
         }
     }
@@ -156,12 +153,17 @@ impl DagBuilder {
         parents.retain(|p| p.author != author);
         parents.sort_by_key(|p| p.author);
         parents.dedup_by_key(|p| p.author);
-        if let Some(own) = self
-            .latest
-            .get(&author)
-            .filter(|v| v.vertex().round < round)
-        {
-            parents.insert(0, own.as_parent());
+        // The author's own latest vertex below this round (not the latest overall: an
+        // equivocating twin at this round must reference the same own parent).
+        let own = self
+            .slots
+            .range(..(round, ValidatorIndex(0)))
+            .rev()
+            .find(|((_, a), _)| *a == author)
+            .and_then(|(_, versions)| versions.first())
+            .map(SignedVertex::as_parent);
+        if let Some(own) = own {
+            parents.insert(0, own);
         }
         self.build(author, round, parents, variant)
     }
@@ -198,13 +200,6 @@ impl DagBuilder {
             .entry((round, author))
             .or_default()
             .push(signed.clone());
-        let newer = self
-            .latest
-            .get(&author)
-            .is_none_or(|v| v.vertex().round < round);
-        if newer {
-            self.latest.insert(author, signed.clone());
-        }
         signed
     }
 }

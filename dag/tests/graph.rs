@@ -204,7 +204,7 @@ fn signatures_bind_author_and_bytes() {
     // Claiming another author's signature fails.
     let mut claimed = genesis[0].vertex().clone();
     claimed.author = v(1);
-    let forged = SignedVertex::with_signature(claimed, *genesis[0].signature());
+    let forged = SignedVertex::with_signature(claimed, genesis[0].signature().clone());
     assert_eq!(
         forged.verify_signature(&committee),
         Err(VertexError::BadSignature)
@@ -309,21 +309,21 @@ fn equivocation_is_detected_with_both_signed_versions() {
     assert!(!dag.contains(&second.hash()));
 
     // Once an accepted vertex's history needs it, the second version is taken.
-    let referencing = builder.vertex_with_parents(
-        v(0),
-        Round(2),
-        vec![
-            second.as_parent(),
-            builder.slot(Round(1), v(1))[0].as_parent(),
-        ],
-        0,
-    );
-    // (round 1 of validators 0..2 are needed too)
     let others: Vec<SignedVertex> = [v(0), v(1), v(2)]
         .iter()
         .map(|&a| builder.vertex(a, Round(1), &all(4), 0))
         .collect();
     insert_all(&mut dag, &others);
+    let referencing = builder.vertex_with_parents(
+        v(0),
+        Round(2),
+        vec![
+            second.as_parent(),
+            others[1].as_parent(),
+            others[2].as_parent(),
+        ],
+        0,
+    );
     let report = dag.insert(referencing).expect("valid but waiting");
     assert_eq!(
         report.missing.iter().map(|p| p.hash).collect::<Vec<_>>(),
