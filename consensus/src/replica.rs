@@ -9,7 +9,12 @@
 //!    vertex of every other author (round r where there is one, older otherwise), so a
 //!    slow honest validator's vertices are not left out by the others' choice of parents.
 //! 2. **Pre-prepare.** The primary of view v puts (v, s) in its next vertex, for the next
-//!    sequence s inside the window (h, h + W] above the last executed sequence h.
+//!    sequence s inside the window (h, h + W] above the stable checkpoint h.
+//! 6. **Checkpoints.** After executing a multiple of K, a replica signs
+//!    `Checkpoint(s, state digest)`; 2f + 1 matching ones make s the stable checkpoint h,
+//!    which moves the window. W >= 2K keeps the primary proposing while the next
+//!    checkpoint gathers signatures. Votes, pre-prepares and DAG rounds below are
+//!    released, so memory stays bounded on an endless run.
 //! 3. **Prepare.** A replica prepares (v, s, d) when the anchor is accepted (its whole
 //!    history above the GC round is held), it is in view v, the anchor is by v's
 //!    primary, it has no other pre-prepare for (v, s), and the anchor is not stale (its
@@ -34,7 +39,7 @@ use weft_dag::{
     Round, Sequence, SignedVertex, TimestampMs, Transaction, TxId, ValidatorIndex, Vertex, View,
 };
 
-use crate::messages::{Message, Phase, SignedVote, Vote};
+use crate::messages::{Checkpoint, Message, Phase, SignedCheckpoint, SignedVote, Vote};
 use crate::quorum::{VoteOutcome, VoteTracker};
 use crate::Signer;
 
@@ -49,8 +54,10 @@ pub struct ReplicaConfig {
     pub limits: Limits,
     /// D: the GC round trails the highest committed anchor by this many rounds.
     pub gc_depth: u64,
-    /// W: sequences in flight above the last executed one.
+    /// W: sequences in flight above the stable checkpoint.
     pub window: u64,
+    /// K: a checkpoint every K sequences.
+    pub checkpoint_interval: u64,
     /// L: a pre-prepare whose round is more than L below ours is stale.
     pub max_anchor_lag: u64,
     /// Most transactions per vertex.
@@ -86,6 +93,7 @@ impl ReplicaConfig {
             limits: Limits::default(),
             gc_depth: 50,
             window: 8,
+            checkpoint_interval: 4,
             max_anchor_lag: 10,
             max_batch_transactions: 1_000,
             max_mempool_transactions: 100_000,
@@ -105,7 +113,16 @@ impl ReplicaConfig {
                 "gc_depth",
                 "at most limits.max_parent_depth",
             ),
-            (self.window >= 1, "window", "at least 1"),
+            (
+                self.checkpoint_interval >= 1,
+                "checkpoint_interval",
+                "at least 1",
+            ),
+            (
+                self.window >= 2 * self.checkpoint_interval,
+                "window",
+                "at least twice checkpoint_interval",
+            ),
             (self.max_anchor_lag >= 1, "max_anchor_lag", "at least 1"),
             (
                 self.max_batch_transactions >= 1
@@ -228,6 +245,36 @@ pub struct Replica {
     idle_fired: bool,
     idle_armed: bool,
     drops: DropCounters,
+    /// The stable checkpoint h.
+    stable: StableCheckpoint,
+    /// Checkpoint signatures above h, by sequence.
+    checkpoints: BTreeMap<Sequence, BTreeMap<ValidatorIndex, SignedCheckpoint>>,
+    /// Our own state digest at each checkpoint sequence not yet stable.
+    own_checkpoints: BTreeMap<Sequence, Digest>,
+}
+
+/// A checkpoint that 2f + 1 validators signed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StableCheckpoint {
+    /// The last sequence covered (0 before the first).
+    pub sequence: Sequence,
+    /// The chained state digest after it.
+    pub state_digest: Digest,
+    /// The 2f + 1 signatures (empty for the genesis checkpoint).
+    pub certificate: Vec<SignedCheckpoint>,
+}
+
+/// Sizes of the replica's in-memory state, for checking that memory stays bounded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemoryFootprint {
+    /// Accepted DAG vertices held.
+    pub dag_vertices: usize,
+    /// Vertices waiting for ancestors.
+    pub waiting_vertices: usize,
+    /// (view, sequence) slots of prepare and commit votes.
+    pub vote_slots: usize,
+    /// Checkpoint sequences with signatures above the stable one.
+    pub checkpoint_slots: usize,
 }
 
 impl Replica {
@@ -262,6 +309,9 @@ impl Replica {
             idle_fired: false,
             idle_armed: false,
             drops: DropCounters::default(),
+            stable: StableCheckpoint::default(),
+            checkpoints: BTreeMap::new(),
+            own_checkpoints: BTreeMap::new(),
             config,
         })
     }
@@ -279,6 +329,21 @@ impl Replica {
     /// The last executed sequence.
     pub fn last_executed(&self) -> Sequence {
         self.finalizer.last_sequence()
+    }
+
+    /// The stable checkpoint.
+    pub fn stable_checkpoint(&self) -> &StableCheckpoint {
+        &self.stable
+    }
+
+    /// Sizes of the in-memory state.
+    pub fn memory(&self) -> MemoryFootprint {
+        MemoryFootprint {
+            dag_vertices: self.dag.len(),
+            waiting_vertices: self.dag.waiting_len(),
+            vote_slots: self.prepares.slots() + self.commits.slots(),
+            checkpoint_slots: self.checkpoints.len(),
+        }
     }
 
     /// What was dropped and why.
@@ -346,7 +411,7 @@ impl Replica {
         match message {
             Message::Vertex(vertex) => self.insert_vertex(from, vertex, outputs),
             Message::Vote(vote) => self.on_vote(vote, outputs),
-            Message::Checkpoint(_) => {}
+            Message::Checkpoint(checkpoint) => self.on_checkpoint(checkpoint),
         }
     }
 
@@ -395,9 +460,11 @@ impl Replica {
         }
     }
 
+    /// (executed, h + W]: not executed yet, and inside the window above the stable
+    /// checkpoint h. Anything else is dropped without buffering.
     fn in_window(&self, sequence: Sequence) -> bool {
         let executed = self.finalizer.last_sequence().0;
-        sequence.0 > executed && sequence.0 <= executed + self.config.window
+        sequence.0 > executed && sequence.0 <= self.stable.sequence.0 + self.config.window
     }
 
     /// Rule 3: prepare an accepted anchor of the current primary, once per (view, sequence).
@@ -554,7 +621,12 @@ impl Replica {
             let mut batch = StoreBatch::new();
             batch.append_finalized(entry.clone());
             outputs.push(Output::Persist(batch));
+            let checkpoint_due = next.0 % self.config.checkpoint_interval == 0;
+            let state_digest = entry.state_digest;
             outputs.push(Output::Finalized(entry));
+            if checkpoint_due {
+                self.send_checkpoint(next, state_digest, outputs);
+            }
             let report = self.dag.set_gc_round(self.finalizer.gc_round());
             for hash in report.accepted {
                 self.on_accepted(&hash, outputs);
@@ -692,6 +764,82 @@ impl Replica {
         self.own_latest = Some(signed.clone());
         self.idle_fired = false;
         self.insert_vertex(index, signed, outputs);
+    }
+
+    /// Rule 6: sign the executed state at a checkpoint sequence (persisted first: the
+    /// executed state it names is durable, it went out in the same ordered outputs).
+    fn send_checkpoint(
+        &mut self,
+        sequence: Sequence,
+        state_digest: Digest,
+        outputs: &mut Vec<Output>,
+    ) {
+        let checkpoint = Checkpoint {
+            chain_id: self.config.committee.chain_id().clone(),
+            epoch: self.config.committee.epoch(),
+            sequence,
+            state_digest,
+            signer: self.config.index,
+        }
+        .sign_with(&self.signer);
+        self.own_checkpoints.insert(sequence, state_digest);
+        let mut batch = StoreBatch::new();
+        batch.put_replica_state(
+            format!("checkpoint/{}", sequence.0).as_bytes(),
+            &checkpoint.checkpoint().encode(),
+        );
+        outputs.push(Output::Persist(batch));
+        outputs.push(Output::Broadcast(Message::Checkpoint(checkpoint.clone())));
+        self.on_checkpoint(checkpoint);
+    }
+
+    /// Collects checkpoint signatures for sequences in (h, h + W + K]; 2f + 1 matching
+    /// make the sequence stable. Anything further ahead is dropped, not buffered.
+    fn on_checkpoint(&mut self, signed: SignedCheckpoint) {
+        let checkpoint = signed.checkpoint();
+        let (sequence, signer, digest) = (
+            checkpoint.sequence,
+            checkpoint.signer,
+            checkpoint.state_digest,
+        );
+        let horizon = self.stable.sequence.0 + self.config.window + self.config.checkpoint_interval;
+        if sequence <= self.stable.sequence
+            || sequence.0 > horizon
+            || sequence.0 % self.config.checkpoint_interval != 0
+        {
+            self.drops.out_of_window_votes += 1;
+            return;
+        }
+        let signatures = self.checkpoints.entry(sequence).or_default();
+        signatures.entry(signer).or_insert(signed);
+        let matching: Vec<SignedCheckpoint> = signatures
+            .values()
+            .filter(|c| c.checkpoint().state_digest == digest)
+            .cloned()
+            .collect();
+        if matching.len() < self.config.committee.quorum() {
+            return;
+        }
+        // Agreement makes our own digest equal to any quorum's; a mismatch means this
+        // replica diverged, which must never happen.
+        if let Some(own) = self.own_checkpoints.get(&sequence) {
+            assert_eq!(
+                *own, digest,
+                "state diverged from a checkpoint quorum at {sequence}"
+            );
+        }
+        self.stable = StableCheckpoint {
+            sequence,
+            state_digest: digest,
+            certificate: matching,
+        };
+        self.checkpoints = self.checkpoints.split_off(&sequence.next());
+        self.own_checkpoints = self.own_checkpoints.split_off(&sequence.next());
+        // A replica behind the checkpoint still needs the votes of what it has not
+        // executed (state sync for replicas further behind comes with recovery).
+        let released = sequence.min(self.finalizer.last_sequence());
+        self.prepares.release_through(released);
+        self.commits.release_through(released);
     }
 
     fn add_to_own_history(&mut self, vertex: &SignedVertex) {

@@ -71,6 +71,8 @@ pub struct SimReport {
     pub min_finalized: u64,
     /// The highest view reached.
     pub max_view: u64,
+    /// The lowest stable checkpoint across replicas.
+    pub min_stable_checkpoint: u64,
     /// Simulated milliseconds until every transaction was final everywhere (or the limit).
     pub elapsed_ms: u64,
     /// Transactions submitted.
@@ -373,6 +375,7 @@ impl World {
     fn report(&self) -> SimReport {
         let mut violations = check_agreement(&self.finalized);
         violations.extend(check_integrity(&self.finalized, &self.submitted_at));
+        violations.extend(self.check_memory());
         if self.rejected_signatures > 0 {
             violations.push(format!(
                 "{} honest messages failed signature checks",
@@ -395,11 +398,41 @@ impl World {
             violations,
             min_finalized,
             max_view: self.replicas.iter().map(|r| r.view().0).max().unwrap_or(0),
+            min_stable_checkpoint: self
+                .replicas
+                .iter()
+                .map(|r| r.stable_checkpoint().sequence.0)
+                .min()
+                .unwrap_or(0),
             elapsed_ms: self.now,
             submitted: self.submitted_at.len(),
             mean_latency_ms,
             trace: Digest::from_bytes(*self.trace.clone().finalize().as_bytes()),
         }
+    }
+}
+
+impl World {
+    /// Checker 6, memory part: what a replica holds is bounded by the protocol's
+    /// parameters, not by the length of the run.
+    fn check_memory(&self) -> Vec<String> {
+        let n = self.replicas.len();
+        let defaults = ReplicaConfig::new(ValidatorIndex(0), self.committee.clone());
+        let rounds = defaults.gc_depth + 4 * defaults.window + 8;
+        let vertex_bound = n * usize::try_from(rounds).unwrap_or(usize::MAX);
+        let vote_bound = 2 * usize::try_from(defaults.window + defaults.checkpoint_interval)
+            .unwrap_or(usize::MAX);
+        let mut violations = Vec::new();
+        for (index, replica) in self.replicas.iter().enumerate() {
+            let memory = replica.memory();
+            if memory.dag_vertices + memory.waiting_vertices > vertex_bound
+                || memory.vote_slots > vote_bound
+                || memory.checkpoint_slots > vote_bound
+            {
+                violations.push(format!("memory: replica {index} holds {memory:?}, bound {vertex_bound} vertices / {vote_bound} slots"));
+            }
+        }
+        violations
     }
 }
 

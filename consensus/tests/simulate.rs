@@ -42,6 +42,21 @@ fn normal_case_agrees_and_finalizes_everything_n7() {
     }
 }
 
+/// A run long enough for several checkpoints and GC: checkpoints become stable and the
+/// memory checker (run on every seed) holds.
+#[test]
+fn checkpoints_become_stable_and_memory_stays_bounded() {
+    let mut config = SimConfig::new(4, 9);
+    config.transactions = 2_000;
+    config.submit_window_ms = 20_000;
+    let report = assert_clean(&config);
+    assert!(
+        report.min_stable_checkpoint >= 100,
+        "stable checkpoint only {}",
+        report.min_stable_checkpoint
+    );
+}
+
 #[test]
 fn real_ml_dsa_87_signatures_verify_on_every_delivery() {
     let mut config = SimConfig::new(4, 77);
