@@ -467,6 +467,15 @@ impl Replica {
         sequence.0 > executed && sequence.0 <= self.stable.sequence.0 + self.config.window
     }
 
+    /// What a replica accepts from others reaches W further than what it proposes: the
+    /// primary's stable checkpoint may be ahead of ours, and a pre-prepare or vote
+    /// dropped for being early would never be sent again (a stall without view change).
+    /// Still bounded: at most 2W sequences per view are held.
+    fn accepts(&self, sequence: Sequence) -> bool {
+        let executed = self.finalizer.last_sequence().0;
+        sequence.0 > executed && sequence.0 <= self.stable.sequence.0 + 2 * self.config.window
+    }
+
     /// Rule 3: prepare an accepted anchor of the current primary, once per (view, sequence).
     fn on_pre_prepare(
         &mut self,
@@ -479,7 +488,7 @@ impl Replica {
         let stale = body.round.0 + self.config.max_anchor_lag < own_round;
         if proposal.view != self.view
             || body.author != self.primary(proposal.view)
-            || !self.in_window(proposal.sequence)
+            || !self.accepts(proposal.sequence)
             || self.pre_prepares.contains_key(&proposal.sequence)
             || stale
         {
@@ -523,7 +532,7 @@ impl Replica {
             let v = vote.vote();
             (v.phase, v.view, v.sequence)
         };
-        if view != self.view || !self.in_window(sequence) {
+        if view != self.view || !self.accepts(sequence) {
             self.drops.out_of_window_votes += 1;
             return;
         }

@@ -420,7 +420,7 @@ impl World {
         let defaults = ReplicaConfig::new(ValidatorIndex(0), self.committee.clone());
         let rounds = defaults.gc_depth + 4 * defaults.window + 8;
         let vertex_bound = n * usize::try_from(rounds).unwrap_or(usize::MAX);
-        let vote_bound = 2 * usize::try_from(defaults.window + defaults.checkpoint_interval)
+        let vote_bound = 2 * usize::try_from(2 * defaults.window + defaults.checkpoint_interval)
             .unwrap_or(usize::MAX);
         let mut violations = Vec::new();
         for (index, replica) in self.replicas.iter().enumerate() {

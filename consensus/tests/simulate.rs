@@ -66,6 +66,15 @@ fn real_ml_dsa_87_signatures_verify_on_every_delivery() {
     assert_clean(&config);
 }
 
+/// Seeds that stalled when replicas dropped pre-prepares and votes beyond their own
+/// window (the primary's stable checkpoint was ahead of theirs). Found by a 5,000-seed run.
+#[test]
+fn early_pre_prepares_from_a_primary_ahead_of_us_are_not_lost() {
+    for seed in [147, 199, 575, 1655, 2150, 2588, 2686, 4640] {
+        assert_clean(&SimConfig::new(4, seed));
+    }
+}
+
 #[test]
 fn same_seed_same_trace() {
     let config = SimConfig::new(4, 42);
