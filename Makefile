@@ -30,7 +30,7 @@ clippy:
 	$(CLIPPY_ROCKSDB) $(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
 unit:
-	$(CARGO) test --workspace --all-targets --locked
+	$(CARGO) test --workspace --all-targets --locked --no-fail-fast
 
 bench:
 	$(CARGO) bench -p weft-benches
