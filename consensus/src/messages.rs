@@ -15,7 +15,7 @@
 //! A checkpoint is `chain_id, epoch, sequence u64, state digest [32], signer u16`.
 
 use weft_crypto::{Digest, SecretKey, Signature, SigningContext, SIGNATURE_BYTES};
-use weft_dag::codec::{DecodeError, Reader, Writer};
+use weft_dag::codec::{read_chain_header, write_chain_header, DecodeError, Reader, Writer};
 use weft_dag::{ChainId, Committee, Epoch, Sequence, SignedVertex, ValidatorIndex, View};
 
 /// Everything replicas send each other.
@@ -84,26 +84,6 @@ pub enum MessageError {
     BadSignature,
 }
 
-fn write_header(writer: &mut Writer, chain_id: &ChainId, epoch: Epoch) {
-    let chain = chain_id.as_str().as_bytes();
-    writer.u8(u8::try_from(chain.len()).unwrap_or(u8::MAX));
-    writer.raw(chain);
-    writer.u64(epoch.0);
-}
-
-fn read_header(reader: &mut Reader<'_>) -> Result<(ChainId, Epoch), DecodeError> {
-    let length = usize::from(reader.u8("chain id length")?);
-    let bytes = reader.take("chain id", length)?;
-    let chain_id = std::str::from_utf8(bytes)
-        .ok()
-        .and_then(|name| ChainId::new(name).ok())
-        .ok_or_else(|| DecodeError::Invalid {
-            field: "chain id",
-            reason: "not 1 to 64 characters of a-z 0-9 - _ .".into(),
-        })?;
-    Ok((chain_id, Epoch(reader.u64("epoch")?)))
-}
-
 fn write_optional_digest(writer: &mut Writer, digest: Option<&Digest>) {
     match digest {
         None => writer.u8(0),
@@ -129,7 +109,7 @@ impl Vote {
     /// The canonical bytes that are signed (the phase is in the signing context).
     pub fn encode(&self) -> Vec<u8> {
         let mut writer = Writer::with_capacity(128);
-        write_header(&mut writer, &self.chain_id, self.epoch);
+        write_chain_header(&mut writer, &self.chain_id, self.epoch);
         writer.u64(self.view.0);
         writer.u64(self.sequence.0);
         write_optional_digest(&mut writer, self.digest.as_ref());
@@ -140,7 +120,7 @@ impl Vote {
     /// Decodes a vote of `phase`.
     pub fn decode(phase: Phase, bytes: &[u8]) -> Result<Vote, DecodeError> {
         let mut reader = Reader::new(bytes);
-        let (chain_id, epoch) = read_header(&mut reader)?;
+        let (chain_id, epoch) = read_chain_header(&mut reader)?;
         let vote = Vote {
             chain_id,
             epoch,
@@ -157,19 +137,17 @@ impl Vote {
     /// Signs the vote. ML-DSA signing is randomized: persist the result and re-send it,
     /// never sign the same vote twice.
     pub fn sign(self, secret: &SecretKey) -> SignedVote {
-        let encoded = self.encode();
-        let signature = secret.sign(self.phase.context(), &encoded);
-        SignedVote {
-            vote: self,
-            encoded,
-            signature,
-        }
+        self.signed_by(|context, bytes| secret.sign(context, bytes))
     }
 
     /// Signs the vote with `signer` (see [`Vote::sign`]).
     pub fn sign_with(self, signer: &crate::Signer) -> SignedVote {
+        self.signed_by(|context, bytes| signer.sign(context, bytes))
+    }
+
+    fn signed_by(self, sign: impl FnOnce(SigningContext, &[u8]) -> Signature) -> SignedVote {
         let encoded = self.encode();
-        let signature = signer.sign(self.phase.context(), &encoded);
+        let signature = sign(self.phase.context(), &encoded);
         SignedVote {
             vote: self,
             encoded,
@@ -290,7 +268,7 @@ impl Checkpoint {
     /// The canonical bytes that are signed.
     pub fn encode(&self) -> Vec<u8> {
         let mut writer = Writer::with_capacity(128);
-        write_header(&mut writer, &self.chain_id, self.epoch);
+        write_chain_header(&mut writer, &self.chain_id, self.epoch);
         writer.u64(self.sequence.0);
         writer.raw(self.state_digest.as_bytes());
         writer.u16(self.signer.0);
@@ -300,7 +278,7 @@ impl Checkpoint {
     /// Decodes a checkpoint.
     pub fn decode(bytes: &[u8]) -> Result<Checkpoint, DecodeError> {
         let mut reader = Reader::new(bytes);
-        let (chain_id, epoch) = read_header(&mut reader)?;
+        let (chain_id, epoch) = read_chain_header(&mut reader)?;
         let checkpoint = Checkpoint {
             chain_id,
             epoch,
@@ -314,19 +292,17 @@ impl Checkpoint {
 
     /// Signs the checkpoint with `signer`.
     pub fn sign_with(self, signer: &crate::Signer) -> SignedCheckpoint {
-        let encoded = self.encode();
-        let signature = signer.sign(SigningContext::Checkpoint, &encoded);
-        SignedCheckpoint {
-            checkpoint: self,
-            encoded,
-            signature,
-        }
+        self.signed_by(|context, bytes| signer.sign(context, bytes))
     }
 
     /// Signs the checkpoint.
     pub fn sign(self, secret: &SecretKey) -> SignedCheckpoint {
+        self.signed_by(|context, bytes| secret.sign(context, bytes))
+    }
+
+    fn signed_by(self, sign: impl FnOnce(SigningContext, &[u8]) -> Signature) -> SignedCheckpoint {
         let encoded = self.encode();
-        let signature = secret.sign(SigningContext::Checkpoint, &encoded);
+        let signature = sign(SigningContext::Checkpoint, &encoded);
         SignedCheckpoint {
             checkpoint: self,
             encoded,

@@ -214,8 +214,8 @@ pub enum Evidence {
 pub struct DropCounters {
     /// Invalid vertices.
     pub invalid_vertices: u64,
-    /// Votes for another view or outside the window.
-    pub out_of_window_votes: u64,
+    /// Votes and checkpoints for another view or outside the window.
+    pub out_of_window_messages: u64,
     /// Mempool full.
     pub mempool_full: u64,
 }
@@ -533,7 +533,7 @@ impl Replica {
             (v.phase, v.view, v.sequence)
         };
         if view != self.view || !self.accepts(sequence) {
-            self.drops.out_of_window_votes += 1;
+            self.drops.out_of_window_messages += 1;
             return;
         }
         let tracker = match phase {
@@ -576,6 +576,7 @@ impl Replica {
         }
         let quorum = self.config.committee.quorum();
         let mut candidates = self.commits.digests(self.view, sequence);
+        candidates.sort_unstable();
         candidates.dedup();
         let Some(digest) = candidates
             .into_iter()
@@ -605,9 +606,8 @@ impl Replica {
             let Some(anchor) = self.committed.get(&next).copied() else {
                 return;
             };
-            if let Some(hash) = anchor.filter(|h| !self.dag.contains(h)) {
-                // Fetch was requested when it committed; wait for it.
-                let _ = hash;
+            if anchor.is_some_and(|h| !self.dag.contains(&h)) {
+                // The fetch was requested when it committed; wait for the anchor.
                 return;
             }
             let entry = match self.finalizer.execute(&self.dag, next, anchor, now.0) {
@@ -681,12 +681,12 @@ impl Replica {
     fn wants_to_propose(&self) -> bool {
         self.primary(self.view) == self.config.index
             && self.in_window(self.next_proposal)
-            && !self.committed_or_pending_everything()
+            && !self.nothing_to_anchor()
     }
 
     /// True when no accepted vertex outside the finalized set carries transactions: the
     /// primary then has nothing to anchor.
-    fn committed_or_pending_everything(&self) -> bool {
+    fn nothing_to_anchor(&self) -> bool {
         self.latest_by_author.iter().flatten().all(|p| {
             self.finalizer.is_finalized(&p.hash)
                 || self
@@ -747,11 +747,7 @@ impl Replica {
             parents,
             transactions,
         };
-        let encoded = vertex.encode();
-        let signature = self
-            .signer
-            .sign(weft_crypto::SigningContext::Vertex, &encoded);
-        let signed = SignedVertex::with_signature(vertex, signature);
+        let signed = vertex.signed_by(|context, bytes| self.signer.sign(context, bytes));
         if let Err(error) = signed
             .vertex()
             .check_structure(&self.config.committee, &self.config.limits)
@@ -816,7 +812,7 @@ impl Replica {
             || sequence.0 > horizon
             || sequence.0 % self.config.checkpoint_interval != 0
         {
-            self.drops.out_of_window_votes += 1;
+            self.drops.out_of_window_messages += 1;
             return;
         }
         let signatures = self.checkpoints.entry(sequence).or_default();

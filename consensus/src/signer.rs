@@ -2,7 +2,7 @@
 //! placeholder signatures in most seeds (so thousands of seeds run in minutes) and real
 //! ones in some, which the simulated network then verifies.
 
-use weft_crypto::{SecretKey, Signature, SigningContext, SIGNATURE_BYTES};
+use weft_crypto::{SecretKey, Signature, SigningContext};
 
 /// The replica's signing capability.
 #[derive(Debug)]
@@ -18,10 +18,7 @@ impl Signer {
     pub fn sign(&self, context: SigningContext, message: &[u8]) -> Signature {
         match self {
             Signer::MlDsa87(secret) => secret.sign(context, message),
-            Signer::Placeholder => match Signature::from_bytes(&[0; SIGNATURE_BYTES]) {
-                Ok(signature) => signature,
-                Err(error) => unreachable!("placeholder has the right length: {error}"),
-            },
+            Signer::Placeholder => weft_dag::testing::placeholder_signature(),
         }
     }
 }

@@ -10,10 +10,9 @@ use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use weft_crypto::{Digest, Keypair};
+use weft_crypto::Digest;
 use weft_dag::{
-    ChainId, Committee, Epoch, FinalizedEntry, SignedVertex, TimestampMs, Transaction, TxId,
-    ValidatorIndex,
+    Committee, FinalizedEntry, SignedVertex, TimestampMs, Transaction, TxId, ValidatorIndex,
 };
 
 use crate::messages::Message;
@@ -137,15 +136,7 @@ pub fn run(config: &SimConfig) -> SimReport {
 
 impl World {
     fn new(config: SimConfig) -> World {
-        let keys: Vec<Keypair> = (0..config.validators)
-            .map(|_| Keypair::generate())
-            .collect();
-        let chain = ChainId::new("weft-sim").unwrap_or_else(|e| unreachable!("{e}"));
-        let committee =
-            match Committee::new(chain, Epoch(0), keys.iter().map(|k| k.public).collect()) {
-                Ok(committee) => committee,
-                Err(error) => panic!("simulated validator set: {error}"),
-            };
+        let (committee, keys) = weft_dag::testing::committee(config.validators);
         let replicas = keys
             .into_iter()
             .enumerate()

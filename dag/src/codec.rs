@@ -189,6 +189,32 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Writes the header every signed object begins with: the chain id (u8 length, bytes)
+/// and the epoch (u64), so a signature is bound to one chain and epoch.
+pub fn write_chain_header(writer: &mut Writer, chain_id: &crate::ChainId, epoch: crate::Epoch) {
+    let chain = chain_id.as_str().as_bytes();
+    // ChainId guarantees at most 64 bytes.
+    writer.u8(u8::try_from(chain.len()).unwrap_or(u8::MAX));
+    writer.raw(chain);
+    writer.u64(epoch.0);
+}
+
+/// Reads the header written by [`write_chain_header`].
+pub fn read_chain_header(
+    reader: &mut Reader<'_>,
+) -> Result<(crate::ChainId, crate::Epoch), DecodeError> {
+    let length = usize::from(reader.u8("chain id length")?);
+    let bytes = reader.take("chain id", length)?;
+    let chain_id = std::str::from_utf8(bytes)
+        .ok()
+        .and_then(|name| crate::ChainId::new(name).ok())
+        .ok_or_else(|| DecodeError::Invalid {
+            field: "chain id",
+            reason: "not 1 to 64 characters of a-z 0-9 - _ .".into(),
+        })?;
+    Ok((chain_id, crate::Epoch(reader.u64("epoch")?)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

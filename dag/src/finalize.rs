@@ -173,8 +173,12 @@ impl Finalizer {
 
     /// G, the GC round after the last executed sequence.
     pub fn gc_round(&self) -> Round {
-        self.highest_anchor_round
-            .map_or(Round(0), |r| Round(r.0.saturating_sub(self.gc_depth)))
+        self.gc_round_below(self.highest_anchor_round)
+    }
+
+    /// G for a given highest committed anchor round: that round minus D.
+    fn gc_round_below(&self, highest_anchor_round: Option<Round>) -> Round {
+        highest_anchor_round.map_or(Round(0), |r| Round(r.0.saturating_sub(self.gc_depth)))
     }
 
     /// True when `hash` is in the finalized set.
@@ -211,7 +215,7 @@ impl Finalizer {
                 .ok_or(HistoryError::Missing(anchor_hash))?;
             let anchor_round = anchor_vertex.vertex().round;
             highest = Some(highest.map_or(anchor_round, |h| h.max(anchor_round)));
-            let gc_round = highest.map_or(Round(0), |r| Round(r.0.saturating_sub(self.gc_depth)));
+            let gc_round = self.gc_round_below(highest);
             ordered = dag.unfinalized_history(&anchor_hash, gc_round, &|h| self.is_finalized(h))?;
             order_vertices(&mut ordered, sequence, dag.committee().size());
         }

@@ -367,15 +367,8 @@ impl Dag {
         }
         self.evidence = self.evidence.split_off(&(gc_round, ValidatorIndex(0)));
         // Waiting vertices no longer need parents below the GC round.
-        let mut unblocked: Vec<Digest> = self
-            .wanted_by
-            .keys()
-            .filter(|hash| !self.waiting.contains_key(*hash))
-            .copied()
-            .collect();
         // Sorted, so the order of what becomes accepted never depends on hashing.
-        unblocked.sort_unstable();
-        for parent in unblocked {
+        for parent in self.missing() {
             let children = self.wanted_by.get(&parent).cloned().unwrap_or_default();
             for child in children {
                 let below = self.waiting.get(&child).is_some_and(|w| {

@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use weft_crypto::{Digest, PublicKey, Signature, SigningContext, SIGNATURE_BYTES};
 
-use crate::codec::{DecodeError, Reader, Writer};
+use crate::codec::{read_chain_header, write_chain_header, DecodeError, Reader, Writer};
 use crate::{
     ChainId, Committee, Epoch, Round, Sequence, TimestampMs, Transaction, ValidatorIndex, View,
 };
@@ -119,11 +119,7 @@ impl Vertex {
                 + self.parents.len() * PARENT_BYTES
                 + payload_bytes,
         );
-        let chain = self.chain_id.as_str().as_bytes();
-        // ChainId guarantees at most 64 bytes.
-        writer.u8(u8::try_from(chain.len()).unwrap_or(u8::MAX));
-        writer.raw(chain);
-        writer.u64(self.epoch.0);
+        write_chain_header(&mut writer, &self.chain_id, self.epoch);
         writer.u16(self.author.0);
         writer.u64(self.round.0);
         writer.u64(self.created_at.0);
@@ -154,16 +150,7 @@ impl Vertex {
     pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Vertex, DecodeError> {
         check_limit("vertex bytes", bytes.len(), limits.max_vertex_bytes)?;
         let mut reader = Reader::new(bytes);
-        let chain_length = usize::from(reader.u8("chain id length")?);
-        let chain_bytes = reader.take("chain id", chain_length)?;
-        let chain_id = std::str::from_utf8(chain_bytes)
-            .ok()
-            .and_then(|name| ChainId::new(name).ok())
-            .ok_or_else(|| DecodeError::Invalid {
-                field: "chain id",
-                reason: "not 1 to 64 characters of a-z 0-9 - _ .".into(),
-            })?;
-        let epoch = Epoch(reader.u64("epoch")?);
+        let (chain_id, epoch) = read_chain_header(&mut reader)?;
         let author = ValidatorIndex(reader.u16("author")?);
         let round = Round(reader.u64("round")?);
         let created_at = TimestampMs(reader.u64("created_at")?);
@@ -218,8 +205,13 @@ impl Vertex {
 
     /// Signs the canonical encoding with the author's key.
     pub fn sign(self, secret: &weft_crypto::SecretKey) -> SignedVertex {
+        self.signed_by(|context, bytes| secret.sign(context, bytes))
+    }
+
+    /// Encodes once and signs those bytes with `sign` (context `weft/vertex/v1`).
+    pub fn signed_by(self, sign: impl FnOnce(SigningContext, &[u8]) -> Signature) -> SignedVertex {
         let encoded = self.encode();
-        let signature = secret.sign(SigningContext::Vertex, &encoded);
+        let signature = sign(SigningContext::Vertex, &encoded);
         SignedVertex::from_parts(self, encoded, signature)
     }
 
