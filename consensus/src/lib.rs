@@ -20,5 +20,6 @@ pub mod quorum;
 pub mod replica;
 mod signer;
 pub mod sim;
+pub mod view_change;
 
 pub use signer::Signer;

@@ -16,7 +16,11 @@
 
 use weft_crypto::{Digest, SecretKey, Signature, SigningContext, SIGNATURE_BYTES};
 use weft_dag::codec::{read_chain_header, write_chain_header, DecodeError, Reader, Writer};
-use weft_dag::{ChainId, Committee, Epoch, Sequence, SignedVertex, ValidatorIndex, View};
+use weft_dag::{
+    ChainId, Committee, Epoch, Limits, Sequence, SignedVertex, ValidatorIndex, View,
+};
+
+use crate::view_change::{Signed, SignedNewView, SignedViewChange};
 
 /// Everything replicas send each other.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,6 +31,219 @@ pub enum Message {
     Vote(SignedVote),
     /// A checkpoint vote.
     Checkpoint(SignedCheckpoint),
+    /// A view change, with the certificate of the sender's stable checkpoint (empty for
+    /// the genesis checkpoint).
+    ViewChange {
+        /// The signed view change.
+        view_change: SignedViewChange,
+        /// 2f + 1 checkpoint signatures for its stable checkpoint.
+        certificate: Vec<SignedCheckpoint>,
+    },
+    /// A new view with the view changes it was computed from and the certificate of its
+    /// starting checkpoint.
+    NewView(Box<NewViewMessage>),
+    /// "Where I am": lets peers that are ahead send what this replica missed. Unsigned:
+    /// it only prompts replies that carry their own signatures.
+    Status {
+        /// The sender's view.
+        view: View,
+        /// The sender's last executed sequence.
+        executed: Sequence,
+    },
+    /// A commit certificate: 2f + 1 matching commit votes for one sequence.
+    Decided(Vec<SignedVote>),
+}
+
+/// The parts of a `NewView` message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewViewMessage {
+    /// The primary's signed decision.
+    pub new_view: SignedNewView,
+    /// The view changes it names.
+    pub view_changes: Vec<SignedViewChange>,
+    /// The certificate of its starting checkpoint.
+    pub certificate: Vec<SignedCheckpoint>,
+}
+
+/// Largest view change or new view body accepted on the wire.
+const MAX_BODY_BYTES: usize = 1 << 20;
+/// Most checkpoint signatures in a certificate or commit votes in a decided message.
+const MAX_CERTIFICATE: usize = crate::view_change::MAX_VALIDATORS;
+
+impl Message {
+    /// Checks every signature the message carries (embedded view changes and
+    /// certificates included) against `committee`.
+    pub fn verify(&self, committee: &Committee) -> Result<(), MessageError> {
+        match self {
+            Message::Vertex(vertex) => vertex
+                .verify_signature(committee)
+                .map_err(|_| MessageError::BadSignature),
+            Message::Vote(vote) => vote.verify(committee),
+            Message::Checkpoint(checkpoint) => checkpoint.verify(committee),
+            Message::ViewChange {
+                view_change,
+                certificate,
+            } => {
+                view_change.verify(committee)?;
+                certificate.iter().try_for_each(|c| c.verify(committee))
+            }
+            Message::NewView(message) => {
+                message.new_view.verify(committee)?;
+                message
+                    .view_changes
+                    .iter()
+                    .try_for_each(|vc| vc.verify(committee))?;
+                message
+                    .certificate
+                    .iter()
+                    .try_for_each(|c| c.verify(committee))
+            }
+            Message::Status { .. } => Ok(()),
+            Message::Decided(votes) => votes.iter().try_for_each(|v| v.verify(committee)),
+        }
+    }
+
+    /// A short name for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::Vertex(_) => "vertex",
+            Message::Vote(vote) => match vote.vote().phase {
+                Phase::Prepare => "prepare",
+                Phase::Commit => "commit",
+            },
+            Message::Checkpoint(_) => "checkpoint",
+            Message::ViewChange { .. } => "view_change",
+            Message::NewView(_) => "new_view",
+            Message::Status { .. } => "status",
+            Message::Decided(_) => "decided",
+        }
+    }
+
+    /// Wire form: a tag byte, then the variant.
+    pub fn to_wire(&self) -> Vec<u8> {
+        let mut writer = Writer::with_capacity(256);
+        match self {
+            Message::Vertex(vertex) => {
+                writer.u8(0);
+                writer.raw(&vertex.to_wire());
+            }
+            Message::Vote(vote) => {
+                writer.u8(1);
+                writer.raw(&vote.to_wire());
+            }
+            Message::Checkpoint(checkpoint) => {
+                writer.u8(2);
+                checkpoint.write_wire(&mut writer);
+            }
+            Message::ViewChange {
+                view_change,
+                certificate,
+            } => {
+                writer.u8(3);
+                view_change.write_wire(&mut writer);
+                write_certificate(&mut writer, certificate);
+            }
+            Message::NewView(message) => {
+                writer.u8(4);
+                message.new_view.write_wire(&mut writer);
+                writer.u16(u16::try_from(message.view_changes.len()).unwrap_or(u16::MAX));
+                for vc in &message.view_changes {
+                    vc.write_wire(&mut writer);
+                }
+                write_certificate(&mut writer, &message.certificate);
+            }
+            Message::Status { view, executed } => {
+                writer.u8(5);
+                writer.u64(view.0);
+                writer.u64(executed.0);
+            }
+            Message::Decided(votes) => {
+                writer.u8(6);
+                writer.u16(u16::try_from(votes.len()).unwrap_or(u16::MAX));
+                for vote in votes {
+                    let bytes = vote.to_wire();
+                    writer.u32(u32::try_from(bytes.len()).unwrap_or(u32::MAX));
+                    writer.raw(&bytes);
+                }
+            }
+        }
+        writer.finish()
+    }
+
+    /// Reads the wire form; every count and length is bounded before allocation.
+    /// Signatures are not verified (see [`Message::verify`]).
+    pub fn from_wire(bytes: &[u8], limits: &Limits) -> Result<Message, DecodeError> {
+        let mut reader = Reader::new(bytes);
+        let message = match reader.u8("message tag")? {
+            0 => {
+                let rest = reader.take("vertex", reader.remaining())?;
+                Message::Vertex(SignedVertex::from_wire(rest, limits)?)
+            }
+            1 => {
+                let rest = reader.take("vote", reader.remaining())?;
+                Message::Vote(SignedVote::from_wire(rest)?)
+            }
+            2 => Message::Checkpoint(SignedCheckpoint::read_wire(&mut reader)?),
+            3 => Message::ViewChange {
+                view_change: Signed::read_wire(&mut reader, MAX_BODY_BYTES)?,
+                certificate: read_certificate(&mut reader)?,
+            },
+            4 => {
+                let new_view = Signed::read_wire(&mut reader, MAX_BODY_BYTES)?;
+                let raw = u64::from(reader.u16("view change count")?);
+                let count = reader.count("view changes", raw, MAX_CERTIFICATE, 4)?;
+                let mut view_changes = Vec::with_capacity(count);
+                for _ in 0..count {
+                    view_changes.push(Signed::read_wire(&mut reader, MAX_BODY_BYTES)?);
+                }
+                Message::NewView(Box::new(NewViewMessage {
+                    new_view,
+                    view_changes,
+                    certificate: read_certificate(&mut reader)?,
+                }))
+            }
+            5 => Message::Status {
+                view: View(reader.u64("view")?),
+                executed: Sequence(reader.u64("executed")?),
+            },
+            6 => {
+                let raw = u64::from(reader.u16("vote count")?);
+                let count = reader.count("votes", raw, MAX_CERTIFICATE, 4)?;
+                let mut votes = Vec::with_capacity(count);
+                for _ in 0..count {
+                    let length = u64::from(reader.u32("vote length")?);
+                    let length = reader.count("vote bytes", length, 4 * SIGNATURE_BYTES, 1)?;
+                    votes.push(SignedVote::from_wire(reader.take("vote", length)?)?);
+                }
+                Message::Decided(votes)
+            }
+            tag => {
+                return Err(DecodeError::Invalid {
+                    field: "message tag",
+                    reason: format!("unknown tag {tag}"),
+                })
+            }
+        };
+        reader.finish()?;
+        Ok(message)
+    }
+}
+
+fn write_certificate(writer: &mut Writer, certificate: &[SignedCheckpoint]) {
+    writer.u16(u16::try_from(certificate.len()).unwrap_or(u16::MAX));
+    for checkpoint in certificate {
+        checkpoint.write_wire(writer);
+    }
+}
+
+fn read_certificate(reader: &mut Reader<'_>) -> Result<Vec<SignedCheckpoint>, DecodeError> {
+    let raw = u64::from(reader.u16("certificate size")?);
+    let count = reader.count("certificate", raw, MAX_CERTIFICATE, 2 + SIGNATURE_BYTES)?;
+    let mut certificate = Vec::with_capacity(count);
+    for _ in 0..count {
+        certificate.push(SignedCheckpoint::read_wire(reader)?);
+    }
+    Ok(certificate)
 }
 
 /// Which PBFT phase a vote belongs to.
@@ -84,7 +301,7 @@ pub enum MessageError {
     BadSignature,
 }
 
-fn write_optional_digest(writer: &mut Writer, digest: Option<&Digest>) {
+pub(crate) fn write_optional_digest(writer: &mut Writer, digest: Option<&Digest>) {
     match digest {
         None => writer.u8(0),
         Some(digest) => {
@@ -94,7 +311,7 @@ fn write_optional_digest(writer: &mut Writer, digest: Option<&Digest>) {
     }
 }
 
-fn read_optional_digest(reader: &mut Reader<'_>) -> Result<Option<Digest>, DecodeError> {
+pub(crate) fn read_optional_digest(reader: &mut Reader<'_>) -> Result<Option<Digest>, DecodeError> {
     match reader.u8("digest tag")? {
         0 => Ok(None),
         1 => Ok(Some(Digest::from_bytes(reader.array("digest")?))),
@@ -190,6 +407,12 @@ impl SignedVote {
     /// The signature.
     pub fn signature(&self) -> &Signature {
         &self.signature
+    }
+
+    /// Replaces the signature (the simulator's forger uses this).
+    pub fn with_signature(mut self, signature: Signature) -> SignedVote {
+        self.signature = signature;
+        self
     }
 
     /// Checks chain, epoch, signer and signature against `committee`.
@@ -328,6 +551,37 @@ impl SignedCheckpoint {
     /// The signature.
     pub fn signature(&self) -> &Signature {
         &self.signature
+    }
+
+    /// The signed bytes.
+    pub fn encoded(&self) -> &[u8] {
+        &self.encoded
+    }
+
+    /// Replaces the signature (the simulator's forger uses this).
+    pub fn with_signature(mut self, signature: Signature) -> SignedCheckpoint {
+        self.signature = signature;
+        self
+    }
+
+    /// Wire form: `u16 length, checkpoint bytes, signature`.
+    pub fn write_wire(&self, writer: &mut Writer) {
+        writer.u16(u16::try_from(self.encoded.len()).unwrap_or(u16::MAX));
+        writer.raw(&self.encoded);
+        writer.raw(self.signature.as_bytes());
+    }
+
+    /// Reads the wire form. The signature is not verified.
+    pub fn read_wire(reader: &mut Reader<'_>) -> Result<SignedCheckpoint, DecodeError> {
+        let length = usize::from(reader.u16("checkpoint length")?);
+        let encoded = reader.take("checkpoint", length)?;
+        let checkpoint = Checkpoint::decode(encoded)?;
+        let signature = crate::view_change::read_signature(reader)?;
+        Ok(SignedCheckpoint {
+            checkpoint,
+            encoded: encoded.to_vec(),
+            signature,
+        })
     }
 
     /// Checks chain, epoch, signer and signature against `committee`.

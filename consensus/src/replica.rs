@@ -3,18 +3,14 @@
 //! Normal case (PBFT on DAG anchors):
 //!
 //! 1. **Vertices.** A replica builds its vertex for round r + 1 once it holds vertices from
-//!    a quorum of distinct authors of round r, and it has something to order (its
-//!    mempool, or transactions or a proposal in round r), or its idle timer fired. The
-//!    vertex references the author's own latest vertex first, then the latest accepted
-//!    vertex of every other author (round r where there is one, older otherwise), so a
-//!    slow honest validator's vertices are not left out by the others' choice of parents.
+//!    a quorum of distinct authors of round r (authors, not vertices: an equivocator signs
+//!    many vertices for one round), and it has something to order (its mempool,
+//!    transactions or a proposal in round r), or its idle timer fired. The vertex
+//!    references the author's own latest vertex first, then the latest accepted vertex of
+//!    every other author (round r where there is one, older otherwise), so a slow honest
+//!    validator's vertices are not left out by the others' choice of parents.
 //! 2. **Pre-prepare.** The primary of view v puts (v, s) in its next vertex, for the next
 //!    sequence s inside the window (h, h + W] above the stable checkpoint h.
-//! 6. **Checkpoints.** After executing a multiple of K, a replica signs
-//!    `Checkpoint(s, state digest)`; 2f + 1 matching ones make s the stable checkpoint h,
-//!    which moves the window. W >= 2K keeps the primary proposing while the next
-//!    checkpoint gathers signatures. Votes, pre-prepares and DAG rounds below are
-//!    released, so memory stays bounded on an endless run.
 //! 3. **Prepare.** A replica prepares (v, s, d) when the anchor is accepted (its whole
 //!    history above the GC round is held), it is in view v, the anchor is by v's
 //!    primary, it has no other pre-prepare for (v, s), and the anchor is not stale (its
@@ -23,24 +19,54 @@
 //!    commit. Committed = 2f + 1 matching commits.
 //! 5. **Execution.** Sequences execute strictly in order through the dag crate's
 //!    [`Finalizer`]; a committed anchor that is not held yet is fetched first.
+//! 6. **Checkpoints.** After executing a multiple of K, a replica signs
+//!    `Checkpoint(s, state digest)`; 2f + 1 matching ones make s the stable checkpoint h,
+//!    which moves the window. W >= 2K keeps the primary proposing while the next
+//!    checkpoint gathers signatures. Votes, pre-prepares and DAG rounds below are
+//!    released, so memory stays bounded on an endless run.
 //!
-//! Every message the replica signs leaves as [`Output::Persist`] first, then as a send:
-//! the host executes outputs in order, so nothing signed is sent before it is durable.
+//! View change (TOCS 2002, with claims; the rule itself is in [`crate::view_change`]):
 //!
-//! Not yet here (issue 3 continues): view change, checkpoints, recovery from the store,
-//! re-proposal of transactions below the GC round, reputation and bans.
+//! - A replica moves to v + 1 when it has been waiting for T without executing anything
+//!   (a pre-prepare or committed sequence outstanding, or unanchored transactions in the
+//!   DAG while the primary stays quiet), when one of its own transactions is not final
+//!   after `T_tx` (a censoring primary), or on proof that the primary equivocated.
+//! - It persists the new view and its claims, then broadcasts `ViewChange`. It joins the
+//!   smallest view that f + 1 others announce above its own. Its timer for v + 2 starts
+//!   only once 2f + 1 view changes for v + 1 are in. T doubles on every expiry, up to a
+//!   cap, and goes back to its base when a sequence executes in an active view.
+//! - The new primary sends `NewView` once the view changes it holds decide every
+//!   sequence; every replica recomputes the decision from the same view changes and
+//!   prepares each re-proposed anchor once it holds its history (fetched from a replica
+//!   that claimed it).
+//!
+//! Liveness under loss: a periodic tick re-sends the replica's latest vertex, its votes
+//! for unexecuted sequences, its unstable checkpoints, its view change and a `Status`;
+//! peers that are ahead answer a status with commit certificates (`Decided`), peers in a
+//! later view with the `NewView` that started it. Missing ancestors are fetched again
+//! from the next peer.
+//!
+//! Persist before send: every message the replica signs leaves as [`Output::Persist`]
+//! first, then as a send; the host executes outputs in order. A replica rebuilt by
+//! [`Replica::recover`] finds its view, claims, votes and own latest vertex, so it never
+//! signs a message that conflicts with one it signed before the crash.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 
 use weft_crypto::Digest;
-use weft_dag::store::StoreBatch;
+use weft_dag::codec::{Reader, Writer};
+use weft_dag::store::{Store, StoreBatch, StoreError};
 use weft_dag::{
-    Committee, Dag, DagConfig, FinalizedEntry, Finalizer, InsertError, Limits, ParentRef, Proposal,
-    Round, Sequence, SignedVertex, TimestampMs, Transaction, TxId, ValidatorIndex, Vertex, View,
+    Committee, Dag, DagConfig, ExecuteError, FinalizedEntry, Finalizer, InsertError, Limits,
+    ParentRef, Proposal, Round, Sequence, SignedVertex, TimestampMs, Transaction, TxId,
+    ValidatorIndex, Vertex, View,
 };
 
-use crate::messages::{Checkpoint, Message, Phase, SignedCheckpoint, SignedVote, Vote};
+use crate::messages::{
+    Checkpoint, Message, NewViewMessage, Phase, SignedCheckpoint, SignedVote, Vote,
+};
 use crate::quorum::{VoteOutcome, VoteTracker};
+use crate::view_change::{decide, Claim, NewView, Signed, SignedViewChange, ViewChange};
 use crate::Signer;
 
 /// Protocol parameters of one replica. Validated once, by [`ReplicaConfig::validate`].
@@ -60,12 +86,43 @@ pub struct ReplicaConfig {
     pub checkpoint_interval: u64,
     /// L: a pre-prepare whose round is more than L below ours is stale.
     pub max_anchor_lag: u64,
+    /// R: pushed vertices more than R rounds above our own are dropped unbuffered.
+    pub max_round_lead: u64,
     /// Most transactions per vertex.
     pub max_batch_transactions: usize,
     /// Most transactions waiting in the mempool.
     pub max_mempool_transactions: usize,
     /// With nothing to order, build a vertex after this long anyway.
     pub idle_interval_ms: u64,
+    /// The heartbeat that checks deadlines.
+    pub tick_interval_ms: u64,
+    /// Re-send what peers may have lost this often.
+    pub retransmit_interval_ms: u64,
+    /// T: waiting this long without progress starts a view change.
+    pub view_change_timeout_ms: u64,
+    /// The cap of T's doubling.
+    pub max_view_change_timeout_ms: u64,
+    /// T_tx: an own transaction not final after this long starts a view change.
+    pub transaction_timeout_ms: u64,
+    /// Commit certificates kept for executed sequences, to help lagging peers.
+    pub decided_retention: u64,
+    /// Proven faults after which a validator's vertices are referenced only when needed.
+    pub ban_threshold: u32,
+    #[doc(hidden)]
+    /// Deliberate bugs for the simulator's checker tests. Always `None` in a node.
+    pub mutant: Option<Mutant>,
+}
+
+#[doc(hidden)]
+/// Deliberately broken rules, each a test that the simulator's checkers fire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mutant {
+    /// Send the own vertex without making it durable first.
+    NoDurableOwnVertex,
+    /// Advance rounds on 2f + 1 parent vertices instead of 2f + 1 parent authors.
+    CountParentVertices,
+    /// Finality by per-author frontier instead of the exact finalized set.
+    PerAuthorFrontier,
 }
 
 /// A configuration that cannot run.
@@ -95,9 +152,18 @@ impl ReplicaConfig {
             window: 8,
             checkpoint_interval: 4,
             max_anchor_lag: 10,
+            max_round_lead: 100,
             max_batch_transactions: 1_000,
             max_mempool_transactions: 100_000,
             idle_interval_ms: 50,
+            tick_interval_ms: 50,
+            retransmit_interval_ms: 300,
+            view_change_timeout_ms: 1_000,
+            max_view_change_timeout_ms: 8_000,
+            transaction_timeout_ms: 5_000,
+            decided_retention: 1_024,
+            ban_threshold: 3,
+            mutant: None,
         }
     }
 
@@ -125,12 +191,34 @@ impl ReplicaConfig {
             ),
             (self.max_anchor_lag >= 1, "max_anchor_lag", "at least 1"),
             (
+                self.max_round_lead >= self.gc_depth,
+                "max_round_lead",
+                "at least gc_depth",
+            ),
+            (
                 self.max_batch_transactions >= 1
                     && self.max_batch_transactions <= self.limits.max_transactions,
                 "max_batch_transactions",
                 "between 1 and limits.max_transactions",
             ),
             (self.idle_interval_ms >= 1, "idle_interval_ms", "at least 1"),
+            (self.tick_interval_ms >= 1, "tick_interval_ms", "at least 1"),
+            (
+                self.view_change_timeout_ms >= self.tick_interval_ms,
+                "view_change_timeout_ms",
+                "at least tick_interval_ms",
+            ),
+            (
+                self.max_view_change_timeout_ms >= self.view_change_timeout_ms,
+                "max_view_change_timeout_ms",
+                "at least view_change_timeout_ms",
+            ),
+            (
+                self.decided_retention >= 2 * self.window,
+                "decided_retention",
+                "at least twice window",
+            ),
+            (self.ban_threshold >= 1, "ban_threshold", "at least 1"),
         ];
         for (ok, name, rule) in checks {
             if !ok {
@@ -146,14 +234,16 @@ impl ReplicaConfig {
 pub enum Timer {
     /// Nothing to order for a while: build a vertex anyway.
     Idle,
+    /// The periodic heartbeat: deadlines, retransmission.
+    Tick,
 }
 
 /// What the host feeds the replica.
 #[derive(Clone, Debug)]
 pub enum Input {
-    /// Start (or restart): build the genesis vertex if there is none.
+    /// Start (or restart after [`Replica::recover`]).
     Start,
-    /// A message from validator `from`, whose signature the host verified.
+    /// A message from validator `from`, whose signatures the host verified.
     Message {
         /// The sender.
         from: ValidatorIndex,
@@ -180,7 +270,14 @@ pub enum Output {
     Persist(StoreBatch),
     /// Send to every other validator.
     Broadcast(Message),
-    /// Ask `from` for these vertices.
+    /// Send to one validator.
+    Send {
+        /// The recipient.
+        to: ValidatorIndex,
+        /// The message.
+        message: Message,
+    },
+    /// Ask `from` for these vertices (the host answers fetches from its store).
     Fetch {
         /// Whom to ask.
         from: ValidatorIndex,
@@ -209,48 +306,29 @@ pub enum Evidence {
     DoubleVote(Box<crate::quorum::DoubleVote>),
 }
 
+impl Evidence {
+    /// The validator the evidence proves faulty.
+    pub fn culprit(&self) -> ValidatorIndex {
+        match self {
+            Evidence::Equivocation(e) => e.author(),
+            Evidence::DoubleVote(d) => d.first.vote().voter,
+        }
+    }
+}
+
 /// Counters of what the replica dropped, by reason.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DropCounters {
     /// Invalid vertices.
     pub invalid_vertices: u64,
+    /// Vertices too far above our round.
+    pub future_vertices: u64,
     /// Votes and checkpoints for another view or outside the window.
     pub out_of_window_messages: u64,
+    /// View changes, new views and certificates that do not check out.
+    pub invalid_view_messages: u64,
     /// Mempool full.
     pub mempool_full: u64,
-}
-
-/// One validator's protocol state.
-#[derive(Debug)]
-pub struct Replica {
-    config: ReplicaConfig,
-    signer: Signer,
-    dag: Dag,
-    finalizer: Finalizer,
-    view: View,
-    own_latest: Option<SignedVertex>,
-    /// Every vertex reachable from our own latest vertex (so we reference the rest).
-    own_history: HashSet<Digest>,
-    /// Latest accepted vertex per author (the first version, if it equivocated).
-    latest_by_author: Vec<Option<ParentRef>>,
-    mempool: VecDeque<Transaction>,
-    mempool_ids: HashSet<TxId>,
-    next_proposal: Sequence,
-    /// Pre-prepares we accepted in the current view: sequence -> anchor.
-    pre_prepares: BTreeMap<Sequence, Digest>,
-    prepares: VoteTracker,
-    commits: VoteTracker,
-    commit_sent: HashSet<Sequence>,
-    committed: BTreeMap<Sequence, Option<Digest>>,
-    idle_fired: bool,
-    idle_armed: bool,
-    drops: DropCounters,
-    /// The stable checkpoint h.
-    stable: StableCheckpoint,
-    /// Checkpoint signatures above h, by sequence.
-    checkpoints: BTreeMap<Sequence, BTreeMap<ValidatorIndex, SignedCheckpoint>>,
-    /// Our own state digest at each checkpoint sequence not yet stable.
-    own_checkpoints: BTreeMap<Sequence, Digest>,
 }
 
 /// A checkpoint that 2f + 1 validators signed.
@@ -275,6 +353,116 @@ pub struct MemoryFootprint {
     pub vote_slots: usize,
     /// Checkpoint sequences with signatures above the stable one.
     pub checkpoint_slots: usize,
+    /// Commit certificates kept for lagging peers.
+    pub decided_slots: usize,
+    /// View changes held.
+    pub view_changes: usize,
+}
+
+/// Why a replica could not be rebuilt from its store.
+#[derive(Debug, thiserror::Error)]
+pub enum RecoverError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The store failed.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    /// The finalized log does not replay.
+    #[error("finalized log does not replay: {0}")]
+    Log(#[from] ExecuteError),
+    /// A replica-state record is damaged.
+    #[error("replica state record {key} is damaged: {reason}")]
+    Damaged {
+        /// The record.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// One of our own vertices whose transactions are not final yet.
+#[derive(Clone, Debug)]
+struct OwnPending {
+    hash: Digest,
+    created_at: TimestampMs,
+    transactions: Vec<Transaction>,
+}
+
+/// Keys of the replica-state records.
+mod keys {
+    pub const VIEW: &[u8] = b"view";
+    pub const VIEW_CHANGE: &[u8] = b"view-change";
+    pub const NEW_VIEW: &[u8] = b"new-view";
+    pub const CLAIMS: &[u8] = b"claims";
+    pub const STABLE: &[u8] = b"stable";
+    pub const OWN_LATEST: &[u8] = b"own/latest";
+
+    pub fn vote(phase: crate::messages::Phase, view: u64, sequence: u64) -> Vec<u8> {
+        format!("vote/{phase:?}/{view}/{sequence}").into_bytes()
+    }
+}
+
+/// One validator's protocol state.
+#[derive(Debug)]
+pub struct Replica {
+    config: ReplicaConfig,
+    signer: Signer,
+    dag: Dag,
+    finalizer: Finalizer,
+    view: View,
+    /// False between our view change and the new view's `NewView`.
+    view_active: bool,
+    view_started: TimestampMs,
+    own_latest: Option<SignedVertex>,
+    /// Every vertex reachable from our own latest vertex (so we reference the rest).
+    own_history: HashSet<Digest>,
+    /// Latest accepted vertex per author (the first version, if it equivocated).
+    latest_by_author: Vec<Option<ParentRef>>,
+    mempool: VecDeque<Transaction>,
+    /// Ids in the mempool or in our own vertices that are not final yet.
+    mempool_ids: HashSet<TxId>,
+    own_pending: BTreeMap<Round, OwnPending>,
+    next_proposal: Sequence,
+    /// Pre-prepares accepted in the current view: sequence -> anchor (or null).
+    pre_prepares: BTreeMap<Sequence, Option<Digest>>,
+    /// Re-proposed anchors whose history we are fetching before we prepare them.
+    awaiting_history: BTreeMap<Sequence, Digest>,
+    prepares: VoteTracker,
+    commits: VoteTracker,
+    commit_sent: HashSet<Sequence>,
+    /// Our own signed votes in the current view, re-sent on every retransmission.
+    own_votes: BTreeMap<(Sequence, Phase), SignedVote>,
+    committed: BTreeMap<Sequence, Option<Digest>>,
+    /// Commit certificates of executed sequences, for lagging peers.
+    decided: BTreeMap<Sequence, Vec<SignedVote>>,
+    /// P: the highest-view prepared claim per sequence above the stable checkpoint.
+    prepared_claims: BTreeMap<Sequence, Claim>,
+    /// Q: pre-prepared claims per sequence (highest view per digest).
+    pre_prepared_claims: BTreeMap<Sequence, Vec<Claim>>,
+    /// The latest view change of each validator, for views above ours (or ours while
+    /// it is not active).
+    view_changes: BTreeMap<ValidatorIndex, (SignedViewChange, Vec<SignedCheckpoint>)>,
+    own_view_change: Option<Message>,
+    new_view: Option<Message>,
+    timeout_ms: u64,
+    progress_deadline: Option<TimestampMs>,
+    last_retransmit: TimestampMs,
+    fetch_rotation: usize,
+    idle_fired: bool,
+    idle_armed: bool,
+    drops: DropCounters,
+    faults: Vec<u32>,
+    /// Equivocation slots whose evidence we forwarded (pruned below the GC round).
+    forwarded: BTreeSet<(ValidatorIndex, Round)>,
+    /// The stable checkpoint h.
+    stable: StableCheckpoint,
+    /// Checkpoint signatures above h, by sequence.
+    checkpoints: BTreeMap<Sequence, BTreeMap<ValidatorIndex, SignedCheckpoint>>,
+    /// Our own signed checkpoints not yet stable.
+    own_checkpoints: BTreeMap<Sequence, SignedCheckpoint>,
+    /// Vote records on disk, deleted once a stable checkpoint covers them.
+    vote_keys: BTreeMap<Sequence, Vec<Vec<u8>>>,
 }
 
 impl Replica {
@@ -287,33 +475,195 @@ impl Replica {
             committee.clone(),
             DagConfig {
                 limits: config.limits,
-                ..DagConfig::default()
+                max_pending_per_author: usize::try_from(config.gc_depth).unwrap_or(usize::MAX),
             },
         );
+        let mut finalizer = Finalizer::new(config.gc_depth);
+        if config.mutant == Some(Mutant::PerAuthorFrontier) {
+            finalizer.use_per_author_frontier_mutant();
+        }
         Ok(Replica {
-            finalizer: Finalizer::new(config.gc_depth),
+            finalizer,
             dag,
             signer,
             view: View(0),
+            view_active: true,
+            view_started: TimestampMs(0),
             own_latest: None,
             own_history: HashSet::new(),
             latest_by_author: vec![None; committee.size()],
             mempool: VecDeque::new(),
             mempool_ids: HashSet::new(),
+            own_pending: BTreeMap::new(),
             next_proposal: Sequence(1),
             pre_prepares: BTreeMap::new(),
+            awaiting_history: BTreeMap::new(),
             prepares: VoteTracker::new(Phase::Prepare, quorum - 1),
             commits: VoteTracker::new(Phase::Commit, quorum),
             commit_sent: HashSet::new(),
+            own_votes: BTreeMap::new(),
             committed: BTreeMap::new(),
+            decided: BTreeMap::new(),
+            prepared_claims: BTreeMap::new(),
+            pre_prepared_claims: BTreeMap::new(),
+            view_changes: BTreeMap::new(),
+            own_view_change: None,
+            new_view: None,
+            timeout_ms: config.view_change_timeout_ms,
+            progress_deadline: None,
+            last_retransmit: TimestampMs(0),
+            fetch_rotation: 0,
             idle_fired: false,
             idle_armed: false,
             drops: DropCounters::default(),
+            faults: vec![0; committee.size()],
+            forwarded: BTreeSet::new(),
             stable: StableCheckpoint::default(),
             checkpoints: BTreeMap::new(),
             own_checkpoints: BTreeMap::new(),
+            vote_keys: BTreeMap::new(),
             config,
         })
+    }
+
+    /// Rebuilds a replica from what it persisted: the finalized log, its view and
+    /// whether it was changing view, its prepared and pre-prepared claims, its votes in
+    /// that view, its stable checkpoint and its own latest vertex. What it signed before
+    /// the crash constrains what it signs after: it never votes twice for one slot, never
+    /// builds a second vertex for a round it built, never goes back a view.
+    pub fn recover(
+        config: ReplicaConfig,
+        signer: Signer,
+        store: &dyn Store,
+    ) -> Result<Replica, RecoverError> {
+        let mut replica = Replica::new(config, signer)?;
+        let limits = replica.config.limits;
+        // The finalized log.
+        if let Some(head) = store.log_head()? {
+            let mut entries = Vec::new();
+            let mut from = Sequence(1);
+            while from <= head.sequence {
+                let chunk = store.finalized_range(from, 1_024)?;
+                let Some(last) = chunk.last() else { break };
+                from = last.sequence.next();
+                entries.extend(chunk);
+            }
+            let mut rounds = std::collections::HashMap::new();
+            for entry in &entries {
+                for hash in entry.anchor.iter().chain(entry.vertices.iter()) {
+                    if let Some(vertex) = store.vertex(hash)? {
+                        rounds.insert(*hash, vertex.vertex().round);
+                    }
+                }
+            }
+            replica.finalizer = Finalizer::restore(replica.config.gc_depth, entries, |h| {
+                rounds.get(h).copied()
+            })?;
+            if replica.config.mutant == Some(Mutant::PerAuthorFrontier) {
+                replica.finalizer.use_per_author_frontier_mutant();
+            }
+            replica.dag.set_gc_round(replica.finalizer.gc_round());
+        }
+        let damaged = |key: &[u8], reason: String| RecoverError::Damaged {
+            key: String::from_utf8_lossy(key).into_owned(),
+            reason,
+        };
+        if let Some(bytes) = store.replica_state(keys::STABLE)? {
+            replica.stable = decode_stable(&bytes).map_err(|e| damaged(keys::STABLE, e))?;
+        }
+        if let Some(bytes) = store.replica_state(keys::VIEW)? {
+            let mut reader = Reader::new(&bytes);
+            let view = reader.u64("view").map_err(|e| damaged(keys::VIEW, e.to_string()))?;
+            let active = reader.u8("active").map_err(|e| damaged(keys::VIEW, e.to_string()))?;
+            replica.view = View(view);
+            replica.view_active = active == 1;
+        }
+        if let Some(bytes) = store.replica_state(keys::CLAIMS)? {
+            let (prepared, pre_prepared) =
+                decode_claims(&bytes).map_err(|e| damaged(keys::CLAIMS, e))?;
+            replica.prepared_claims = prepared;
+            replica.pre_prepared_claims = pre_prepared;
+        }
+        if !replica.view_active {
+            if let Some(bytes) = store.replica_state(keys::VIEW_CHANGE)? {
+                let message = Message::from_wire(&bytes, &limits)
+                    .map_err(|e| damaged(keys::VIEW_CHANGE, e.to_string()))?;
+                if let Message::ViewChange { view_change, .. } = &message {
+                    if view_change.body().view == replica.view {
+                        replica.own_view_change = Some(message);
+                    }
+                }
+            }
+        } else if let Some(bytes) = store.replica_state(keys::NEW_VIEW)? {
+            let message = Message::from_wire(&bytes, &limits)
+                .map_err(|e| damaged(keys::NEW_VIEW, e.to_string()))?;
+            if let Message::NewView(new_view) = &message {
+                if new_view.new_view.body().view == replica.view {
+                    replica.next_proposal = new_view
+                        .new_view
+                        .body()
+                        .proposals
+                        .last()
+                        .map_or(new_view.new_view.body().stable_sequence, |p| p.0)
+                        .next();
+                    replica.new_view = Some(message);
+                }
+            }
+        }
+        // Our votes in this view: never sign another digest for those slots.
+        let executed = replica.finalizer.last_sequence().0;
+        let horizon = replica.stable.sequence.0.max(executed) + 2 * replica.config.window;
+        for sequence in (executed + 1)..=horizon {
+            for phase in [Phase::Prepare, Phase::Commit] {
+                let key = keys::vote(phase, replica.view.0, sequence);
+                let Some(bytes) = store.replica_state(&key)? else {
+                    continue;
+                };
+                let vote = SignedVote::from_wire(&bytes).map_err(|e| damaged(&key, e.to_string()))?;
+                let s = Sequence(sequence);
+                match phase {
+                    Phase::Prepare => {
+                        replica.pre_prepares.insert(s, vote.vote().digest);
+                    }
+                    Phase::Commit => {
+                        replica.pre_prepares.insert(s, vote.vote().digest);
+                        replica.commit_sent.insert(s);
+                    }
+                }
+                replica.vote_keys.entry(s).or_default().push(key);
+                replica.own_votes.insert((s, phase), vote.clone());
+                let tracker = match phase {
+                    Phase::Prepare => &mut replica.prepares,
+                    Phase::Commit => &mut replica.commits,
+                };
+                tracker.add(vote);
+            }
+        }
+        if replica.primary(replica.view) == replica.config.index {
+            let proposed = replica.pre_prepares.keys().next_back().copied();
+            if let Some(last) = proposed {
+                replica.next_proposal = replica.next_proposal.max(last.next());
+            }
+            replica.next_proposal = replica
+                .next_proposal
+                .max(replica.finalizer.last_sequence().next());
+        }
+        // Our own latest vertex: the next one must be in a later round.
+        if let Some(bytes) = store.replica_state(keys::OWN_LATEST)? {
+            let hash = Digest::from_bytes(
+                <[u8; 32]>::try_from(bytes.as_slice())
+                    .map_err(|_| damaged(keys::OWN_LATEST, "not 32 bytes".into()))?,
+            );
+            let vertex = store.vertex(&hash)?.ok_or_else(|| {
+                damaged(keys::OWN_LATEST, "names a vertex the store lacks".into())
+            })?;
+            replica.own_latest = Some(vertex.clone());
+            if vertex.vertex().round >= replica.dag.gc_round() {
+                // Its ancestors arrive by fetch from peers (see Input::Start).
+                let _ = replica.dag.insert(vertex);
+            }
+        }
+        Ok(replica)
     }
 
     /// This replica's index.
@@ -324,6 +674,11 @@ impl Replica {
     /// The current view.
     pub fn view(&self) -> View {
         self.view
+    }
+
+    /// False while the replica is changing view.
+    pub fn view_active(&self) -> bool {
+        self.view_active
     }
 
     /// The last executed sequence.
@@ -343,7 +698,31 @@ impl Replica {
             waiting_vertices: self.dag.waiting_len(),
             vote_slots: self.prepares.slots() + self.commits.slots(),
             checkpoint_slots: self.checkpoints.len(),
+            decided_slots: self.decided.len(),
+            view_changes: self.view_changes.len(),
         }
+    }
+
+    /// A one-line summary of the replica's progress, for diagnosing a failing seed.
+    pub fn describe(&self) -> String {
+        format!(
+            "view {}{} executed {} stable {} committed {:?} pre-prepared {:?} awaiting {:?} own round {:?} dag {} waiting {} missing {} mempool {} pending-own {} deadline {:?} drops {:?}",
+            self.view.0,
+            if self.view_active { "" } else { " (changing)" },
+            self.finalizer.last_sequence(),
+            self.stable.sequence,
+            self.committed.keys().take(5).collect::<Vec<_>>(),
+            self.pre_prepares.keys().take(5).collect::<Vec<_>>(),
+            self.awaiting_history.keys().take(5).collect::<Vec<_>>(),
+            self.own_latest.as_ref().map(|v| v.vertex().round.0),
+            self.dag.len(),
+            self.dag.waiting_len(),
+            self.dag.missing().len(),
+            self.mempool.len(),
+            self.own_pending.len(),
+            self.progress_deadline,
+            self.drops,
+        )
     }
 
     /// What was dropped and why.
@@ -351,9 +730,24 @@ impl Replica {
         &self.drops
     }
 
+    /// Proven faults per validator.
+    pub fn faults(&self) -> &[u32] {
+        &self.faults
+    }
+
     /// Transactions waiting to be put in a vertex.
     pub fn mempool_len(&self) -> usize {
         self.mempool.len()
+    }
+
+    /// True when the transaction is finalized (within the dedup horizon).
+    pub fn is_transaction_finalized(&self, id: &TxId) -> bool {
+        self.finalizer.is_transaction_finalized(id)
+    }
+
+    /// True when the transaction waits in the mempool.
+    pub fn is_transaction_pending(&self, id: &TxId) -> bool {
+        self.mempool_ids.contains(id)
     }
 
     /// The primary of `view`: round-robin over the validator set.
@@ -362,7 +756,7 @@ impl Replica {
         ValidatorIndex(u16::try_from(view.0 % n).unwrap_or(0))
     }
 
-    /// Accepted vertices by hash, for answering fetches.
+    /// Accepted vertices by hash, from memory (hosts answer fetches from their store).
     pub fn vertices(&self, hashes: &[Digest]) -> Vec<SignedVertex> {
         hashes
             .iter()
@@ -374,11 +768,11 @@ impl Replica {
     pub fn handle(&mut self, now: TimestampMs, input: Input) -> Vec<Output> {
         let mut outputs = Vec::new();
         match input {
-            Input::Start => {}
-            Input::Message { from, message } => self.on_message(from, message, &mut outputs),
+            Input::Start => self.start(now, &mut outputs),
+            Input::Message { from, message } => self.on_message(from, message, now, &mut outputs),
             Input::Fetched { from, vertices } => {
                 for vertex in vertices {
-                    self.insert_vertex(from, vertex, &mut outputs);
+                    self.insert_vertex(from, vertex, false, now, &mut outputs);
                 }
             }
             Input::Transactions(transactions) => self.add_transactions(transactions),
@@ -386,10 +780,85 @@ impl Replica {
                 self.idle_armed = false;
                 self.idle_fired = true;
             }
+            Input::Timer(Timer::Tick) => {
+                outputs.push(Output::SetTimer {
+                    timer: Timer::Tick,
+                    after_ms: self.config.tick_interval_ms,
+                });
+                if now.0 >= self.last_retransmit.0 + self.config.retransmit_interval_ms {
+                    self.retransmit(now, &mut outputs);
+                }
+            }
         }
         self.execute_committed(now, &mut outputs);
+        self.check_deadlines(now, &mut outputs);
         self.maybe_build_vertex(now, &mut outputs);
         outputs
+    }
+
+    fn start(&mut self, now: TimestampMs, outputs: &mut Vec<Output>) {
+        self.view_started = now;
+        outputs.push(Output::SetTimer {
+            timer: Timer::Tick,
+            after_ms: self.config.tick_interval_ms,
+        });
+        self.retransmit(now, outputs);
+    }
+
+    /// Re-sends what peers may have lost, asks for what we miss.
+    fn retransmit(&mut self, now: TimestampMs, outputs: &mut Vec<Output>) {
+        self.last_retransmit = now;
+        if let Some(own) = &self.own_latest {
+            outputs.push(Output::Broadcast(Message::Vertex(own.clone())));
+        }
+        if self.view_active {
+            for vote in self.own_votes.values() {
+                outputs.push(Output::Broadcast(Message::Vote(vote.clone())));
+            }
+        } else if let Some(view_change) = &self.own_view_change {
+            outputs.push(Output::Broadcast(view_change.clone()));
+        }
+        for checkpoint in self.own_checkpoints.values() {
+            outputs.push(Output::Broadcast(Message::Checkpoint(checkpoint.clone())));
+        }
+        outputs.push(Output::Broadcast(Message::Status {
+            view: self.view,
+            executed: self.finalizer.last_sequence(),
+        }));
+        let mut missing = self.dag.missing();
+        for anchor in self.awaiting_history.values() {
+            if !self.dag.contains(anchor) {
+                missing.push(*anchor);
+            }
+        }
+        for (sequence, anchor) in &self.committed {
+            if let Some(anchor) = anchor.filter(|a| !self.dag.contains(a)) {
+                if *sequence <= self.finalizer.last_sequence().next() {
+                    missing.push(anchor);
+                }
+            }
+        }
+        missing.sort_unstable();
+        missing.dedup();
+        missing.truncate(256);
+        if !missing.is_empty() {
+            let from = self.next_peer();
+            outputs.push(Output::Fetch {
+                from,
+                hashes: missing,
+            });
+        }
+    }
+
+    /// Peers in turn, for fetches that may have failed.
+    fn next_peer(&mut self) -> ValidatorIndex {
+        let n = self.config.committee.size();
+        self.fetch_rotation = (self.fetch_rotation + 1) % n;
+        let mut peer = self.fetch_rotation;
+        if peer == self.config.index.as_usize() {
+            peer = (peer + 1) % n;
+        }
+        ValidatorIndex(u16::try_from(peer).unwrap_or(0))
     }
 
     fn add_transactions(&mut self, transactions: Vec<Transaction>) {
@@ -407,11 +876,24 @@ impl Replica {
         }
     }
 
-    fn on_message(&mut self, from: ValidatorIndex, message: Message, outputs: &mut Vec<Output>) {
+    fn on_message(
+        &mut self,
+        from: ValidatorIndex,
+        message: Message,
+        now: TimestampMs,
+        outputs: &mut Vec<Output>,
+    ) {
         match message {
-            Message::Vertex(vertex) => self.insert_vertex(from, vertex, outputs),
-            Message::Vote(vote) => self.on_vote(vote, outputs),
-            Message::Checkpoint(checkpoint) => self.on_checkpoint(checkpoint),
+            Message::Vertex(vertex) => self.insert_vertex(from, vertex, true, now, outputs),
+            Message::Vote(vote) => self.on_vote(vote, now, outputs),
+            Message::Checkpoint(checkpoint) => self.on_checkpoint(checkpoint, outputs),
+            Message::ViewChange {
+                view_change,
+                certificate,
+            } => self.on_view_change(from, view_change, certificate, now, outputs),
+            Message::NewView(new_view) => self.on_new_view(*new_view, now, outputs),
+            Message::Status { view, executed } => self.on_status(from, view, executed, outputs),
+            Message::Decided(votes) => self.on_decided(from, votes, outputs),
         }
     }
 
@@ -419,14 +901,21 @@ impl Replica {
         &mut self,
         from: ValidatorIndex,
         vertex: SignedVertex,
+        pushed: bool,
+        now: TimestampMs,
         outputs: &mut Vec<Output>,
     ) {
+        // Pushed vertices are taken only up to R rounds above our own: a flood of future
+        // rounds is dropped before it costs memory.
+        let own_round = self.own_latest.as_ref().map_or(0, |v| v.vertex().round.0);
+        if pushed && vertex.vertex().round.0 > own_round + self.config.max_round_lead {
+            self.drops.future_vertices += 1;
+            return;
+        }
         match self.dag.insert(vertex) {
             Ok(report) => {
                 if let Some(equivocation) = report.equivocation {
-                    outputs.push(Output::Evidence(Evidence::Equivocation(Box::new(
-                        equivocation,
-                    ))));
+                    self.on_evidence(Evidence::Equivocation(Box::new(equivocation)), now, outputs);
                 }
                 if !report.missing.is_empty() {
                     outputs.push(Output::Fetch {
@@ -435,28 +924,77 @@ impl Replica {
                     });
                 }
                 for hash in report.accepted {
-                    self.on_accepted(&hash, outputs);
+                    self.on_accepted(&hash, now, outputs);
                 }
             }
             Err(InsertError::UnwantedEquivocation(evidence)) => {
-                outputs.push(Output::Evidence(Evidence::Equivocation(evidence)));
+                self.on_evidence(Evidence::Equivocation(evidence), now, outputs);
             }
             Err(InsertError::BelowGcRound { .. }) => {}
             Err(_) => self.drops.invalid_vertices += 1,
         }
     }
 
-    fn on_accepted(&mut self, hash: &Digest, outputs: &mut Vec<Output>) {
+    /// Evidence lowers the culprit's standing; proof that the primary equivocated
+    /// replaces it (and the evidence travels on, so the others see it too).
+    fn on_evidence(&mut self, evidence: Evidence, now: TimestampMs, outputs: &mut Vec<Output>) {
+        let culprit = evidence.culprit();
+        if let Some(count) = self.faults.get_mut(culprit.as_usize()) {
+            *count = count.saturating_add(1);
+        }
+        let primary_proven_faulty = culprit == self.primary(self.view)
+            && match &evidence {
+                Evidence::Equivocation(e) => e.second.vertex().proposal.is_some(),
+                Evidence::DoubleVote(_) => true,
+            };
+        // The primary's equivocation travels on, once per slot, so every replica sees it.
+        if let Evidence::Equivocation(e) = &evidence {
+            let slot = (e.author(), e.round());
+            if primary_proven_faulty && self.forwarded.insert(slot) {
+                outputs.push(Output::Broadcast(Message::Vertex(e.first.clone())));
+                outputs.push(Output::Broadcast(Message::Vertex(e.second.clone())));
+            }
+        }
+        outputs.push(Output::Evidence(evidence));
+        if primary_proven_faulty && self.view_active && culprit != self.config.index {
+            self.start_view_change(self.view.next(), now, outputs);
+        }
+    }
+
+    fn banned(&self, author: ValidatorIndex) -> bool {
+        self.faults
+            .get(author.as_usize())
+            .is_some_and(|f| *f >= self.config.ban_threshold)
+    }
+
+    fn on_accepted(&mut self, hash: &Digest, now: TimestampMs, outputs: &mut Vec<Output>) {
         let Some(vertex) = self.dag.get(hash).cloned() else {
             return;
         };
         let body = vertex.vertex();
+        // Every accepted vertex is stored: peers fetch histories from our store, the
+        // finalized log names them, and recovery replays them.
+        if body.author != self.config.index {
+            let mut batch = StoreBatch::new();
+            batch.put_vertex(vertex.clone());
+            outputs.push(Output::Persist(batch));
+        }
         let slot = &mut self.latest_by_author[body.author.as_usize()];
         if slot.is_none_or(|latest| latest.round < body.round) {
             *slot = Some(vertex.as_parent());
         }
         if let Some(proposal) = body.proposal {
-            self.on_pre_prepare(&vertex, proposal, outputs);
+            self.on_pre_prepare(&vertex, proposal, now, outputs);
+        }
+        let ready: Vec<Sequence> = self
+            .awaiting_history
+            .iter()
+            .filter(|(_, anchor)| *anchor == hash)
+            .map(|(s, _)| *s)
+            .collect();
+        for sequence in ready {
+            self.awaiting_history.remove(&sequence);
+            self.prepare(sequence, Some(*hash), now, outputs);
         }
     }
 
@@ -470,10 +1008,12 @@ impl Replica {
     /// What a replica accepts from others reaches W further than what it proposes: the
     /// primary's stable checkpoint may be ahead of ours, and a pre-prepare or vote
     /// dropped for being early would never be sent again (a stall without view change).
-    /// Still bounded: at most 2W sequences per view are held.
+    /// Still bounded: at most 3W sequences above the executed one are held; a replica
+    /// further behind catches up through commit certificates.
     fn accepts(&self, sequence: Sequence) -> bool {
         let executed = self.finalizer.last_sequence().0;
-        sequence.0 > executed && sequence.0 <= self.stable.sequence.0 + 2 * self.config.window
+        let base = self.stable.sequence.0.clamp(executed, executed + self.config.window);
+        sequence.0 > executed && sequence.0 <= base + 2 * self.config.window
     }
 
     /// Rule 3: prepare an accepted anchor of the current primary, once per (view, sequence).
@@ -481,12 +1021,14 @@ impl Replica {
         &mut self,
         anchor: &SignedVertex,
         proposal: Proposal,
+        now: TimestampMs,
         outputs: &mut Vec<Output>,
     ) {
         let body = anchor.vertex();
         let own_round = self.own_latest.as_ref().map_or(0, |v| v.vertex().round.0);
         let stale = body.round.0 + self.config.max_anchor_lag < own_round;
         if proposal.view != self.view
+            || !self.view_active
             || body.author != self.primary(proposal.view)
             || !self.accepts(proposal.sequence)
             || self.pre_prepares.contains_key(&proposal.sequence)
@@ -494,12 +1036,55 @@ impl Replica {
         {
             return;
         }
-        self.pre_prepares.insert(proposal.sequence, anchor.hash());
-        if body.author != self.config.index {
-            let vote = self.sign_vote(Phase::Prepare, proposal.sequence, Some(anchor.hash()));
-            self.send_vote(vote, outputs);
+        self.prepare(proposal.sequence, Some(anchor.hash()), now, outputs);
+    }
+
+    /// Accepts (view, sequence, digest) as pre-prepared and votes for it (the primary's
+    /// own pre-prepare counts as its vote).
+    fn prepare(
+        &mut self,
+        sequence: Sequence,
+        digest: Option<Digest>,
+        now: TimestampMs,
+        outputs: &mut Vec<Output>,
+    ) {
+        if self.pre_prepares.contains_key(&sequence) || sequence <= self.finalizer.last_sequence()
+        {
+            return;
         }
-        self.check_prepared(proposal.sequence, outputs);
+        self.pre_prepares.insert(sequence, digest);
+        self.add_claim(sequence, digest, false);
+        if self.primary(self.view) != self.config.index {
+            let vote = self.sign_vote(Phase::Prepare, sequence, digest);
+            self.send_vote(vote, now, outputs);
+        } else {
+            let mut batch = StoreBatch::new();
+            batch.put_replica_state(keys::CLAIMS, &self.encode_claims());
+            outputs.push(Output::Persist(batch));
+        }
+        self.check_prepared(sequence, now, outputs);
+    }
+
+    /// Records a Q (pre-prepared) or P (prepared) claim in the current view.
+    fn add_claim(&mut self, sequence: Sequence, digest: Option<Digest>, prepared: bool) {
+        let claim = Claim {
+            sequence,
+            view: self.view,
+            digest,
+        };
+        if prepared {
+            self.prepared_claims.insert(sequence, claim);
+        } else {
+            let claims = self.pre_prepared_claims.entry(sequence).or_default();
+            claims.retain(|c| c.digest != digest);
+            claims.push(claim);
+            // A handful of digests per sequence is all a view change needs; older ones
+            // go first.
+            if claims.len() > 4 {
+                claims.sort_by_key(|c| c.view);
+                claims.remove(0);
+            }
+        }
     }
 
     fn sign_vote(&self, phase: Phase, sequence: Sequence, digest: Option<Digest>) -> SignedVote {
@@ -515,19 +1100,22 @@ impl Replica {
         .sign_with(&self.signer)
     }
 
-    /// Persist before send: the signed vote is durable before it leaves; then it counts
-    /// toward our own quorum like anyone else's.
-    fn send_vote(&mut self, vote: SignedVote, outputs: &mut Vec<Output>) {
+    /// Persist before send: the signed vote and the claims it implies are durable before
+    /// it leaves; then it counts toward our own quorum like anyone else's.
+    fn send_vote(&mut self, vote: SignedVote, now: TimestampMs, outputs: &mut Vec<Output>) {
         let v = vote.vote();
-        let key = format!("vote/{:?}/{}/{}", v.phase, v.view.0, v.sequence.0);
+        let key = keys::vote(v.phase, v.view.0, v.sequence.0);
         let mut batch = StoreBatch::new();
-        batch.put_replica_state(key.as_bytes(), &vote.to_wire());
+        batch.put_replica_state(&key, &vote.to_wire());
+        batch.put_replica_state(keys::CLAIMS, &self.encode_claims());
         outputs.push(Output::Persist(batch));
+        self.vote_keys.entry(v.sequence).or_default().push(key);
+        self.own_votes.insert((v.sequence, v.phase), vote.clone());
         outputs.push(Output::Broadcast(Message::Vote(vote.clone())));
-        self.on_vote(vote, outputs);
+        self.on_vote(vote, now, outputs);
     }
 
-    fn on_vote(&mut self, vote: SignedVote, outputs: &mut Vec<Output>) {
+    fn on_vote(&mut self, vote: SignedVote, now: TimestampMs, outputs: &mut Vec<Output>) {
         let (phase, view, sequence) = {
             let v = vote.vote();
             (v.phase, v.view, v.sequence)
@@ -542,30 +1130,32 @@ impl Replica {
         };
         match tracker.add(vote) {
             VoteOutcome::DoubleVote(evidence) => {
-                outputs.push(Output::Evidence(Evidence::DoubleVote(evidence)));
+                self.on_evidence(Evidence::DoubleVote(evidence), now, outputs);
             }
             VoteOutcome::Duplicate => {}
             VoteOutcome::Counted(_) | VoteOutcome::QuorumReached(_) => match phase {
-                Phase::Prepare => self.check_prepared(sequence, outputs),
+                Phase::Prepare => self.check_prepared(sequence, now, outputs),
                 Phase::Commit => self.check_committed(sequence, outputs),
             },
         }
     }
 
     /// Rule 4: prepared = our pre-prepare + 2f matching prepares -> send a commit.
-    fn check_prepared(&mut self, sequence: Sequence, outputs: &mut Vec<Output>) {
+    fn check_prepared(&mut self, sequence: Sequence, now: TimestampMs, outputs: &mut Vec<Output>) {
         let Some(digest) = self.pre_prepares.get(&sequence).copied() else {
             return;
         };
-        if self.commit_sent.contains(&sequence)
-            || self.prepares.count(self.view, sequence, Some(&digest))
+        if !self.view_active
+            || self.commit_sent.contains(&sequence)
+            || self.prepares.count(self.view, sequence, digest.as_ref())
                 < self.config.committee.quorum() - 1
         {
             return;
         }
         self.commit_sent.insert(sequence);
-        let vote = self.sign_vote(Phase::Commit, sequence, Some(digest));
-        self.send_vote(vote, outputs);
+        self.add_claim(sequence, digest, true);
+        let vote = self.sign_vote(Phase::Commit, sequence, digest);
+        self.send_vote(vote, now, outputs);
     }
 
     /// Committed = 2f + 1 matching commits, for any digest (even one whose pre-prepare
@@ -584,18 +1174,111 @@ impl Replica {
         else {
             return;
         };
+        let certificate = self.commits.votes_for(self.view, sequence, digest.as_ref());
+        self.mark_committed(sequence, digest, certificate, outputs);
+    }
+
+    fn mark_committed(
+        &mut self,
+        sequence: Sequence,
+        digest: Option<Digest>,
+        certificate: Vec<SignedVote>,
+        outputs: &mut Vec<Output>,
+    ) {
         self.committed.insert(sequence, digest);
         if let Some(anchor) = digest.filter(|d| !self.dag.contains(d)) {
-            if let Some(voter) = self
-                .commits
-                .votes_for(self.view, sequence, Some(&anchor))
-                .first()
-            {
+            if let Some(voter) = certificate.iter().map(|v| v.vote().voter).find(|v| *v != self.config.index) {
                 outputs.push(Output::Fetch {
-                    from: voter.vote().voter,
+                    from: voter,
                     hashes: vec![anchor],
                 });
             }
+        }
+        self.decided.insert(sequence, certificate);
+    }
+
+    /// A peer tells where it is: help it catch up if we are ahead.
+    fn on_status(
+        &mut self,
+        from: ValidatorIndex,
+        view: View,
+        executed: Sequence,
+        outputs: &mut Vec<Output>,
+    ) {
+        if from == self.config.index {
+            return;
+        }
+        let mut sent = 0;
+        let mut next = executed.next();
+        while next <= self.finalizer.last_sequence() && sent < 2 * self.config.window {
+            if let Some(certificate) = self.decided.get(&next) {
+                outputs.push(Output::Send {
+                    to: from,
+                    message: Message::Decided(certificate.clone()),
+                });
+                sent += 1;
+            }
+            next = next.next();
+        }
+        if view < self.view && self.view_active {
+            if let Some(new_view) = &self.new_view {
+                outputs.push(Output::Send {
+                    to: from,
+                    message: new_view.clone(),
+                });
+            }
+        }
+    }
+
+    /// A commit certificate from a peer: 2f + 1 distinct commit votes for one
+    /// (view, sequence, digest) prove the sequence committed, whatever our view.
+    fn on_decided(&mut self, from: ValidatorIndex, votes: Vec<SignedVote>, outputs: &mut Vec<Output>) {
+        let Some(first) = votes.first().map(|v| v.vote().clone()) else {
+            return;
+        };
+        let sequence = first.sequence;
+        let executed = self.finalizer.last_sequence();
+        if sequence <= executed
+            || sequence.0 > executed.0 + 2 * self.config.window
+            || self.committed.contains_key(&sequence)
+        {
+            return;
+        }
+        let voters: BTreeSet<ValidatorIndex> = votes
+            .iter()
+            .filter(|v| {
+                let v = v.vote();
+                v.phase == Phase::Commit
+                    && v.view == first.view
+                    && v.sequence == sequence
+                    && v.digest == first.digest
+                    && self.config.committee.contains(v.voter)
+            })
+            .map(|v| v.vote().voter)
+            .collect();
+        if voters.len() < self.config.committee.quorum() || voters.len() != votes.len() {
+            self.drops.invalid_view_messages += 1;
+            return;
+        }
+        let mut certificate = votes;
+        certificate.sort_by_key(|v| v.vote().voter);
+        self.mark_committed(sequence, first.digest, certificate, outputs);
+        // The last certificate of a batch: ask the same peer for the next batch at once,
+        // so catching up outpaces the others' progress.
+        if sequence.0 == executed.0 + 2 * self.config.window {
+            outputs.push(Output::Send {
+                to: from,
+                message: Message::Status {
+                    view: self.view,
+                    executed: Sequence(sequence.0),
+                },
+            });
+        }
+        if let Some(anchor) = first.digest.filter(|d| !self.dag.contains(d)) {
+            outputs.push(Output::Fetch {
+                from,
+                hashes: vec![anchor],
+            });
         }
     }
 
@@ -622,11 +1305,17 @@ impl Replica {
             }
             let finalized: HashSet<TxId> = entry.transactions.iter().map(|t| t.id).collect();
             self.mempool.retain(|t| !finalized.contains(&t.id()));
+            let vertices: HashSet<Digest> = entry.vertices.iter().copied().collect();
+            self.own_pending.retain(|_, own| !vertices.contains(&own.hash));
             self.committed.remove(&next);
             self.pre_prepares.remove(&next);
+            self.awaiting_history.remove(&next);
             self.commit_sent.remove(&next);
+            self.own_votes.retain(|(s, _), _| *s > next);
             self.prepares.release_through(next);
             self.commits.release_through(next);
+            let retained = next.0.saturating_sub(self.config.decided_retention);
+            self.decided = self.decided.split_off(&Sequence(retained + 1));
             let mut batch = StoreBatch::new();
             batch.append_finalized(entry.clone());
             outputs.push(Output::Persist(batch));
@@ -636,9 +1325,339 @@ impl Replica {
             if checkpoint_due {
                 self.send_checkpoint(next, state_digest, outputs);
             }
-            let report = self.dag.set_gc_round(self.finalizer.gc_round());
+            if self.view_active {
+                // Progress: T goes back to its base and the wait starts over.
+                self.timeout_ms = self.config.view_change_timeout_ms;
+                self.progress_deadline = None;
+            }
+            let gc = self.finalizer.gc_round();
+            self.forwarded.retain(|(_, round)| *round >= gc);
+            let report = self.dag.set_gc_round(gc);
             for hash in report.accepted {
-                self.on_accepted(&hash, outputs);
+                self.on_accepted(&hash, now, outputs);
+            }
+            self.repropose_below_gc();
+        }
+    }
+
+    /// Our vertices that fell below the GC round without being finalized will never be:
+    /// their transactions go back to the mempool (deduplication keeps them exactly-once).
+    fn repropose_below_gc(&mut self) {
+        let gc = self.finalizer.gc_round();
+        let kept = self.own_pending.split_off(&gc);
+        let dropped = std::mem::replace(&mut self.own_pending, kept);
+        let mut again = Vec::new();
+        for own in dropped.values() {
+            for transaction in &own.transactions {
+                self.mempool_ids.remove(&transaction.id());
+            }
+        }
+        for own in dropped.into_values() {
+            again.extend(
+                own.transactions
+                    .into_iter()
+                    .filter(|t| !self.finalizer.is_transaction_finalized(&t.id())),
+            );
+        }
+        self.add_transactions(again);
+    }
+
+    /// True while something should be making progress: the view-change timer runs.
+    fn waiting(&self) -> bool {
+        if !self.view_active {
+            // A replica that announced a later view has given up on ours too: it counts
+            // (otherwise a lost view change could leave us waiting without a timer).
+            let joined = self
+                .view_changes
+                .values()
+                .filter(|(vc, _)| vc.body().view >= self.view)
+                .count();
+            return joined >= self.config.committee.quorum();
+        }
+        !self.pre_prepares.is_empty()
+            || !self.committed.is_empty()
+            || !self.awaiting_history.is_empty()
+            || !self.nothing_to_anchor()
+    }
+
+    fn check_deadlines(&mut self, now: TimestampMs, outputs: &mut Vec<Output>) {
+        if !self.waiting() {
+            self.progress_deadline = None;
+        } else {
+            match self.progress_deadline {
+                None => self.progress_deadline = Some(TimestampMs(now.0 + self.timeout_ms)),
+                Some(deadline) if now >= deadline => {
+                    self.timeout_ms = (self.timeout_ms * 2).min(self.config.max_view_change_timeout_ms);
+                    self.start_view_change(self.view.next(), now, outputs);
+                    return;
+                }
+                Some(_) => {}
+            }
+        }
+        // A primary that leaves our own transactions out is replaced too.
+        let oldest = self.own_pending.values().map(|o| o.created_at).min();
+        if let Some(created) = oldest {
+            let since = created.max(self.view_started);
+            if self.view_active && now.0 >= since.0 + self.config.transaction_timeout_ms {
+                self.start_view_change(self.view.next(), now, outputs);
+            }
+        }
+    }
+
+    /// Moves to `target` (never backwards): persist, then announce.
+    fn start_view_change(&mut self, target: View, now: TimestampMs, outputs: &mut Vec<Output>) {
+        if target <= self.view {
+            return;
+        }
+        self.view = target;
+        self.view_active = false;
+        self.view_started = now;
+        self.progress_deadline = None;
+        self.pre_prepares.clear();
+        self.awaiting_history.clear();
+        self.commit_sent.clear();
+        self.own_votes.clear();
+        self.new_view = None;
+        let stable = self.stable.sequence;
+        let view_change = ViewChange {
+            chain_id: self.config.committee.chain_id().clone(),
+            epoch: self.config.committee.epoch(),
+            view: target,
+            stable_sequence: stable,
+            stable_digest: self.stable.state_digest,
+            prepared: self
+                .prepared_claims
+                .range(stable.next()..)
+                .map(|(_, c)| *c)
+                .collect(),
+            pre_prepared: self
+                .pre_prepared_claims
+                .range(stable.next()..)
+                .flat_map(|(_, c)| c.iter().copied())
+                .collect(),
+            replica: self.config.index,
+        };
+        let signed = Signed::sign_with(view_change, &self.signer);
+        let message = Message::ViewChange {
+            view_change: signed.clone(),
+            certificate: self.stable.certificate.clone(),
+        };
+        let mut batch = StoreBatch::new();
+        batch.put_replica_state(keys::VIEW, &encode_view(target, false));
+        batch.put_replica_state(keys::VIEW_CHANGE, &message.to_wire());
+        outputs.push(Output::Persist(batch));
+        outputs.push(Output::Broadcast(message.clone()));
+        self.own_view_change = Some(message);
+        self.view_changes
+            .insert(self.config.index, (signed, self.stable.certificate.clone()));
+        self.view_changes.retain(|_, (vc, _)| vc.body().view >= target);
+        self.try_new_view(now, outputs);
+    }
+
+    fn on_view_change(
+        &mut self,
+        from: ValidatorIndex,
+        view_change: SignedViewChange,
+        certificate: Vec<SignedCheckpoint>,
+        now: TimestampMs,
+        outputs: &mut Vec<Output>,
+    ) {
+        let body = view_change.body();
+        let (view, sender) = (body.view, body.replica);
+        if view < self.view || (view == self.view && self.view_active) {
+            // The sender is behind: the new view that started ours brings it here.
+            if self.view_active && from != self.config.index {
+                if let Some(new_view) = &self.new_view {
+                    outputs.push(Output::Send {
+                        to: from,
+                        message: new_view.clone(),
+                    });
+                }
+            }
+            return;
+        }
+        if !self.certifies(body.stable_sequence, &body.stable_digest, &certificate) {
+            self.drops.invalid_view_messages += 1;
+            return;
+        }
+        if self
+            .view_changes
+            .get(&sender)
+            .is_some_and(|(held, _)| held.body().view >= view)
+        {
+            return;
+        }
+        self.view_changes.insert(sender, (view_change, certificate));
+        // Join the smallest view that f + 1 others announce above ours.
+        let mut announced: Vec<View> = self
+            .view_changes
+            .iter()
+            .filter(|(i, (vc, _))| **i != self.config.index && vc.body().view > self.view)
+            .map(|(_, (vc, _))| vc.body().view)
+            .collect();
+        announced.sort_unstable_by(|a, b| b.cmp(a));
+        if let Some(join) = announced.get(self.config.committee.max_faulty()) {
+            self.start_view_change(*join, now, outputs);
+        }
+        self.try_new_view(now, outputs);
+    }
+
+    /// True when `certificate` proves `(sequence, digest)` stable: 2f + 1 distinct signers
+    /// (signatures verified by the host). The genesis checkpoint needs none.
+    fn certifies(&self, sequence: Sequence, digest: &Digest, certificate: &[SignedCheckpoint]) -> bool {
+        if sequence == Sequence(0) {
+            return true;
+        }
+        let signers: BTreeSet<ValidatorIndex> = certificate
+            .iter()
+            .map(SignedCheckpoint::checkpoint)
+            .filter(|c| {
+                c.sequence == sequence
+                    && c.state_digest == *digest
+                    && self.config.committee.contains(c.signer)
+            })
+            .map(|c| c.signer)
+            .collect();
+        signers.len() >= self.config.committee.quorum()
+    }
+
+    /// The new primary announces the view once its view changes decide every sequence.
+    fn try_new_view(&mut self, now: TimestampMs, outputs: &mut Vec<Output>) {
+        if self.view_active || self.primary(self.view) != self.config.index {
+            return;
+        }
+        let chosen: Vec<&(SignedViewChange, Vec<SignedCheckpoint>)> = self
+            .view_changes
+            .values()
+            .filter(|(vc, _)| vc.body().view == self.view)
+            .collect();
+        let bodies: Vec<&ViewChange> = chosen.iter().map(|(vc, _)| vc.body()).collect();
+        let Some(decision) = decide(&bodies, self.config.committee.max_faulty()) else {
+            return;
+        };
+        let certificate = chosen
+            .iter()
+            .find(|(vc, _)| vc.body().replica == decision.stable_from)
+            .map(|(_, c)| c.clone())
+            .unwrap_or_default();
+        let new_view = NewView {
+            chain_id: self.config.committee.chain_id().clone(),
+            epoch: self.config.committee.epoch(),
+            view: self.view,
+            primary: self.config.index,
+            stable_sequence: decision.stable_sequence,
+            stable_digest: decision.stable_digest,
+            proposals: decision.proposals,
+            view_changes: chosen.iter().map(|(vc, _)| vc.hash()).collect(),
+        };
+        let message = NewViewMessage {
+            new_view: Signed::sign_with(new_view, &self.signer),
+            view_changes: chosen.iter().map(|(vc, _)| vc.clone()).collect(),
+            certificate,
+        };
+        let wire = Message::NewView(Box::new(message.clone()));
+        let mut batch = StoreBatch::new();
+        batch.put_replica_state(keys::NEW_VIEW, &wire.to_wire());
+        outputs.push(Output::Persist(batch));
+        outputs.push(Output::Broadcast(wire));
+        self.enter_view(message, now, outputs);
+    }
+
+    fn on_new_view(&mut self, message: NewViewMessage, now: TimestampMs, outputs: &mut Vec<Output>) {
+        let body = message.new_view.body();
+        if body.view < self.view || (body.view == self.view && self.view_active) {
+            return;
+        }
+        if !self.new_view_checks_out(&message) {
+            self.drops.invalid_view_messages += 1;
+            return;
+        }
+        self.enter_view(message, now, outputs);
+    }
+
+    /// Recomputes the primary's decision from the view changes it names.
+    fn new_view_checks_out(&self, message: &NewViewMessage) -> bool {
+        let body = message.new_view.body();
+        if body.primary != self.primary(body.view)
+            || message.view_changes.len() != body.view_changes.len()
+        {
+            return false;
+        }
+        let mut senders = BTreeSet::new();
+        for (vc, hash) in message.view_changes.iter().zip(&body.view_changes) {
+            if vc.hash() != *hash
+                || vc.body().view != body.view
+                || !senders.insert(vc.body().replica)
+                || !self.config.committee.contains(vc.body().replica)
+            {
+                return false;
+            }
+        }
+        let bodies: Vec<&ViewChange> = message.view_changes.iter().map(|vc| vc.body()).collect();
+        let Some(decision) = decide(&bodies, self.config.committee.max_faulty()) else {
+            return false;
+        };
+        decision.stable_sequence == body.stable_sequence
+            && decision.stable_digest == body.stable_digest
+            && decision.proposals == body.proposals
+            && self.certifies(body.stable_sequence, &body.stable_digest, &message.certificate)
+    }
+
+    /// Starts the new view: adopt its checkpoint, pre-prepare every re-proposed sequence
+    /// (null ones at once, anchors once their history is held).
+    fn enter_view(&mut self, message: NewViewMessage, now: TimestampMs, outputs: &mut Vec<Output>) {
+        let body = message.new_view.body().clone();
+        self.view = body.view;
+        self.view_active = true;
+        self.view_started = now;
+        self.progress_deadline = None;
+        self.pre_prepares.clear();
+        self.awaiting_history.clear();
+        self.commit_sent.clear();
+        self.own_votes.clear();
+        self.own_view_change = None;
+        self.view_changes.retain(|_, (vc, _)| vc.body().view > body.view);
+        let mut batch = StoreBatch::new();
+        batch.put_replica_state(keys::VIEW, &encode_view(body.view, true));
+        outputs.push(Output::Persist(batch));
+        if body.stable_sequence > self.stable.sequence {
+            self.adopt_stable(StableCheckpoint {
+                sequence: body.stable_sequence,
+                state_digest: body.stable_digest,
+                certificate: message.certificate.clone(),
+            }, outputs);
+        }
+        let last = body
+            .proposals
+            .last()
+            .map_or(body.stable_sequence, |(s, _)| *s);
+        self.next_proposal = last.max(self.finalizer.last_sequence()).next();
+        // Which view-change senders can serve each re-proposed anchor.
+        let wire = Message::NewView(Box::new(message.clone()));
+        self.new_view = Some(wire);
+        for (sequence, digest) in body.proposals {
+            if sequence <= self.finalizer.last_sequence() {
+                continue;
+            }
+            match digest {
+                Some(anchor) if !self.dag.contains(&anchor) => {
+                    self.awaiting_history.insert(sequence, anchor);
+                    let holder = message
+                        .view_changes
+                        .iter()
+                        .map(|vc| vc.body())
+                        .find(|vc| {
+                            vc.replica != self.config.index
+                                && vc.pre_prepared.iter().any(|c| c.digest == Some(anchor))
+                        })
+                        .map(|vc| vc.replica);
+                    let from = holder.unwrap_or_else(|| self.next_peer());
+                    outputs.push(Output::Fetch {
+                        from,
+                        hashes: vec![anchor],
+                    });
+                }
+                _ => self.prepare(sequence, digest, now, outputs),
             }
         }
     }
@@ -650,11 +1669,19 @@ impl Replica {
             None => Round(0),
             Some(latest) => latest.vertex().round.next(),
         };
+        // Backpressure: at most 2D rounds above the GC round. Beyond, only the primary
+        // builds, and only to propose the anchor that moves the GC round.
+        let cap = self.finalizer.gc_round().0 + 2 * self.config.gc_depth;
+        if next_round.0 > cap && !self.wants_to_propose() {
+            return;
+        }
         if let Some(previous) = next_round.previous() {
             let authors = self.dag.round_vertices(previous);
             let mut distinct: Vec<ValidatorIndex> =
                 authors.iter().map(|v| v.vertex().author).collect();
-            distinct.dedup();
+            if self.config.mutant != Some(Mutant::CountParentVertices) {
+                distinct.dedup();
+            }
             if distinct.len() < self.config.committee.quorum() {
                 return;
             }
@@ -679,7 +1706,8 @@ impl Replica {
     }
 
     fn wants_to_propose(&self) -> bool {
-        self.primary(self.view) == self.config.index
+        self.view_active
+            && self.primary(self.view) == self.config.index
             && self.in_window(self.next_proposal)
             && !self.nothing_to_anchor()
     }
@@ -687,13 +1715,22 @@ impl Replica {
     /// True when no accepted vertex outside the finalized set carries transactions: the
     /// primary then has nothing to anchor.
     fn nothing_to_anchor(&self) -> bool {
-        self.latest_by_author.iter().flatten().all(|p| {
-            self.finalizer.is_finalized(&p.hash)
-                || self
-                    .dag
-                    .get(&p.hash)
-                    .is_none_or(|v| v.vertex().transactions.is_empty())
-        })
+        // Idle rounds still need an anchor now and then, or the GC round never moves and
+        // an idle DAG grows without bound.
+        let own_round = self.own_latest.as_ref().map_or(0, |v| v.vertex().round.0);
+        let gc_lag = own_round.saturating_sub(self.finalizer.gc_round().0);
+        if gc_lag > self.config.gc_depth + self.config.gc_depth / 2 {
+            return false;
+        }
+        self.mempool.is_empty()
+            && self.latest_by_author.iter().flatten().all(|p| {
+                self.finalizer.is_finalized(&p.hash)
+                    || p.round < self.finalizer.gc_round()
+                    || self
+                        .dag
+                        .get(&p.hash)
+                        .is_none_or(|v| v.vertex().transactions.is_empty())
+            })
     }
 
     fn build_vertex(&mut self, round: Round, now: TimestampMs, outputs: &mut Vec<Output>) {
@@ -705,22 +1742,33 @@ impl Replica {
             }
             let lowest =
                 Round(round.0.saturating_sub(self.config.gc_depth)).max(self.dag.gc_round());
-            let mut in_previous: BTreeMap<ValidatorIndex, ParentRef> = BTreeMap::new();
+            let mut in_previous: BTreeMap<ValidatorIndex, Vec<ParentRef>> = BTreeMap::new();
             for vertex in self.dag.round_vertices(previous) {
                 in_previous
                     .entry(vertex.vertex().author)
-                    .or_insert_with(|| vertex.as_parent());
+                    .or_default()
+                    .push(vertex.as_parent());
             }
+            let counted_authors = in_previous.len();
             for author in self.config.committee.indices().filter(|a| *a != index) {
                 // The author's vertex of the previous round; otherwise its latest older
-                // vertex that our history does not reach yet (a slow validator).
+                // vertex that our history does not reach yet (a slow validator). A banned
+                // author is referenced only when the quorum needs it.
+                let banned = self.banned(author) && counted_authors > self.config.committee.quorum();
+                if banned {
+                    continue;
+                }
                 let older = self.latest_by_author[author.as_usize()].filter(|latest| {
                     latest.round < previous
                         && latest.round >= lowest
                         && !self.own_history.contains(&latest.hash)
                 });
-                if let Some(parent) = in_previous.get(&author).copied().or(older) {
-                    parents.push(parent);
+                match in_previous.get(&author) {
+                    Some(versions) if self.config.mutant == Some(Mutant::CountParentVertices) => {
+                        parents.extend(versions.iter().copied());
+                    }
+                    Some(versions) => parents.extend(versions.first().copied()),
+                    None => parents.extend(older),
                 }
             }
         }
@@ -729,12 +1777,17 @@ impl Replica {
             .filter_map(|p| self.dag.get(&p.hash))
             .map(|v| v.vertex().created_at)
             .fold(now, TimestampMs::max);
-        let proposal =
-            (self.primary(self.view) == index && self.in_window(self.next_proposal) && round.0 > 0)
-                .then_some(Proposal {
-                    view: self.view,
-                    sequence: self.next_proposal,
-                });
+        // Propose only with something to order: empty anchors would keep every replica
+        // building empty rounds forever.
+        let proposal = (self.view_active
+            && self.primary(self.view) == index
+            && self.in_window(self.next_proposal)
+            && round.0 > 0
+            && !self.nothing_to_anchor())
+            .then_some(Proposal {
+                view: self.view,
+                sequence: self.next_proposal,
+            });
         let take = self.mempool.len().min(self.config.max_batch_transactions);
         let transactions: Vec<Transaction> = self.mempool.drain(..take).collect();
         let vertex = Vertex {
@@ -748,27 +1801,41 @@ impl Replica {
             transactions,
         };
         let signed = vertex.signed_by(|context, bytes| self.signer.sign(context, bytes));
-        if let Err(error) = signed
-            .vertex()
-            .check_structure(&self.config.committee, &self.config.limits)
-        {
-            debug_assert!(false, "built an invalid vertex: {error}");
-            return;
+        if self.config.mutant.is_none() {
+            if let Err(error) = signed
+                .vertex()
+                .check_structure(&self.config.committee, &self.config.limits)
+            {
+                debug_assert!(false, "built an invalid vertex: {error}");
+                return;
+            }
         }
         if proposal.is_some() {
             self.next_proposal = self.next_proposal.next();
         }
+        if !signed.vertex().transactions.is_empty() {
+            self.own_pending.insert(
+                round,
+                OwnPending {
+                    hash: signed.hash(),
+                    created_at: now,
+                    transactions: signed.vertex().transactions.clone(),
+                },
+            );
+        }
         // Persist before send: the own vertex is durable before anyone can see it, so a
         // restarted replica never signs a second vertex for this round.
-        let mut batch = StoreBatch::new();
-        batch.put_vertex(signed.clone());
-        batch.put_replica_state(b"own/latest", signed.hash().as_bytes());
-        outputs.push(Output::Persist(batch));
+        if self.config.mutant != Some(Mutant::NoDurableOwnVertex) {
+            let mut batch = StoreBatch::new();
+            batch.put_vertex(signed.clone());
+            batch.put_replica_state(keys::OWN_LATEST, signed.hash().as_bytes());
+            outputs.push(Output::Persist(batch));
+        }
         outputs.push(Output::Broadcast(Message::Vertex(signed.clone())));
         self.add_to_own_history(&signed);
         self.own_latest = Some(signed.clone());
         self.idle_fired = false;
-        self.insert_vertex(index, signed, outputs);
+        self.insert_vertex(index, signed, false, now, outputs);
     }
 
     /// Rule 6: sign the executed state at a checkpoint sequence (persisted first: the
@@ -787,27 +1854,24 @@ impl Replica {
             signer: self.config.index,
         }
         .sign_with(&self.signer);
-        self.own_checkpoints.insert(sequence, state_digest);
-        let mut batch = StoreBatch::new();
-        batch.put_replica_state(
-            format!("checkpoint/{}", sequence.0).as_bytes(),
-            &checkpoint.checkpoint().encode(),
-        );
-        outputs.push(Output::Persist(batch));
+        if sequence > self.stable.sequence {
+            self.own_checkpoints.insert(sequence, checkpoint.clone());
+        }
         outputs.push(Output::Broadcast(Message::Checkpoint(checkpoint.clone())));
-        self.on_checkpoint(checkpoint);
+        self.on_checkpoint(checkpoint, outputs);
     }
 
     /// Collects checkpoint signatures for sequences in (h, h + W + K]; 2f + 1 matching
     /// make the sequence stable. Anything further ahead is dropped, not buffered.
-    fn on_checkpoint(&mut self, signed: SignedCheckpoint) {
+    fn on_checkpoint(&mut self, signed: SignedCheckpoint, outputs: &mut Vec<Output>) {
         let checkpoint = signed.checkpoint();
         let (sequence, signer, digest) = (
             checkpoint.sequence,
             checkpoint.signer,
             checkpoint.state_digest,
         );
-        let horizon = self.stable.sequence.0 + self.config.window + self.config.checkpoint_interval;
+        let base = self.stable.sequence.0.max(self.finalizer.last_sequence().0);
+        let horizon = base + self.config.window + self.config.checkpoint_interval;
         if sequence <= self.stable.sequence
             || sequence.0 > horizon
             || sequence.0 % self.config.checkpoint_interval != 0
@@ -829,22 +1893,41 @@ impl Replica {
         // replica diverged, which must never happen.
         if let Some(own) = self.own_checkpoints.get(&sequence) {
             assert_eq!(
-                *own, digest,
+                own.checkpoint().state_digest,
+                digest,
                 "state diverged from a checkpoint quorum at {sequence}"
             );
         }
-        self.stable = StableCheckpoint {
-            sequence,
-            state_digest: digest,
-            certificate: matching,
-        };
+        self.adopt_stable(
+            StableCheckpoint {
+                sequence,
+                state_digest: digest,
+                certificate: matching,
+            },
+            outputs,
+        );
+    }
+
+    /// Moves h and releases what lies below it.
+    fn adopt_stable(&mut self, stable: StableCheckpoint, outputs: &mut Vec<Output>) {
+        let sequence = stable.sequence;
+        let mut batch = StoreBatch::new();
+        batch.put_replica_state(keys::STABLE, &encode_stable(&stable));
+        self.stable = stable;
         self.checkpoints = self.checkpoints.split_off(&sequence.next());
         self.own_checkpoints = self.own_checkpoints.split_off(&sequence.next());
+        self.prepared_claims = self.prepared_claims.split_off(&sequence.next());
+        self.pre_prepared_claims = self.pre_prepared_claims.split_off(&sequence.next());
         // A replica behind the checkpoint still needs the votes of what it has not
-        // executed (state sync for replicas further behind comes with recovery).
+        // executed; it catches up through peers' commit certificates.
         let released = sequence.min(self.finalizer.last_sequence());
         self.prepares.release_through(released);
         self.commits.release_through(released);
+        let kept = self.vote_keys.split_off(&released.next());
+        for key in std::mem::replace(&mut self.vote_keys, kept).into_values().flatten() {
+            batch.delete_replica_state(&key);
+        }
+        outputs.push(Output::Persist(batch));
     }
 
     fn add_to_own_history(&mut self, vertex: &SignedVertex) {
@@ -865,4 +1948,102 @@ impl Replica {
             });
         }
     }
+
+    fn encode_claims(&self) -> Vec<u8> {
+        let mut writer = Writer::with_capacity(64 * self.prepared_claims.len() + 16);
+        let pre_prepared: Vec<Claim> = self
+            .pre_prepared_claims
+            .values()
+            .flatten()
+            .copied()
+            .collect();
+        for claims in [
+            self.prepared_claims.values().copied().collect::<Vec<_>>(),
+            pre_prepared,
+        ] {
+            writer.u32(u32::try_from(claims.len()).unwrap_or(u32::MAX));
+            for claim in claims {
+                writer.u64(claim.sequence.0);
+                writer.u64(claim.view.0);
+                match claim.digest {
+                    None => writer.u8(0),
+                    Some(d) => {
+                        writer.u8(1);
+                        writer.raw(d.as_bytes());
+                    }
+                }
+            }
+        }
+        writer.finish()
+    }
+}
+
+type ClaimSets = (BTreeMap<Sequence, Claim>, BTreeMap<Sequence, Vec<Claim>>);
+
+fn decode_claims(bytes: &[u8]) -> Result<ClaimSets, String> {
+    let mut reader = Reader::new(bytes);
+    let read_list = |reader: &mut Reader<'_>| -> Result<Vec<Claim>, String> {
+        let raw = u64::from(reader.u32("claims").map_err(|e| e.to_string())?);
+        let count = reader
+            .count("claims", raw, crate::view_change::MAX_CLAIMS * 4, 17)
+            .map_err(|e| e.to_string())?;
+        let mut claims = Vec::with_capacity(count);
+        for _ in 0..count {
+            let sequence = Sequence(reader.u64("sequence").map_err(|e| e.to_string())?);
+            let view = View(reader.u64("view").map_err(|e| e.to_string())?);
+            let digest = crate::messages::read_optional_digest(reader).map_err(|e| e.to_string())?;
+            claims.push(Claim {
+                sequence,
+                view,
+                digest,
+            });
+        }
+        Ok(claims)
+    };
+    let prepared = read_list(&mut reader)?;
+    let pre_prepared = read_list(&mut reader)?;
+    reader.finish().map_err(|e| e.to_string())?;
+    let mut q: BTreeMap<Sequence, Vec<Claim>> = BTreeMap::new();
+    for claim in pre_prepared {
+        q.entry(claim.sequence).or_default().push(claim);
+    }
+    Ok((prepared.into_iter().map(|c| (c.sequence, c)).collect(), q))
+}
+
+fn encode_view(view: View, active: bool) -> Vec<u8> {
+    let mut writer = Writer::with_capacity(9);
+    writer.u64(view.0);
+    writer.u8(u8::from(active));
+    writer.finish()
+}
+
+fn encode_stable(stable: &StableCheckpoint) -> Vec<u8> {
+    let mut writer = Writer::with_capacity(64 + 5_000 * stable.certificate.len());
+    writer.u64(stable.sequence.0);
+    writer.raw(stable.state_digest.as_bytes());
+    writer.u16(u16::try_from(stable.certificate.len()).unwrap_or(u16::MAX));
+    for checkpoint in &stable.certificate {
+        checkpoint.write_wire(&mut writer);
+    }
+    writer.finish()
+}
+
+fn decode_stable(bytes: &[u8]) -> Result<StableCheckpoint, String> {
+    let mut reader = Reader::new(bytes);
+    let sequence = Sequence(reader.u64("sequence").map_err(|e| e.to_string())?);
+    let state_digest = Digest::from_bytes(reader.array("digest").map_err(|e| e.to_string())?);
+    let raw = u64::from(reader.u16("certificate").map_err(|e| e.to_string())?);
+    let count = reader
+        .count("certificate", raw, crate::view_change::MAX_VALIDATORS, 4)
+        .map_err(|e| e.to_string())?;
+    let mut certificate = Vec::with_capacity(count);
+    for _ in 0..count {
+        certificate.push(SignedCheckpoint::read_wire(&mut reader).map_err(|e| e.to_string())?);
+    }
+    reader.finish().map_err(|e| e.to_string())?;
+    Ok(StableCheckpoint {
+        sequence,
+        state_digest,
+        certificate,
+    })
 }

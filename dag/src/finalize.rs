@@ -150,6 +150,10 @@ pub struct Finalizer {
     finalized_vertices: BTreeMap<Round, HashSet<Digest>>,
     finalized_index: HashSet<Digest>,
     finalized_transactions: HashSet<TxId>,
+    /// A deliberately wrong rule for the simulator's mutant test: "finalized" means at or
+    /// below the author's highest finalized round (a per-author frontier) instead of in
+    /// the exact set. Never set outside that test.
+    per_author_frontier: Option<BTreeMap<crate::ValidatorIndex, Round>>,
 }
 
 impl Finalizer {
@@ -159,6 +163,56 @@ impl Finalizer {
             gc_depth,
             ..Finalizer::default()
         }
+    }
+
+    /// Rebuilds the execution state from a finalized log read back from the store, in
+    /// sequence order from 1; `round_of` gives the round of a finalized vertex (from the
+    /// store's vertices). Costs one pass over the log.
+    pub fn restore(
+        gc_depth: u64,
+        entries: impl IntoIterator<Item = FinalizedEntry>,
+        round_of: impl Fn(&Digest) -> Option<Round>,
+    ) -> Result<Finalizer, ExecuteError> {
+        let mut finalizer = Finalizer::new(gc_depth);
+        for entry in entries {
+            let expected = finalizer.last_sequence.next();
+            if entry.sequence != expected {
+                return Err(ExecuteError::OutOfOrder {
+                    expected,
+                    got: entry.sequence,
+                });
+            }
+            if let Some(anchor) = &entry.anchor {
+                let round = round_of(anchor).ok_or(HistoryError::Missing(*anchor))?;
+                finalizer.highest_anchor_round = Some(
+                    finalizer
+                        .highest_anchor_round
+                        .map_or(round, |h| h.max(round)),
+                );
+            }
+            for hash in &entry.vertices {
+                let round = round_of(hash).ok_or(HistoryError::Missing(*hash))?;
+                finalizer
+                    .finalized_vertices
+                    .entry(round)
+                    .or_default()
+                    .insert(*hash);
+                finalizer.finalized_index.insert(*hash);
+            }
+            finalizer
+                .finalized_transactions
+                .extend(entry.transactions.iter().map(|t| t.id));
+            finalizer.last_sequence = entry.sequence;
+            finalizer.state_digest = entry.state_digest;
+            finalizer.release_below(finalizer.gc_round());
+        }
+        Ok(finalizer)
+    }
+
+    #[doc(hidden)]
+    /// Mutant for the simulator's checker test only: see `per_author_frontier`.
+    pub fn use_per_author_frontier_mutant(&mut self) {
+        self.per_author_frontier = Some(BTreeMap::new());
     }
 
     /// The last executed sequence (0 before the first).
@@ -216,7 +270,16 @@ impl Finalizer {
             let anchor_round = anchor_vertex.vertex().round;
             highest = Some(highest.map_or(anchor_round, |h| h.max(anchor_round)));
             let gc_round = self.gc_round_below(highest);
-            ordered = dag.unfinalized_history(&anchor_hash, gc_round, &|h| self.is_finalized(h))?;
+            ordered = match &self.per_author_frontier {
+                None => dag.unfinalized_history(&anchor_hash, gc_round, &|h| self.is_finalized(h))?,
+                Some(frontier) => dag.unfinalized_history(&anchor_hash, gc_round, &|h| {
+                    dag.get(h).is_some_and(|v| {
+                        frontier
+                            .get(&v.vertex().author)
+                            .is_some_and(|r| v.vertex().round <= *r)
+                    })
+                })?,
+            };
             order_vertices(&mut ordered, sequence, dag.committee().size());
         }
         let mut transactions = Vec::new();
@@ -249,6 +312,10 @@ impl Finalizer {
                 .or_default()
                 .insert(vertex.hash());
             self.finalized_index.insert(vertex.hash());
+            if let Some(frontier) = &mut self.per_author_frontier {
+                let top = frontier.entry(vertex.vertex().author).or_insert(Round(0));
+                *top = (*top).max(vertex.vertex().round);
+            }
         }
         self.finalized_transactions
             .extend(transactions.iter().map(|t| t.id));

@@ -272,7 +272,18 @@ impl Dag {
         } else {
             let author = body.author.as_usize();
             if self.waiting_per_author[author] >= self.config.max_pending_per_author {
-                return Err(InsertError::PendingFull(body.author));
+                // Keep the lowest rounds: an ancestor that arrives while descendants fill
+                // the buffer must get in, or nothing waiting could ever be accepted.
+                let highest = self
+                    .waiting
+                    .iter()
+                    .filter(|(_, w)| w.vertex.vertex().author == body.author)
+                    .max_by_key(|(h, w)| (w.vertex.vertex().round, **h))
+                    .map(|(h, w)| (*h, w.vertex.vertex().round));
+                match highest {
+                    Some((evicted, round)) if round > body.round => self.drop_waiting(&evicted),
+                    _ => return Err(InsertError::PendingFull(body.author)),
+                }
             }
             self.waiting_per_author[author] += 1;
             self.slots.entry(slot).or_default().push(hash);

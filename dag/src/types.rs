@@ -72,6 +72,13 @@ impl Sequence {
     }
 }
 
+impl View {
+    /// The next view.
+    pub fn next(self) -> View {
+        View(self.0 + 1)
+    }
+}
+
 impl ValidatorIndex {
     /// The index as a `usize`, for indexing per-validator tables.
     pub fn as_usize(self) -> usize {
