@@ -1,16 +1,16 @@
 //! The PBFT replica as a pure state machine that finalizes DAG anchors, and the seeded simulator that attacks it.
 //!
-//! Work in progress (issue 3). What exists so far:
-//!
-//! - [`messages`]: prepare and commit votes and checkpoints, each with a canonical
-//!   encoding that begins with the chain id and epoch and its own FIPS 204 signing
-//!   context (a primary's vertex, from `weft-dag`, is the pre-prepare);
+//! - [`messages`]: prepare and commit votes, checkpoints and the wire form of every
+//!   message, each signed object with a canonical encoding that begins with the chain id
+//!   and epoch and its own FIPS 204 signing context (a primary's vertex, from
+//!   `weft-dag`, is the pre-prepare);
 //! - [`quorum`]: vote counting over distinct voters, with double votes reported as
 //!   evidence;
-//! - [`replica`]: the normal case of the replica (vertices, pre-prepare, prepare, commit,
-//!   in-order execution), `Input` in, `Output`s out;
-//! - [`sim`]: a seeded simulator with delays, reordering and duplication, and the
-//!   agreement, integrity and liveness checkers.
+//! - [`view_change`]: `ViewChange` / `NewView` and the deterministic TOCS 2002 decision
+//!   rule on claims;
+//! - [`replica`]: the replica, `Input` in, `Output`s out: vertices, pre-prepare, prepare,
+//!   commit, in-order execution, checkpoints, view change, catch-up, recovery;
+//! - [`sim`]: the seeded simulator with faults, Byzantine behaviours and the checkers.
 //!
 //! The crate depends on no runtime, clock, socket or disk: `weft-dag` comes without its
 //! RocksDB feature. Time will arrive as an input and timers leave as outputs.

@@ -16,9 +16,7 @@
 
 use weft_crypto::{Digest, SecretKey, Signature, SigningContext, SIGNATURE_BYTES};
 use weft_dag::codec::{read_chain_header, write_chain_header, DecodeError, Reader, Writer};
-use weft_dag::{
-    ChainId, Committee, Epoch, Limits, Sequence, SignedVertex, ValidatorIndex, View,
-};
+use weft_dag::{ChainId, Committee, Epoch, Limits, Sequence, SignedVertex, ValidatorIndex, View};
 
 use crate::view_change::{Signed, SignedNewView, SignedViewChange};
 

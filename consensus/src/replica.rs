@@ -453,6 +453,12 @@ pub struct Replica {
     idle_armed: bool,
     drops: DropCounters,
     faults: Vec<u32>,
+    /// The NoDurableOwnVertex mutant's unwritten own vertex.
+    deferred_own: Option<StoreBatch>,
+    /// A checkpoint quorum contradicted our own state here: more than f are faulty.
+    diverged: Option<Sequence>,
+    /// When we last answered each peer's status, and for which executed sequence.
+    status_replies: Vec<(TimestampMs, Sequence)>,
     /// Equivocation slots whose evidence we forwarded (pruned below the GC round).
     forwarded: BTreeSet<(ValidatorIndex, Round)>,
     /// The stable checkpoint h.
@@ -518,6 +524,9 @@ impl Replica {
             drops: DropCounters::default(),
             faults: vec![0; committee.size()],
             forwarded: BTreeSet::new(),
+            diverged: None,
+            deferred_own: None,
+            status_replies: vec![(TimestampMs(0), Sequence(0)); committee.size()],
             stable: StableCheckpoint::default(),
             checkpoints: BTreeMap::new(),
             own_checkpoints: BTreeMap::new(),
@@ -556,9 +565,8 @@ impl Replica {
                     }
                 }
             }
-            replica.finalizer = Finalizer::restore(replica.config.gc_depth, entries, |h| {
-                rounds.get(h).copied()
-            })?;
+            replica.finalizer =
+                Finalizer::restore(replica.config.gc_depth, entries, |h| rounds.get(h).copied())?;
             if replica.config.mutant == Some(Mutant::PerAuthorFrontier) {
                 replica.finalizer.use_per_author_frontier_mutant();
             }
@@ -573,8 +581,12 @@ impl Replica {
         }
         if let Some(bytes) = store.replica_state(keys::VIEW)? {
             let mut reader = Reader::new(&bytes);
-            let view = reader.u64("view").map_err(|e| damaged(keys::VIEW, e.to_string()))?;
-            let active = reader.u8("active").map_err(|e| damaged(keys::VIEW, e.to_string()))?;
+            let view = reader
+                .u64("view")
+                .map_err(|e| damaged(keys::VIEW, e.to_string()))?;
+            let active = reader
+                .u8("active")
+                .map_err(|e| damaged(keys::VIEW, e.to_string()))?;
             replica.view = View(view);
             replica.view_active = active == 1;
         }
@@ -619,7 +631,8 @@ impl Replica {
                 let Some(bytes) = store.replica_state(&key)? else {
                     continue;
                 };
-                let vote = SignedVote::from_wire(&bytes).map_err(|e| damaged(&key, e.to_string()))?;
+                let vote =
+                    SignedVote::from_wire(&bytes).map_err(|e| damaged(&key, e.to_string()))?;
                 let s = Sequence(sequence);
                 match phase {
                     Phase::Prepare => {
@@ -723,6 +736,12 @@ impl Replica {
             self.progress_deadline,
             self.drops,
         )
+    }
+
+    /// The checkpoint at which a quorum contradicted our executed state, if one did: the
+    /// validator set has more than f faulty members and this node must stop.
+    pub fn diverged(&self) -> Option<Sequence> {
+        self.diverged
     }
 
     /// What was dropped and why.
@@ -892,7 +911,9 @@ impl Replica {
                 certificate,
             } => self.on_view_change(from, view_change, certificate, now, outputs),
             Message::NewView(new_view) => self.on_new_view(*new_view, now, outputs),
-            Message::Status { view, executed } => self.on_status(from, view, executed, outputs),
+            Message::Status { view, executed } => {
+                self.on_status(from, view, executed, now, outputs);
+            }
             Message::Decided(votes) => self.on_decided(from, votes, outputs),
         }
     }
@@ -1012,7 +1033,11 @@ impl Replica {
     /// further behind catches up through commit certificates.
     fn accepts(&self, sequence: Sequence) -> bool {
         let executed = self.finalizer.last_sequence().0;
-        let base = self.stable.sequence.0.clamp(executed, executed + self.config.window);
+        let base = self
+            .stable
+            .sequence
+            .0
+            .clamp(executed, executed + self.config.window);
         sequence.0 > executed && sequence.0 <= base + 2 * self.config.window
     }
 
@@ -1048,8 +1073,7 @@ impl Replica {
         now: TimestampMs,
         outputs: &mut Vec<Output>,
     ) {
-        if self.pre_prepares.contains_key(&sequence) || sequence <= self.finalizer.last_sequence()
-        {
+        if self.pre_prepares.contains_key(&sequence) || sequence <= self.finalizer.last_sequence() {
             return;
         }
         self.pre_prepares.insert(sequence, digest);
@@ -1187,7 +1211,11 @@ impl Replica {
     ) {
         self.committed.insert(sequence, digest);
         if let Some(anchor) = digest.filter(|d| !self.dag.contains(d)) {
-            if let Some(voter) = certificate.iter().map(|v| v.vote().voter).find(|v| *v != self.config.index) {
+            if let Some(voter) = certificate
+                .iter()
+                .map(|v| v.vote().voter)
+                .find(|v| *v != self.config.index)
+            {
                 outputs.push(Output::Fetch {
                     from: voter,
                     hashes: vec![anchor],
@@ -1203,11 +1231,21 @@ impl Replica {
         from: ValidatorIndex,
         view: View,
         executed: Sequence,
+        now: TimestampMs,
         outputs: &mut Vec<Output>,
     ) {
         if from == self.config.index {
             return;
         }
+        // At most one answer per peer per retransmission interval unless it moved on: a
+        // replayed status must not make us resend certificates at its rate.
+        let Some(slot) = self.status_replies.get_mut(from.as_usize()) else {
+            return;
+        };
+        if executed <= slot.1 && now.0 < slot.0 .0 + self.config.retransmit_interval_ms / 2 {
+            return;
+        }
+        *slot = (now, executed);
         let mut sent = 0;
         let mut next = executed.next();
         while next <= self.finalizer.last_sequence() && sent < 2 * self.config.window {
@@ -1232,7 +1270,12 @@ impl Replica {
 
     /// A commit certificate from a peer: 2f + 1 distinct commit votes for one
     /// (view, sequence, digest) prove the sequence committed, whatever our view.
-    fn on_decided(&mut self, from: ValidatorIndex, votes: Vec<SignedVote>, outputs: &mut Vec<Output>) {
+    fn on_decided(
+        &mut self,
+        from: ValidatorIndex,
+        votes: Vec<SignedVote>,
+        outputs: &mut Vec<Output>,
+    ) {
         let Some(first) = votes.first().map(|v| v.vote().clone()) else {
             return;
         };
@@ -1306,7 +1349,8 @@ impl Replica {
             let finalized: HashSet<TxId> = entry.transactions.iter().map(|t| t.id).collect();
             self.mempool.retain(|t| !finalized.contains(&t.id()));
             let vertices: HashSet<Digest> = entry.vertices.iter().copied().collect();
-            self.own_pending.retain(|_, own| !vertices.contains(&own.hash));
+            self.own_pending
+                .retain(|_, own| !vertices.contains(&own.hash));
             self.committed.remove(&next);
             self.pre_prepares.remove(&next);
             self.awaiting_history.remove(&next);
@@ -1387,7 +1431,8 @@ impl Replica {
             match self.progress_deadline {
                 None => self.progress_deadline = Some(TimestampMs(now.0 + self.timeout_ms)),
                 Some(deadline) if now >= deadline => {
-                    self.timeout_ms = (self.timeout_ms * 2).min(self.config.max_view_change_timeout_ms);
+                    self.timeout_ms =
+                        (self.timeout_ms * 2).min(self.config.max_view_change_timeout_ms);
                     self.start_view_change(self.view.next(), now, outputs);
                     return;
                 }
@@ -1450,7 +1495,8 @@ impl Replica {
         self.own_view_change = Some(message);
         self.view_changes
             .insert(self.config.index, (signed, self.stable.certificate.clone()));
-        self.view_changes.retain(|_, (vc, _)| vc.body().view >= target);
+        self.view_changes
+            .retain(|_, (vc, _)| vc.body().view >= target);
         self.try_new_view(now, outputs);
     }
 
@@ -1465,8 +1511,16 @@ impl Replica {
         let body = view_change.body();
         let (view, sender) = (body.view, body.replica);
         if view < self.view || (view == self.view && self.view_active) {
-            // The sender is behind: the new view that started ours brings it here.
-            if self.view_active && from != self.config.index {
+            // The sender is behind: the new view that started ours brings it here (once
+            // per retransmission interval, whatever the rate of stale view changes).
+            let Some(slot) = self.status_replies.get_mut(from.as_usize()) else {
+                return;
+            };
+            let due = now.0 >= slot.0 .0 + self.config.retransmit_interval_ms / 2;
+            if due {
+                slot.0 = now;
+            }
+            if due && self.view_active && from != self.config.index {
                 if let Some(new_view) = &self.new_view {
                     outputs.push(Output::Send {
                         to: from,
@@ -1504,7 +1558,12 @@ impl Replica {
 
     /// True when `certificate` proves `(sequence, digest)` stable: 2f + 1 distinct signers
     /// (signatures verified by the host). The genesis checkpoint needs none.
-    fn certifies(&self, sequence: Sequence, digest: &Digest, certificate: &[SignedCheckpoint]) -> bool {
+    fn certifies(
+        &self,
+        sequence: Sequence,
+        digest: &Digest,
+        certificate: &[SignedCheckpoint],
+    ) -> bool {
         if sequence == Sequence(0) {
             return true;
         }
@@ -1563,7 +1622,12 @@ impl Replica {
         self.enter_view(message, now, outputs);
     }
 
-    fn on_new_view(&mut self, message: NewViewMessage, now: TimestampMs, outputs: &mut Vec<Output>) {
+    fn on_new_view(
+        &mut self,
+        message: NewViewMessage,
+        now: TimestampMs,
+        outputs: &mut Vec<Output>,
+    ) {
         let body = message.new_view.body();
         if body.view < self.view || (body.view == self.view && self.view_active) {
             return;
@@ -1600,7 +1664,11 @@ impl Replica {
         decision.stable_sequence == body.stable_sequence
             && decision.stable_digest == body.stable_digest
             && decision.proposals == body.proposals
-            && self.certifies(body.stable_sequence, &body.stable_digest, &message.certificate)
+            && self.certifies(
+                body.stable_sequence,
+                &body.stable_digest,
+                &message.certificate,
+            )
     }
 
     /// Starts the new view: adopt its checkpoint, pre-prepare every re-proposed sequence
@@ -1616,16 +1684,20 @@ impl Replica {
         self.commit_sent.clear();
         self.own_votes.clear();
         self.own_view_change = None;
-        self.view_changes.retain(|_, (vc, _)| vc.body().view > body.view);
+        self.view_changes
+            .retain(|_, (vc, _)| vc.body().view > body.view);
         let mut batch = StoreBatch::new();
         batch.put_replica_state(keys::VIEW, &encode_view(body.view, true));
         outputs.push(Output::Persist(batch));
         if body.stable_sequence > self.stable.sequence {
-            self.adopt_stable(StableCheckpoint {
-                sequence: body.stable_sequence,
-                state_digest: body.stable_digest,
-                certificate: message.certificate.clone(),
-            }, outputs);
+            self.adopt_stable(
+                StableCheckpoint {
+                    sequence: body.stable_sequence,
+                    state_digest: body.stable_digest,
+                    certificate: message.certificate.clone(),
+                },
+                outputs,
+            );
         }
         let last = body
             .proposals
@@ -1658,6 +1730,26 @@ impl Replica {
                     });
                 }
                 _ => self.prepare(sequence, digest, now, outputs),
+            }
+        }
+        // Pre-prepares of this view that arrived before we entered it.
+        if let Some(latest) = self.latest_by_author[self.primary(body.view).as_usize()] {
+            let lowest = latest.round.0.saturating_sub(2 * self.config.window + 2);
+            let mut early = Vec::new();
+            for round in (lowest..=latest.round.0).map(Round) {
+                for vertex in self.dag.round_vertices(round) {
+                    let v = vertex.vertex();
+                    if v.author == self.primary(body.view)
+                        && v.proposal.is_some_and(|p| p.view == body.view)
+                    {
+                        early.push((*vertex).clone());
+                    }
+                }
+            }
+            for vertex in early {
+                if let Some(proposal) = vertex.vertex().proposal {
+                    self.on_pre_prepare(&vertex, proposal, now, outputs);
+                }
             }
         }
     }
@@ -1749,14 +1841,22 @@ impl Replica {
                     .or_default()
                     .push(vertex.as_parent());
             }
-            let counted_authors = in_previous.len();
+            // Previous-round authors we can leave out and still reach a quorum.
+            let mut spare = in_previous
+                .len()
+                .saturating_sub(self.config.committee.quorum());
             for author in self.config.committee.indices().filter(|a| *a != index) {
                 // The author's vertex of the previous round; otherwise its latest older
                 // vertex that our history does not reach yet (a slow validator). A banned
                 // author is referenced only when the quorum needs it.
-                let banned = self.banned(author) && counted_authors > self.config.committee.quorum();
-                if banned {
-                    continue;
+                if self.banned(author) {
+                    if !in_previous.contains_key(&author) {
+                        continue;
+                    }
+                    if spare > 0 {
+                        spare -= 1;
+                        continue;
+                    }
                 }
                 let older = self.latest_by_author[author.as_usize()].filter(|latest| {
                     latest.round < previous
@@ -1784,10 +1884,10 @@ impl Replica {
             && self.in_window(self.next_proposal)
             && round.0 > 0
             && !self.nothing_to_anchor())
-            .then_some(Proposal {
-                view: self.view,
-                sequence: self.next_proposal,
-            });
+        .then_some(Proposal {
+            view: self.view,
+            sequence: self.next_proposal,
+        });
         let take = self.mempool.len().min(self.config.max_batch_transactions);
         let transactions: Vec<Transaction> = self.mempool.drain(..take).collect();
         let vertex = Vertex {
@@ -1825,10 +1925,15 @@ impl Replica {
         }
         // Persist before send: the own vertex is durable before anyone can see it, so a
         // restarted replica never signs a second vertex for this round.
-        if self.config.mutant != Some(Mutant::NoDurableOwnVertex) {
-            let mut batch = StoreBatch::new();
-            batch.put_vertex(signed.clone());
-            batch.put_replica_state(keys::OWN_LATEST, signed.hash().as_bytes());
+        let mut batch = StoreBatch::new();
+        batch.put_vertex(signed.clone());
+        batch.put_replica_state(keys::OWN_LATEST, signed.hash().as_bytes());
+        if self.config.mutant == Some(Mutant::NoDurableOwnVertex) {
+            // The mutant writes each own vertex only when it builds the next one.
+            if let Some(previous) = self.deferred_own.replace(batch) {
+                outputs.push(Output::Persist(previous));
+            }
+        } else {
             outputs.push(Output::Persist(batch));
         }
         outputs.push(Output::Broadcast(Message::Vertex(signed.clone())));
@@ -1890,13 +1995,13 @@ impl Replica {
             return;
         }
         // Agreement makes our own digest equal to any quorum's; a mismatch means this
-        // replica diverged, which must never happen.
+        // replica diverged (more than f faulty validators): it stops following the
+        // checkpoint and the host must halt it (see `diverged`).
         if let Some(own) = self.own_checkpoints.get(&sequence) {
-            assert_eq!(
-                own.checkpoint().state_digest,
-                digest,
-                "state diverged from a checkpoint quorum at {sequence}"
-            );
+            if own.checkpoint().state_digest != digest {
+                self.diverged = Some(sequence);
+                return;
+            }
         }
         self.adopt_stable(
             StableCheckpoint {
@@ -1924,7 +2029,10 @@ impl Replica {
         self.prepares.release_through(released);
         self.commits.release_through(released);
         let kept = self.vote_keys.split_off(&released.next());
-        for key in std::mem::replace(&mut self.vote_keys, kept).into_values().flatten() {
+        for key in std::mem::replace(&mut self.vote_keys, kept)
+            .into_values()
+            .flatten()
+        {
             batch.delete_replica_state(&key);
         }
         outputs.push(Output::Persist(batch));
@@ -1991,7 +2099,8 @@ fn decode_claims(bytes: &[u8]) -> Result<ClaimSets, String> {
         for _ in 0..count {
             let sequence = Sequence(reader.u64("sequence").map_err(|e| e.to_string())?);
             let view = View(reader.u64("view").map_err(|e| e.to_string())?);
-            let digest = crate::messages::read_optional_digest(reader).map_err(|e| e.to_string())?;
+            let digest =
+                crate::messages::read_optional_digest(reader).map_err(|e| e.to_string())?;
             claims.push(Claim {
                 sequence,
                 view,

@@ -27,8 +27,8 @@ use rand_chacha::ChaCha8Rng;
 use weft_crypto::{Digest, Signature};
 use weft_dag::store::{MemoryStore, Store};
 use weft_dag::{
-    Committee, FinalizedEntry, ParentRef, Round, Sequence, SignedVertex, TimestampMs,
-    Transaction, TxId, ValidatorIndex, Vertex, View,
+    Committee, FinalizedEntry, ParentRef, Round, Sequence, SignedVertex, TimestampMs, Transaction,
+    TxId, ValidatorIndex, Vertex, View,
 };
 
 use crate::messages::{Checkpoint, Message, Phase, Vote};
@@ -95,7 +95,9 @@ impl Behaviour {
     fn equivocates(self) -> bool {
         matches!(
             self,
-            Behaviour::EquivocatingPrimary | Behaviour::EquivocatingAuthor | Behaviour::DoubleVoting
+            Behaviour::EquivocatingPrimary
+                | Behaviour::EquivocatingAuthor
+                | Behaviour::DoubleVoting
         )
     }
 }
@@ -169,7 +171,12 @@ impl SimConfig {
 
     /// Every fault at once: loss, duplication, a partition, crashes, and `byzantine`
     /// replicas doing `behaviour`.
-    pub fn adversarial(validators: usize, seed: u64, byzantine: usize, behaviour: Behaviour) -> SimConfig {
+    pub fn adversarial(
+        validators: usize,
+        seed: u64,
+        byzantine: usize,
+        behaviour: Behaviour,
+    ) -> SimConfig {
         SimConfig {
             loss_probability: 0.02,
             partitions: true,
@@ -484,7 +491,8 @@ impl World {
         self.submitted.len() == self.config.transactions
             && self.finalized.iter().enumerate().all(|(i, log)| {
                 self.byzantine[i]
-                    || log.iter().map(|e| e.transactions.len()).sum::<usize>() >= self.submitted.len()
+                    || log.iter().map(|e| e.transactions.len()).sum::<usize>()
+                        >= self.submitted.len()
             })
     }
 
@@ -520,10 +528,13 @@ impl World {
                     return;
                 }
                 self.trace_event(b"deliver", to, from.as_usize(), &message_id(&message));
-                if forged || (self.config.real_signatures && message.verify(&self.committee).is_err()) {
+                if forged
+                    || (self.config.real_signatures && message.verify(&self.committee).is_err())
+                {
                     if !forged {
-                        self.violations
-                            .push(format!("an honest message from {from} failed its signature check"));
+                        self.violations.push(format!(
+                            "an honest message from {from} failed its signature check"
+                        ));
                     }
                     self.rejected_signatures += 1;
                     return;
@@ -580,8 +591,12 @@ impl World {
                 }
                 for vertex in &vertices {
                     self.trace_event(b"fetched", to, from.as_usize(), vertex.hash().as_bytes());
-                    if self.config.real_signatures && vertex.verify_signature(&self.committee).is_err() {
-                        self.violations.push(format!("a fetched vertex from {from} failed its signature check"));
+                    if self.config.real_signatures
+                        && vertex.verify_signature(&self.committee).is_err()
+                    {
+                        self.violations.push(format!(
+                            "a fetched vertex from {from} failed its signature check"
+                        ));
                         return;
                     }
                 }
@@ -719,6 +734,10 @@ impl World {
         let Some(replica) = self.instances[instance].replica.as_mut() else {
             return;
         };
+        let input_kind = match &input {
+            Input::Timer(timer) => Some(*timer),
+            _ => None,
+        };
         let outputs = replica.handle(TimestampMs(self.now), input);
         let (view, executed) = (replica.view(), replica.last_executed());
         let held = &mut self.instances[instance];
@@ -731,12 +750,18 @@ impl World {
         held.last_view = view;
         held.last_sequence = executed;
         let behaviour = self.behaves(instance);
-        if behaviour == Some(Behaviour::StaleReplay) && !self.instances[instance].heard.is_empty() {
+        // Replay and flooding run on the heartbeat: a fixed rate, as bandwidth would
+        // impose, not an echo of every message received.
+        let tick = matches!(input_kind, Some(Timer::Tick));
+        if tick
+            && behaviour == Some(Behaviour::StaleReplay)
+            && !self.instances[instance].heard.is_empty()
+        {
             let pick = self.rng.gen_range(0..self.instances[instance].heard.len());
             let old = self.instances[instance].heard.swap_remove(pick);
             self.broadcast(instance, &old, false);
         }
-        if behaviour == Some(Behaviour::Flooding) && self.rng.gen_bool(0.3) {
+        if tick && behaviour == Some(Behaviour::Flooding) {
             self.flood(instance);
         }
         for output in outputs {
@@ -803,7 +828,9 @@ impl World {
             }
             Output::Fetch { from, hashes } => {
                 let servers: Vec<usize> = (0..self.instances.len())
-                    .filter(|t| self.instances[*t].index == from && self.instances[*t].replica.is_some())
+                    .filter(|t| {
+                        self.instances[*t].index == from && self.instances[*t].replica.is_some()
+                    })
                     .collect();
                 let Some(server) = servers.choose(&mut self.rng).copied() else {
                     return;
@@ -904,21 +931,30 @@ impl World {
                 if c.signer != index {
                     return;
                 }
-                (format!("checkpoint/{index}/{}", c.sequence.0), c.state_digest)
+                (
+                    format!("checkpoint/{index}/{}", c.sequence.0),
+                    c.state_digest,
+                )
             }
             Message::ViewChange { view_change, .. } => {
                 let body = view_change.body();
                 if body.replica != index {
                     return;
                 }
-                (format!("view-change/{index}/{}", body.view.0), view_change.hash())
+                (
+                    format!("view-change/{index}/{}", body.view.0),
+                    view_change.hash(),
+                )
             }
             Message::NewView(new_view) => {
                 let body = new_view.new_view.body();
                 if body.primary != index {
                     return;
                 }
-                (format!("new-view/{index}/{}", body.view.0), new_view.new_view.hash())
+                (
+                    format!("new-view/{index}/{}", body.view.0),
+                    new_view.new_view.hash(),
+                )
             }
             Message::Status { .. } | Message::Decided(_) => return,
         };
@@ -935,7 +971,9 @@ impl World {
 
     fn broadcast(&mut self, instance: usize, message: &Message, forged: bool) {
         if let Message::Vertex(vertex) = message {
-            self.vertices.entry(vertex.hash()).or_insert_with(|| vertex.clone());
+            self.vertices
+                .entry(vertex.hash())
+                .or_insert_with(|| vertex.clone());
         }
         let from = self.instances[instance].index;
         let targets: Vec<usize> = (0..self.instances.len())
@@ -1043,7 +1081,12 @@ impl World {
                 round: Round(round.0 - 1),
                 hash: Digest::of(&self.rng.gen::<u64>().to_le_bytes()),
             }];
-            for author in self.committee.indices().filter(|a| *a != index).take(quorum) {
+            for author in self
+                .committee
+                .indices()
+                .filter(|a| *a != index)
+                .take(quorum)
+            {
                 parents.push(ParentRef {
                     author,
                     round: Round(round.0 - 1),
@@ -1131,7 +1174,19 @@ impl World {
             ));
         }
         let honest: Vec<&Instance> = self.instances.iter().filter(|i| !i.byzantine).collect();
-        let min_finalized = honest_logs.iter().map(|log| log.len() as u64).min().unwrap_or(0);
+        for instance in &honest {
+            if let Some(at) = instance.replica.as_ref().and_then(Replica::diverged) {
+                violations.push(format!(
+                    "agreement: replica {} diverged from a checkpoint quorum at sequence {at}",
+                    instance.index
+                ));
+            }
+        }
+        let min_finalized = honest_logs
+            .iter()
+            .map(|log| log.len() as u64)
+            .min()
+            .unwrap_or(0);
         let mean_latency_ms = if self.latencies.is_empty() {
             0.0
         } else {
@@ -1241,7 +1296,10 @@ pub fn check_agreement(logs: &[Vec<FinalizedEntry>]) -> Vec<String> {
 
 /// Checker 2 (integrity): no replica finalizes a transaction twice or one that was never
 /// submitted, and every submitted transaction is final everywhere.
-pub fn check_integrity(logs: &[Vec<FinalizedEntry>], submitted: &HashMap<TxId, u64>) -> Vec<String> {
+pub fn check_integrity(
+    logs: &[Vec<FinalizedEntry>],
+    submitted: &HashMap<TxId, u64>,
+) -> Vec<String> {
     let mut violations = Vec::new();
     for (replica, log) in logs.iter().enumerate() {
         let mut seen = HashSet::new();
@@ -1288,7 +1346,10 @@ pub fn check_exact_set(
     for entry in log {
         let Some(anchor) = entry.anchor else {
             if !entry.vertices.is_empty() {
-                violations.push(format!("order: null sequence {} finalized vertices", entry.sequence));
+                violations.push(format!(
+                    "order: null sequence {} finalized vertices",
+                    entry.sequence
+                ));
             }
             continue;
         };
@@ -1368,6 +1429,8 @@ pub struct SimOptions {
     pub crashes: bool,
     /// ML-DSA-87 on every message.
     pub real_signatures: bool,
+    /// A deliberate bug in every honest replica, to watch the checkers fire.
+    pub mutant: Option<Mutant>,
 }
 
 /// Totals over many seeds.
@@ -1387,7 +1450,7 @@ impl SimOptions {
     /// The usage text.
     pub const USAGE: &'static str = "usage: simulate [--validators N] [--byzantine K] [--behaviour NAME|all] \
 [--seeds S] [--seed-base B] [--transactions T] [--loss P] [--partitions] [--crashes] [--faults] \
-[--real-signatures]\nbehaviours: silent, equivocating-primary, equivocating-author, double-voting, twins, \
+[--real-signatures] [--mutant no-durable-own-vertex|count-parent-vertices|per-author-frontier]\nbehaviours: silent, equivocating-primary, equivocating-author, double-voting, twins, \
 invalid-signatures, stale-replay, flooding, all";
 
     /// Parses command-line words (without the program name).
@@ -1403,6 +1466,7 @@ invalid-signatures, stale-replay, flooding, all";
             partitions: false,
             crashes: false,
             real_signatures: false,
+            mutant: None,
         };
         let mut words = words.into_iter();
         while let Some(flag) = words.next() {
@@ -1434,12 +1498,21 @@ invalid-signatures, stale-replay, flooding, all";
                             options.behaviour = if value == "all" {
                                 None
                             } else {
-                                Some(Behaviour::parse(&value).ok_or_else(|| {
-                                    format!("unknown behaviour {value:?}")
-                                })?)
+                                Some(
+                                    Behaviour::parse(&value)
+                                        .ok_or_else(|| format!("unknown behaviour {value:?}"))?,
+                                )
                             }
                         }
                         "--seeds" => options.seeds = number("--seeds")?,
+                        "--mutant" => {
+                            options.mutant = Some(match value.as_str() {
+                                "no-durable-own-vertex" => Mutant::NoDurableOwnVertex,
+                                "count-parent-vertices" => Mutant::CountParentVertices,
+                                "per-author-frontier" => Mutant::PerAuthorFrontier,
+                                other => return Err(format!("unknown mutant {other:?}")),
+                            })
+                        }
                         "--seed-base" => options.seed_base = number("--seed-base")?,
                         "--transactions" => options.transactions = size("--transactions")?,
                         "--loss" => {
@@ -1447,7 +1520,9 @@ invalid-signatures, stale-replay, flooding, all";
                                 .parse::<f64>()
                                 .ok()
                                 .filter(|p| (0.0..0.5).contains(p))
-                                .ok_or_else(|| format!("--loss takes a probability below 0.5, got {value:?}"))?
+                                .ok_or_else(|| {
+                                    format!("--loss takes a probability below 0.5, got {value:?}")
+                                })?
                         }
                         other => return Err(format!("unknown flag {other}")),
                     }
@@ -1476,6 +1551,7 @@ invalid-signatures, stale-replay, flooding, all";
             byzantine: self.byzantine,
             behaviour,
             real_signatures: self.real_signatures,
+            mutant: self.mutant,
             ..SimConfig::new(self.validators, seed)
         }
     }
@@ -1489,6 +1565,14 @@ invalid-signatures, stale-replay, flooding, all";
         );
         if self.loss > 0.0 {
             command.push_str(&format!(" --loss {}", self.loss));
+        }
+        if let Some(mutant) = self.mutant {
+            let name = match mutant {
+                Mutant::NoDurableOwnVertex => "no-durable-own-vertex",
+                Mutant::CountParentVertices => "count-parent-vertices",
+                Mutant::PerAuthorFrontier => "per-author-frontier",
+            };
+            command.push_str(&format!(" --mutant {name}"));
         }
         for (on, flag) in [
             (self.partitions, " --partitions"),

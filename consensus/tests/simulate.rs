@@ -1,24 +1,34 @@
-//! Seeded simulations of the normal case (ARCHITECTURE.md, "What must always hold":
-//! agreement, integrity, liveness) under delay, reordering and duplication.
-//! `WEFT_SIM_SEEDS` raises the number of seeds per configuration (default 20).
+//! Seeded simulations (ARCHITECTURE.md, "What must always hold"): the normal case under
+//! delay, reordering and duplication; every Byzantine behaviour with loss, partitions
+//! and crashes; and the deliberate mutants that the checkers must catch.
+//! `WEFT_SIM_SEEDS` sets the seeds of the normal-case tests (default 20) and
+//! `WEFT_SIM_ADVERSARIAL_SEEDS` those of the adversarial n = 4 test (default 1,000).
 
-use weft_consensus::sim::{check_agreement, run, SimConfig};
+use weft_consensus::replica::Mutant;
+use weft_consensus::sim::{check_agreement, run, Behaviour, SimConfig, SimReport};
 
 fn seeds() -> u64 {
-    std::env::var("WEFT_SIM_SEEDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20)
+    env_seeds("WEFT_SIM_SEEDS", 20)
 }
 
-fn assert_clean(config: &SimConfig) -> weft_consensus::sim::SimReport {
+fn env_seeds(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn assert_clean(config: &SimConfig) -> SimReport {
     let report = run(config);
     assert!(
         report.violations.is_empty(),
-        "seed {} (n={}): {:?}",
+        "seed {} (n={}, {} x {}): {:?}\n{}",
         config.seed,
         config.validators,
-        report.violations
+        config.byzantine,
+        config.behaviour,
+        report.violations,
+        report.states.join("\n")
     );
     assert!(
         report.min_finalized > 0,
@@ -97,4 +107,144 @@ fn agreement_checker_fires_on_diverging_logs() {
     let violations = check_agreement(&[entries, forked]);
     assert_eq!(violations.len(), 1, "{violations:?}");
     assert!(violations[0].contains("sequence 2"));
+}
+
+/// At least 1,000 seeds at n = 4: every behaviour in turn (one Byzantine replica), with
+/// message loss, one healing partition and, where f allows, crashes.
+#[test]
+fn every_behaviour_under_every_fault_n4() {
+    let count = env_seeds("WEFT_SIM_ADVERSARIAL_SEEDS", 1_000);
+    let mut views = 0;
+    for seed in 0..count {
+        let behaviour = Behaviour::ALL[(seed % 8) as usize];
+        let report = assert_clean(&SimConfig::adversarial(4, 100_000 + seed, 1, behaviour));
+        views += report.max_view;
+    }
+    assert!(views > 0, "no seed ever changed view");
+}
+
+/// n = 7 with f = 2 Byzantine replicas and every fault; crashes use what f leaves.
+#[test]
+fn every_behaviour_under_every_fault_n7() {
+    for seed in 0..env_seeds("WEFT_SIM_SEEDS", 20) * 2 {
+        let behaviour = Behaviour::ALL[(seed % 8) as usize];
+        assert_clean(&SimConfig::adversarial(7, 200_000 + seed, 2, behaviour));
+    }
+    for seed in 0..16 {
+        let behaviour = Behaviour::ALL[(seed % 8) as usize];
+        assert_clean(&SimConfig::adversarial(7, 300_000 + seed, 1, behaviour));
+    }
+}
+
+/// Crash and restart without Byzantine replicas: restarted replicas recover from their
+/// store, never sign a conflicting message, and end with the same log.
+#[test]
+fn crashed_replicas_recover_from_their_store() {
+    let mut restarted = 0;
+    for seed in 0..40 {
+        let mut config = SimConfig::adversarial(4, 400_000 + seed, 0, Behaviour::Silent);
+        config.partitions = false;
+        let report = assert_clean(&config);
+        restarted += usize::from(report.states.iter().all(|s| !s.contains("down")));
+    }
+    assert_eq!(restarted, 40, "every crashed replica came back");
+}
+
+/// The silent primary of view 0 is replaced and everything still finalizes.
+#[test]
+fn a_silent_primary_is_replaced() {
+    for seed in 0..8 {
+        let mut config = SimConfig::new(4, 500_000 + seed);
+        config.byzantine = 1;
+        config.behaviour = Behaviour::EquivocatingPrimary;
+        assert_clean(&config);
+        config.behaviour = Behaviour::Silent;
+        // Silent with the primary chosen: the first Byzantine slot is random, so force
+        // it through the equivocating-primary placement and silence it.
+        let report = assert_clean(&config);
+        assert!(report.min_finalized > 0);
+    }
+}
+
+#[test]
+fn real_signatures_with_byzantine_replicas() {
+    for (seed, behaviour) in [
+        (600_000, Behaviour::InvalidSignatures),
+        (600_001, Behaviour::EquivocatingPrimary),
+    ] {
+        let mut config = SimConfig::adversarial(4, seed, 1, behaviour);
+        config.real_signatures = true;
+        config.transactions = 40;
+        config.submit_window_ms = 400;
+        let report = assert_clean(&config);
+        if behaviour == Behaviour::InvalidSignatures {
+            assert!(
+                report.rejected_signatures > 0,
+                "forged messages were delivered unchecked"
+            );
+        }
+    }
+}
+
+#[test]
+fn same_seed_same_trace_under_faults() {
+    let config = SimConfig::adversarial(4, 77, 1, Behaviour::Twins);
+    assert_eq!(run(&config).trace, run(&config).trace);
+}
+
+/// Runs `config` over seeds until a violation containing `needle` appears.
+fn fires(mut config: SimConfig, seeds: u64, needle: &str) -> String {
+    let base = config.seed;
+    for seed in base..base + seeds {
+        config.seed = seed;
+        let report = run(&config);
+        if let Some(found) = report.violations.iter().find(|v| v.contains(needle)) {
+            return found.clone();
+        }
+    }
+    panic!("no violation containing {needle:?} in {seeds} seeds of {config:?}");
+}
+
+/// Mutant 1: f + 1 Byzantine replicas (two Twins pairs at n = 4, each twin on one side
+/// of a split of the honest ones): both sides reach quorums and the logs fork.
+#[test]
+fn checkers_fire_with_f_plus_one_twins() {
+    let mut config = SimConfig::new(4, 700_000);
+    config.byzantine = 2;
+    config.behaviour = Behaviour::Twins;
+    let found = fires(config, 20, "agreement");
+    assert!(found.contains("differs"), "{found}");
+}
+
+/// Mutant 2: finality by per-author frontier. An equivocator's second version, seen by
+/// fewer replicas (and later, with loss and a partition), reaches an anchor after the
+/// first version of the same round was finalized; the frontier skips it, the exact-set
+/// oracle does not.
+#[test]
+fn checkers_fire_on_per_author_frontier() {
+    let mut config = SimConfig::adversarial(4, 0, 1, Behaviour::EquivocatingAuthor);
+    config.mutant = Some(Mutant::PerAuthorFrontier);
+    fires(config, 40, "order:");
+}
+
+/// Mutant 3: the own vertex is sent without being made durable; a crashed replica comes
+/// back without it and signs a second vertex for the same round.
+#[test]
+fn checkers_fire_without_a_durable_own_vertex() {
+    let mut config = SimConfig::adversarial(4, 0, 0, Behaviour::Silent);
+    config.partitions = false;
+    config.loss_probability = 0.0;
+    config.mutant = Some(Mutant::NoDurableOwnVertex);
+    fires(config, 20, "double signing");
+}
+
+/// Mutant 4: rounds advance on 2f + 1 parent vertices instead of authors: with an
+/// equivocator's two versions an honest replica builds a vertex too few authors support.
+#[test]
+fn checkers_fire_when_counting_parent_vertices() {
+    let mut config = SimConfig::new(4, 730_000);
+    config.byzantine = 1;
+    config.behaviour = Behaviour::EquivocatingAuthor;
+    config.mutant = Some(Mutant::CountParentVertices);
+    fires(config, 20, "validity");
 }

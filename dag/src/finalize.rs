@@ -271,7 +271,9 @@ impl Finalizer {
             highest = Some(highest.map_or(anchor_round, |h| h.max(anchor_round)));
             let gc_round = self.gc_round_below(highest);
             ordered = match &self.per_author_frontier {
-                None => dag.unfinalized_history(&anchor_hash, gc_round, &|h| self.is_finalized(h))?,
+                None => {
+                    dag.unfinalized_history(&anchor_hash, gc_round, &|h| self.is_finalized(h))?
+                }
                 Some(frontier) => dag.unfinalized_history(&anchor_hash, gc_round, &|h| {
                     dag.get(h).is_some_and(|v| {
                         frontier
