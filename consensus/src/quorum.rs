@@ -123,6 +123,12 @@ impl VoteTracker {
         self.slots = self.slots.split_off(&(stable.next(), View(0)));
     }
 
+    /// Forgets every vote of a view below `view` (a view change passed them: only the
+    /// claims in view changes carry them forward).
+    pub fn release_views_below(&mut self, view: View) {
+        self.slots.retain(|(_, v), _| *v >= view);
+    }
+
     /// Number of (view, sequence) slots held: bounded by the watermark window times the
     /// views in flight.
     pub fn slots(&self) -> usize {

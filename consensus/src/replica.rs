@@ -869,6 +869,11 @@ impl Replica {
         }
     }
 
+    /// Anchors we may be fetching at once: committed or re-proposed sequences in flight.
+    fn wanted_limit(&self) -> usize {
+        usize::try_from(4 * self.config.window).unwrap_or(usize::MAX)
+    }
+
     /// Peers in turn, for fetches that may have failed.
     fn next_peer(&mut self) -> ValidatorIndex {
         let n = self.config.committee.size();
@@ -1211,6 +1216,7 @@ impl Replica {
     ) {
         self.committed.insert(sequence, digest);
         if let Some(anchor) = digest.filter(|d| !self.dag.contains(d)) {
+            self.dag.want(anchor, self.wanted_limit());
             if let Some(voter) = certificate
                 .iter()
                 .map(|v| v.vote().voter)
@@ -1463,6 +1469,8 @@ impl Replica {
         self.commit_sent.clear();
         self.own_votes.clear();
         self.new_view = None;
+        self.prepares.release_views_below(target);
+        self.commits.release_views_below(target);
         let stable = self.stable.sequence;
         let view_change = ViewChange {
             chain_id: self.config.committee.chain_id().clone(),
@@ -1684,6 +1692,8 @@ impl Replica {
         self.commit_sent.clear();
         self.own_votes.clear();
         self.own_view_change = None;
+        self.prepares.release_views_below(body.view);
+        self.commits.release_views_below(body.view);
         self.view_changes
             .retain(|_, (vc, _)| vc.body().view > body.view);
         let mut batch = StoreBatch::new();
@@ -1714,6 +1724,7 @@ impl Replica {
             match digest {
                 Some(anchor) if !self.dag.contains(&anchor) => {
                     self.awaiting_history.insert(sequence, anchor);
+                    self.dag.want(anchor, self.wanted_limit());
                     let holder = message
                         .view_changes
                         .iter()

@@ -248,3 +248,18 @@ fn checkers_fire_when_counting_parent_vertices() {
     config.mutant = Some(Mutant::CountParentVertices);
     fires(config, 20, "validity");
 }
+
+/// Seeds a 100,000-seed run found: an equivocating primary's second version, committed or
+/// re-proposed as an anchor, was refused as an unwanted equivocation by replicas holding
+/// the first (so the sequence never executed), and vote slots of old views piled up.
+#[test]
+fn a_committed_equivocated_anchor_is_fetched_and_taken() {
+    for seed in [1_004_186, 1_012_050] {
+        assert_clean(&SimConfig::adversarial(
+            4,
+            seed,
+            1,
+            Behaviour::EquivocatingAuthor,
+        ));
+    }
+}

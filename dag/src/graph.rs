@@ -117,6 +117,9 @@ pub struct Dag {
     waiting: HashMap<Digest, Waiting>,
     /// Missing hash -> waiting vertices that need it.
     wanted_by: HashMap<Digest, Vec<Digest>>,
+    /// Versions the caller asked for by hash (an anchor that consensus designated), taken
+    /// even when they equivocate with a version already held.
+    wanted: std::collections::BTreeSet<Digest>,
     /// (round, author) -> hashes held there, accepted or waiting (two or more only when
     /// the author equivocated).
     slots: BTreeMap<(Round, ValidatorIndex), Vec<Digest>>,
@@ -135,6 +138,7 @@ impl Dag {
             accepted: HashMap::new(),
             waiting: HashMap::new(),
             wanted_by: HashMap::new(),
+            wanted: std::collections::BTreeSet::new(),
             slots: BTreeMap::new(),
             waiting_per_author: vec![0; size],
             evidence: BTreeMap::new(),
@@ -210,6 +214,22 @@ impl Dag {
             .map(|((round, _), _)| *round)
     }
 
+    /// Marks `hash` as wanted: when it arrives it is accepted even if it equivocates
+    /// with a version already held (consensus committed or re-proposed it). At most
+    /// `limit` hashes are remembered; the oldest wish goes first.
+    pub fn want(&mut self, hash: Digest, limit: usize) {
+        if self.accepted.contains_key(&hash) {
+            return;
+        }
+        self.wanted.insert(hash);
+        while self.wanted.len() > limit {
+            let Some(first) = self.wanted.iter().next().copied() else {
+                break;
+            };
+            self.wanted.remove(&first);
+        }
+    }
+
     /// Inserts a vertex whose signature the caller has already verified. Checks every
     /// other validity rule, tracks missing ancestors, and accepts the vertex and any
     /// waiting descendants once their histories are complete.
@@ -245,7 +265,7 @@ impl Dag {
                 self.evidence
                     .entry(slot)
                     .or_insert_with(|| equivocation.clone());
-                if !self.wanted_by.contains_key(&hash) {
+                if !self.wanted_by.contains_key(&hash) && !self.wanted.contains(&hash) {
                     return Err(InsertError::UnwantedEquivocation(Box::new(equivocation)));
                 }
                 report.equivocation = Some(equivocation);
