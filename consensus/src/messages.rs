@@ -227,14 +227,16 @@ impl Message {
     }
 }
 
-fn write_certificate(writer: &mut Writer, certificate: &[SignedCheckpoint]) {
+pub(crate) fn write_certificate(writer: &mut Writer, certificate: &[SignedCheckpoint]) {
     writer.u16(u16::try_from(certificate.len()).unwrap_or(u16::MAX));
     for checkpoint in certificate {
         checkpoint.write_wire(writer);
     }
 }
 
-fn read_certificate(reader: &mut Reader<'_>) -> Result<Vec<SignedCheckpoint>, DecodeError> {
+pub(crate) fn read_certificate(
+    reader: &mut Reader<'_>,
+) -> Result<Vec<SignedCheckpoint>, DecodeError> {
     let raw = u64::from(reader.u16("certificate size")?);
     let count = reader.count("certificate", raw, MAX_CERTIFICATE, 2 + SIGNATURE_BYTES)?;
     let mut certificate = Vec::with_capacity(count);

@@ -2068,31 +2068,18 @@ impl Replica {
         }
     }
 
+    /// P and Q, in the view-change claim codec.
     fn encode_claims(&self) -> Vec<u8> {
-        let mut writer = Writer::with_capacity(64 * self.prepared_claims.len() + 16);
+        let prepared: Vec<Claim> = self.prepared_claims.values().copied().collect();
         let pre_prepared: Vec<Claim> = self
             .pre_prepared_claims
             .values()
             .flatten()
             .copied()
             .collect();
-        for claims in [
-            self.prepared_claims.values().copied().collect::<Vec<_>>(),
-            pre_prepared,
-        ] {
-            writer.u32(u32::try_from(claims.len()).unwrap_or(u32::MAX));
-            for claim in claims {
-                writer.u64(claim.sequence.0);
-                writer.u64(claim.view.0);
-                match claim.digest {
-                    None => writer.u8(0),
-                    Some(d) => {
-                        writer.u8(1);
-                        writer.raw(d.as_bytes());
-                    }
-                }
-            }
-        }
+        let mut writer = Writer::with_capacity(64 * (prepared.len() + pre_prepared.len()) + 4);
+        crate::view_change::write_claims(&mut writer, &prepared);
+        crate::view_change::write_claims(&mut writer, &pre_prepared);
         writer.finish()
     }
 }
@@ -2101,27 +2088,8 @@ type ClaimSets = (BTreeMap<Sequence, Claim>, BTreeMap<Sequence, Vec<Claim>>);
 
 fn decode_claims(bytes: &[u8]) -> Result<ClaimSets, String> {
     let mut reader = Reader::new(bytes);
-    let read_list = |reader: &mut Reader<'_>| -> Result<Vec<Claim>, String> {
-        let raw = u64::from(reader.u32("claims").map_err(|e| e.to_string())?);
-        let count = reader
-            .count("claims", raw, crate::view_change::MAX_CLAIMS * 4, 17)
-            .map_err(|e| e.to_string())?;
-        let mut claims = Vec::with_capacity(count);
-        for _ in 0..count {
-            let sequence = Sequence(reader.u64("sequence").map_err(|e| e.to_string())?);
-            let view = View(reader.u64("view").map_err(|e| e.to_string())?);
-            let digest =
-                crate::messages::read_optional_digest(reader).map_err(|e| e.to_string())?;
-            claims.push(Claim {
-                sequence,
-                view,
-                digest,
-            });
-        }
-        Ok(claims)
-    };
-    let prepared = read_list(&mut reader)?;
-    let pre_prepared = read_list(&mut reader)?;
+    let prepared = crate::view_change::read_claims(&mut reader).map_err(|e| e.to_string())?;
+    let pre_prepared = crate::view_change::read_claims(&mut reader).map_err(|e| e.to_string())?;
     reader.finish().map_err(|e| e.to_string())?;
     let mut q: BTreeMap<Sequence, Vec<Claim>> = BTreeMap::new();
     for claim in pre_prepared {
@@ -2141,10 +2109,7 @@ fn encode_stable(stable: &StableCheckpoint) -> Vec<u8> {
     let mut writer = Writer::with_capacity(64 + 5_000 * stable.certificate.len());
     writer.u64(stable.sequence.0);
     writer.raw(stable.state_digest.as_bytes());
-    writer.u16(u16::try_from(stable.certificate.len()).unwrap_or(u16::MAX));
-    for checkpoint in &stable.certificate {
-        checkpoint.write_wire(&mut writer);
-    }
+    crate::messages::write_certificate(&mut writer, &stable.certificate);
     writer.finish()
 }
 
@@ -2152,14 +2117,7 @@ fn decode_stable(bytes: &[u8]) -> Result<StableCheckpoint, String> {
     let mut reader = Reader::new(bytes);
     let sequence = Sequence(reader.u64("sequence").map_err(|e| e.to_string())?);
     let state_digest = Digest::from_bytes(reader.array("digest").map_err(|e| e.to_string())?);
-    let raw = u64::from(reader.u16("certificate").map_err(|e| e.to_string())?);
-    let count = reader
-        .count("certificate", raw, crate::view_change::MAX_VALIDATORS, 4)
-        .map_err(|e| e.to_string())?;
-    let mut certificate = Vec::with_capacity(count);
-    for _ in 0..count {
-        certificate.push(SignedCheckpoint::read_wire(&mut reader).map_err(|e| e.to_string())?);
-    }
+    let certificate = crate::messages::read_certificate(&mut reader).map_err(|e| e.to_string())?;
     reader.finish().map_err(|e| e.to_string())?;
     Ok(StableCheckpoint {
         sequence,

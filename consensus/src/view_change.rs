@@ -168,7 +168,7 @@ pub struct ViewChange {
 /// A signed view change.
 pub type SignedViewChange = Signed<ViewChange>;
 
-fn write_claims(writer: &mut Writer, claims: &[Claim]) {
+pub(crate) fn write_claims(writer: &mut Writer, claims: &[Claim]) {
     writer.u16(u16::try_from(claims.len()).unwrap_or(u16::MAX));
     for claim in claims {
         writer.u64(claim.sequence.0);
@@ -177,7 +177,7 @@ fn write_claims(writer: &mut Writer, claims: &[Claim]) {
     }
 }
 
-fn read_claims(reader: &mut Reader<'_>) -> Result<Vec<Claim>, DecodeError> {
+pub(crate) fn read_claims(reader: &mut Reader<'_>) -> Result<Vec<Claim>, DecodeError> {
     let raw = u64::from(reader.u16("claim count")?);
     let count = reader.count("claims", raw, MAX_CLAIMS, 17)?;
     let mut claims = Vec::with_capacity(count);
