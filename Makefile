@@ -34,6 +34,7 @@ unit:
 
 bench:
 	$(CARGO) bench -p weft-benches
+	$(CARGO) bench -p weft-network --bench broadcast
 
 devnet:
 	@echo "make devnet arrives with the node issue (weft devnet); see README.md"; exit 1
