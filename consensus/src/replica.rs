@@ -1369,7 +1369,7 @@ impl Replica {
             let mut batch = StoreBatch::new();
             batch.append_finalized(entry.clone());
             outputs.push(Output::Persist(batch));
-            let checkpoint_due = next.0 % self.config.checkpoint_interval == 0;
+            let checkpoint_due = next.0.is_multiple_of(self.config.checkpoint_interval);
             let state_digest = entry.state_digest;
             outputs.push(Output::Finalized(entry));
             if checkpoint_due {

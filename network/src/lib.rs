@@ -71,7 +71,9 @@ pub use metrics::Metrics;
 pub use peers::{binding_message, sign_binding, PeerSet, PeerSetError, ValidatorPeer};
 
 /// Re-exported so callers can build identities and addresses without naming libp2p.
-pub use libp2p::{identity::Keypair as Libp2pKeypair, Multiaddr as Address};
+pub use libp2p::{
+    identity::Keypair as Libp2pKeypair, multiaddr::Error as AddressParseError, Multiaddr as Address,
+};
 
 /// What kind of message travels: the receiver gets it back with the bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

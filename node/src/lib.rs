@@ -1,1 +1,10 @@
-//! The weft validator binary: CLI, config, engine, gRPC API, metrics.
+//! The weft validator: CLI, configuration, engine, gRPC API and metrics. The `weft`
+//! binary is a thin shell over [`cli`].
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod engine;
+pub mod metrics;
+pub mod node;
+pub mod testnet;

@@ -1,0 +1,385 @@
+//! The `weft.v1.Ledger` gRPC service.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::Stream;
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status, Streaming};
+use weft_crypto::Digest;
+use weft_dag::store::Store;
+use weft_dag::{FinalizedEntry, Limits, Sequence, Transaction, TxId};
+use weft_network::Network;
+use weft_proto::v1;
+use weft_proto::v1::ledger_server::Ledger;
+
+use crate::config::CheckedGenesis;
+use crate::engine::{Admission, EngineHandle};
+use crate::metrics::NodeMetrics;
+
+/// Most entries one `ListFinalized` returns.
+pub const LIST_LIMIT: u32 = 1_000;
+/// Entries a subscriber may fall behind before it is closed.
+pub const SUBSCRIBER_BUFFER: usize = 1_024;
+
+/// The service state.
+#[derive(Debug, Clone)]
+pub struct LedgerService {
+    /// This validator.
+    pub index: u16,
+    /// The engine.
+    pub engine: EngineHandle,
+    /// The node's store (reads only).
+    pub store: Arc<dyn Store>,
+    /// The network (connected peers).
+    pub network: Network,
+    /// The validator set.
+    pub genesis: CheckedGenesis,
+    /// Limits on transactions.
+    pub limits: Limits,
+    /// Metrics.
+    pub metrics: NodeMetrics,
+}
+
+fn digest(bytes: &[u8], what: &str) -> Result<Digest, Status> {
+    Digest::from_slice(bytes).map_err(|_| {
+        Status::invalid_argument(format!("{what} must be 32 bytes, got {}", bytes.len()))
+    })
+}
+
+fn internal(error: impl std::fmt::Display) -> Status {
+    tracing::error!(%error, "store read failed");
+    Status::internal(format!("store: {error}"))
+}
+
+fn entry_to_proto(entry: &FinalizedEntry) -> v1::FinalizedEntry {
+    v1::FinalizedEntry {
+        sequence: entry.sequence.0,
+        anchor: entry
+            .anchor
+            .map(|a| a.as_bytes().to_vec())
+            .unwrap_or_default(),
+        vertex_hashes: entry
+            .vertices
+            .iter()
+            .map(|h| h.as_bytes().to_vec())
+            .collect(),
+        state_digest: entry.state_digest.as_bytes().to_vec(),
+        finalized_unix_ms: entry.finalized_unix_ms,
+    }
+}
+
+impl LedgerService {
+    fn check_payload(&self, payload: &[u8]) -> Result<(), Status> {
+        if payload.is_empty() {
+            return Err(Status::invalid_argument("empty payload"));
+        }
+        if payload.len() > self.limits.max_transaction_bytes {
+            return Err(Status::invalid_argument(format!(
+                "payload of {} bytes exceeds the limit of {}",
+                payload.len(),
+                self.limits.max_transaction_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    fn outcome(&self, admission: Admission) -> Result<(), Status> {
+        let label = match admission {
+            Admission::Accepted => "accepted",
+            Admission::Duplicate => "duplicate",
+            Admission::Full => "mempool_full",
+        };
+        self.metrics.submitted.with_label_values(&[label]).inc();
+        match admission {
+            Admission::Accepted => Ok(()),
+            Admission::Duplicate => Err(Status::already_exists(
+                "this payload is already pending or finalized",
+            )),
+            Admission::Full => Err(Status::resource_exhausted(
+                "the mempool is full; retry later",
+            )),
+        }
+    }
+
+    async fn submit_one(&self, payload: Vec<u8>) -> Result<TxId, Status> {
+        if let Err(status) = self.check_payload(&payload) {
+            self.metrics.submitted.with_label_values(&["invalid"]).inc();
+            return Err(status);
+        }
+        let transaction = Transaction::new(payload);
+        let id = transaction.id();
+        let answers = self
+            .engine
+            .submit(vec![transaction])
+            .await
+            .ok_or_else(|| Status::unavailable("the node is shutting down"))?;
+        let admission = answers.first().copied().unwrap_or(Admission::Full);
+        self.outcome(admission).map(|()| id)
+    }
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl Ledger for LedgerService {
+    async fn submit_transaction(
+        &self,
+        request: Request<v1::SubmitTransactionRequest>,
+    ) -> Result<Response<v1::SubmitTransactionResponse>, Status> {
+        let id = self.submit_one(request.into_inner().payload).await?;
+        Ok(Response::new(v1::SubmitTransactionResponse {
+            tx_id: id.0.as_bytes().to_vec(),
+        }))
+    }
+
+    type SubmitTransactionsStream = BoxStream<v1::SubmitTransactionsResponse>;
+
+    async fn submit_transactions(
+        &self,
+        request: Request<Streaming<v1::SubmitTransactionRequest>>,
+    ) -> Result<Response<Self::SubmitTransactionsStream>, Status> {
+        let mut inbound = request.into_inner();
+        let (answers, receiver) = mpsc::channel(1024);
+        let service = self.clone();
+        tokio::spawn(async move {
+            while let Some(next) = inbound.next().await {
+                let Ok(request) = next else {
+                    return;
+                };
+                let payload = request.payload;
+                let id = Transaction::new(payload.clone()).id();
+                let answer = match service.submit_one(payload).await {
+                    Ok(_) => v1::SubmitTransactionsResponse {
+                        tx_id: id.0.as_bytes().to_vec(),
+                        code: tonic::Code::Ok as i32,
+                        message: String::new(),
+                    },
+                    Err(status) => v1::SubmitTransactionsResponse {
+                        tx_id: id.0.as_bytes().to_vec(),
+                        code: status.code() as i32,
+                        message: status.message().to_owned(),
+                    },
+                };
+                if answers.send(Ok(answer)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+    }
+
+    async fn get_transaction(
+        &self,
+        request: Request<v1::GetTransactionRequest>,
+    ) -> Result<Response<v1::GetTransactionResponse>, Status> {
+        let id = TxId(digest(&request.into_inner().tx_id, "tx_id")?);
+        if let Some(location) = self.store.transaction(&id).map_err(internal)? {
+            let finalized_unix_ms = self
+                .store
+                .finalized(location.sequence)
+                .map_err(internal)?
+                .map_or(0, |e| e.finalized_unix_ms);
+            return Ok(Response::new(v1::GetTransactionResponse {
+                tx_id: id.0.as_bytes().to_vec(),
+                status: v1::TransactionStatus::Finalized as i32,
+                sequence: location.sequence.0,
+                vertex_hash: location.vertex.as_bytes().to_vec(),
+                position: location.position,
+                finalized_unix_ms,
+            }));
+        }
+        if self.engine.is_pending(id).await {
+            return Ok(Response::new(v1::GetTransactionResponse {
+                tx_id: id.0.as_bytes().to_vec(),
+                status: v1::TransactionStatus::Pending as i32,
+                ..Default::default()
+            }));
+        }
+        Err(Status::not_found("no such transaction here"))
+    }
+
+    async fn get_vertex(
+        &self,
+        request: Request<v1::GetVertexRequest>,
+    ) -> Result<Response<v1::GetVertexResponse>, Status> {
+        let hash = digest(&request.into_inner().hash, "hash")?;
+        let vertex = self
+            .store
+            .vertex(&hash)
+            .map_err(internal)?
+            .ok_or_else(|| Status::not_found("no such vertex here"))?;
+        let body = vertex.vertex();
+        Ok(Response::new(v1::GetVertexResponse {
+            hash: hash.as_bytes().to_vec(),
+            author: u32::from(body.author.0),
+            round: body.round.0,
+            parents: body
+                .parents
+                .iter()
+                .map(|p| p.hash.as_bytes().to_vec())
+                .collect(),
+            transactions: body
+                .transactions
+                .iter()
+                .map(|t| t.payload().to_vec())
+                .collect(),
+            encoded: vertex.encoded().to_vec(),
+            signature: vertex.signature().as_bytes().to_vec(),
+        }))
+    }
+
+    async fn list_finalized(
+        &self,
+        request: Request<v1::ListFinalizedRequest>,
+    ) -> Result<Response<v1::ListFinalizedResponse>, Status> {
+        let request = request.into_inner();
+        let from = request.from_sequence.max(1);
+        let tip = self
+            .store
+            .log_head()
+            .map_err(internal)?
+            .map_or(0, |h| h.sequence.0);
+        if from > tip {
+            return Err(Status::out_of_range(format!(
+                "from_sequence {from} is past the tip {tip}"
+            )));
+        }
+        let limit = match request.limit {
+            0 => LIST_LIMIT,
+            n => n.min(LIST_LIMIT),
+        };
+        let entries = self
+            .store
+            .finalized_range(Sequence(from), limit as usize)
+            .map_err(internal)?;
+        Ok(Response::new(v1::ListFinalizedResponse {
+            entries: entries.iter().map(entry_to_proto).collect(),
+        }))
+    }
+
+    type SubscribeFinalizedStream = BoxStream<v1::FinalizedEntry>;
+
+    async fn subscribe_finalized(
+        &self,
+        request: Request<v1::SubscribeFinalizedRequest>,
+    ) -> Result<Response<Self::SubscribeFinalizedStream>, Status> {
+        let mut next = request.into_inner().from_sequence.max(1);
+        // Subscribe before replaying, so nothing finalized in between is missed.
+        let mut live = self.engine.finalized.subscribe();
+        let store = self.store.clone();
+        let (sender, receiver) = mpsc::channel(SUBSCRIBER_BUFFER);
+        tokio::spawn(async move {
+            loop {
+                let replay = match store.finalized_range(Sequence(next), 256) {
+                    Ok(entries) => entries,
+                    Err(error) => {
+                        let _ = sender.send(Err(internal(error))).await;
+                        return;
+                    }
+                };
+                if replay.is_empty() {
+                    break;
+                }
+                for entry in replay {
+                    next = entry.sequence.0 + 1;
+                    if sender.send(Ok(entry_to_proto(&entry))).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            loop {
+                match live.recv().await {
+                    Ok(entry) => {
+                        if entry.sequence.0 < next {
+                            continue;
+                        }
+                        if entry.sequence.0 > next {
+                            // Finalized while we replayed: read the gap from the store.
+                            if let Ok(gap) = store.finalized_range(
+                                Sequence(next),
+                                usize::try_from(entry.sequence.0 - next).unwrap_or(usize::MAX),
+                            ) {
+                                for missed in gap {
+                                    if sender.send(Ok(entry_to_proto(&missed))).await.is_err() {
+                                        return;
+                                    }
+                                }
+                            }
+                        }
+                        next = entry.sequence.0 + 1;
+                        match sender.try_send(Ok(entry_to_proto(&entry))) {
+                            Ok(()) => {}
+                            Err(mpsc::error::TrySendError::Full(_)) => {
+                                let _ = tokio::time::timeout(
+                                    Duration::from_secs(1),
+                                    sender.send(Err(Status::resource_exhausted(format!(
+                                        "subscriber fell behind; resume from sequence {}",
+                                        entry.sequence.0
+                                    )))),
+                                )
+                                .await;
+                                return;
+                            }
+                            Err(mpsc::error::TrySendError::Closed(_)) => return,
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        let _ = tokio::time::timeout(
+                            Duration::from_secs(1),
+                            sender.send(Err(Status::resource_exhausted(format!(
+                                "subscriber fell behind; resume from sequence {next}"
+                            )))),
+                        )
+                        .await;
+                        return;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+    }
+
+    async fn get_node_status(
+        &self,
+        _: Request<v1::GetNodeStatusRequest>,
+    ) -> Result<Response<v1::GetNodeStatusResponse>, Status> {
+        let status = self.engine.status.borrow().clone();
+        Ok(Response::new(v1::GetNodeStatusResponse {
+            validator_index: u32::from(self.index),
+            view: status.view,
+            primary_index: u32::from(status.primary),
+            last_finalized_sequence: status.last_finalized,
+            last_stable_checkpoint: status.stable_checkpoint,
+            connected_validators: u32::try_from(self.network.connected().len()).unwrap_or(u32::MAX),
+            mempool_transactions: status.mempool as u64,
+            syncing: false,
+        }))
+    }
+
+    async fn get_validators(
+        &self,
+        _: Request<v1::GetValidatorsRequest>,
+    ) -> Result<Response<v1::GetValidatorsResponse>, Status> {
+        let validators = self
+            .genesis
+            .genesis
+            .validators
+            .iter()
+            .map(|v| v1::Validator {
+                index: u32::from(v.index),
+                public_key: hex::decode(&v.public_key).unwrap_or_default(),
+                peer_id: v.peer_id.clone(),
+                addresses: vec![v.p2p_address.clone()],
+            })
+            .collect();
+        Ok(Response::new(v1::GetValidatorsResponse {
+            validators,
+            max_faulty: u32::try_from(self.genesis.committee.max_faulty()).unwrap_or(0),
+        }))
+    }
+}

@@ -1,0 +1,556 @@
+//! The engine: feeds the pure replica its inputs and carries out its outputs, in order.
+//!
+//! - Messages from the network are decoded and their signatures verified on a pool of
+//!   verifier threads (bounded queue), off the replica's task.
+//! - `Output::Persist` is written to RocksDB (synced) before any later output is carried
+//!   out: persist before send.
+//! - Timers are deadlines on tokio's clock; fetches are network requests whose vertices
+//!   are verified before the replica sees them.
+//! - Finalized entries go to the metrics, to gRPC subscribers (a bounded broadcast
+//!   channel) and to the status the API reads.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::time::Instant;
+use weft_consensus::messages::Message;
+use weft_consensus::replica::{Input, Output, Replica, Timer};
+use weft_dag::store::Store;
+use weft_dag::{
+    Committee, FinalizedEntry, Limits, SignedVertex, Transaction, TxId, ValidatorIndex,
+};
+use weft_network::{Channel, Event, Network, Request, Response};
+
+use crate::metrics::NodeMetrics;
+
+/// What happened to a submitted transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// In the mempool.
+    Accepted,
+    /// Already pending or finalized.
+    Duplicate,
+    /// The mempool is full.
+    Full,
+}
+
+/// What the API can read without asking the engine.
+#[derive(Debug, Clone, Default)]
+pub struct Status {
+    /// The current view.
+    pub view: u64,
+    /// Its primary.
+    pub primary: u16,
+    /// The last executed sequence.
+    pub last_finalized: u64,
+    /// The last stable checkpoint.
+    pub stable_checkpoint: u64,
+    /// Transactions waiting in the mempool.
+    pub mempool: usize,
+}
+
+enum Command {
+    Submit {
+        transactions: Vec<Transaction>,
+        reply: oneshot::Sender<Vec<Admission>>,
+    },
+    Pending {
+        id: TxId,
+        reply: oneshot::Sender<bool>,
+    },
+}
+
+/// The API's handle on the engine.
+#[derive(Debug, Clone)]
+pub struct EngineHandle {
+    commands: mpsc::Sender<Command>,
+    /// The latest status.
+    pub status: watch::Receiver<Status>,
+    /// Finalized entries as they happen.
+    pub finalized: broadcast::Sender<Arc<FinalizedEntry>>,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Command::Submit { transactions, .. } => write!(f, "Submit({})", transactions.len()),
+            Command::Pending { id, .. } => write!(f, "Pending({id:?})"),
+        }
+    }
+}
+
+impl EngineHandle {
+    /// Offers transactions to the mempool; one answer each, in order. `None` if the
+    /// engine has stopped.
+    pub async fn submit(&self, transactions: Vec<Transaction>) -> Option<Vec<Admission>> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Submit {
+                transactions,
+                reply,
+            })
+            .await
+            .ok()?;
+        answer.await.ok()
+    }
+
+    /// Whether a transaction waits in the mempool or in a not yet final vertex.
+    pub async fn is_pending(&self, id: TxId) -> bool {
+        let (reply, answer) = oneshot::channel();
+        if self
+            .commands
+            .send(Command::Pending { id, reply })
+            .await
+            .is_err()
+        {
+            return false;
+        }
+        answer.await.unwrap_or(false)
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn channel_of(message: &Message) -> Channel {
+    match message {
+        Message::Vertex(_) => Channel::Vertices,
+        _ => Channel::Consensus,
+    }
+}
+
+/// A decoded, verified message or fetch answer, ready for the replica.
+type Verified = Input;
+
+/// Everything the engine task owns.
+pub struct Engine {
+    replica: Replica,
+    store: Arc<dyn Store>,
+    network: Network,
+    committee: Committee,
+    limits: Limits,
+    metrics: NodeMetrics,
+    timers: HashMap<Timer, Instant>,
+    /// When this node accepted each transaction over gRPC (for the finality histogram).
+    accepted_at: HashMap<TxId, Instant>,
+    mempool_cap: usize,
+    verified_tx: mpsc::Sender<Verified>,
+    verified: Option<mpsc::Receiver<Verified>>,
+    status: watch::Sender<Status>,
+    finalized: broadcast::Sender<Arc<FinalizedEntry>>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("replica", &self.replica.index())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Most transactions whose acceptance time is remembered for the histogram.
+const ACCEPTED_AT_CAP: usize = 1_000_000;
+
+impl Engine {
+    /// An engine around a recovered replica.
+    pub fn new(
+        replica: Replica,
+        store: Arc<dyn Store>,
+        network: Network,
+        committee: Committee,
+        limits: Limits,
+        metrics: NodeMetrics,
+        mempool_cap: usize,
+    ) -> (
+        Engine,
+        watch::Receiver<Status>,
+        broadcast::Sender<Arc<FinalizedEntry>>,
+    ) {
+        let (status, status_rx) = watch::channel(Status::default());
+        let (finalized, _) = broadcast::channel(4096);
+        let (verified_tx, verified) = mpsc::channel::<Verified>(4096);
+        let engine = Engine {
+            replica,
+            store,
+            network,
+            committee,
+            limits,
+            metrics,
+            timers: HashMap::new(),
+            accepted_at: HashMap::new(),
+            mempool_cap,
+            verified_tx,
+            verified: Some(verified),
+            status,
+            finalized: finalized.clone(),
+        };
+        (engine, status_rx, finalized)
+    }
+
+    /// Runs until `shutdown` fires or the network stops. Returns the API's handle at
+    /// once through `handle`.
+    pub async fn run(
+        mut self,
+        mut shutdown: watch::Receiver<bool>,
+        handle: oneshot::Sender<EngineHandle>,
+        status: watch::Receiver<Status>,
+    ) {
+        let (commands_tx, mut commands) = mpsc::channel::<Command>(1024);
+        // The API gets its handle; if nobody listens, the engine still runs.
+        let _ = handle.send(EngineHandle {
+            commands: commands_tx,
+            status,
+            finalized: self.finalized.clone(),
+        });
+        let Some(mut verified) = self.verified.take() else {
+            return;
+        };
+        let (raw_tx, raw_rx) = std::sync::mpsc::sync_channel::<(u16, Vec<u8>)>(4096);
+        spawn_verifiers(
+            raw_rx,
+            self.verified_tx.clone(),
+            self.committee.clone(),
+            self.limits,
+            self.metrics.clone(),
+        );
+
+        self.apply(Input::Start).await;
+        loop {
+            let next_timer = self.timers.values().min().copied();
+            tokio::select! {
+                changed = shutdown.changed() => {
+                    if changed.is_err() || *shutdown.borrow() {
+                        break;
+                    }
+                }
+                event = self.network.next_event() => match event {
+                    None => break,
+                    Some(Event::Message { from, payload, .. }) => {
+                        if raw_tx.try_send((from, payload.to_vec())).is_err() {
+                            self.metrics.invalid_messages.with_label_values(&["verify_queue_full"]).inc();
+                        }
+                    }
+                    Some(Event::Request { request, reply, .. }) => self.answer(request, reply),
+                    Some(Event::Connected(_) | Event::Disconnected(_)) => {
+                        self.metrics
+                            .connected_validators
+                            .set(i64::try_from(self.network.connected().len()).unwrap_or(0));
+                    }
+                },
+                Some(input) = verified.recv() => self.apply(input).await,
+                Some(command) = commands.recv() => self.on_command(command).await,
+                () = sleep_until(next_timer) => {
+                    let now = Instant::now();
+                    let due: Vec<Timer> = self.timers.iter().filter(|(_, at)| **at <= now).map(|(t, _)| *t).collect();
+                    for timer in due {
+                        self.timers.remove(&timer);
+                        self.apply(Input::Timer(timer)).await;
+                    }
+                }
+            }
+        }
+        drop(raw_tx);
+        tracing::info!("engine stopped");
+    }
+
+    async fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Submit {
+                transactions,
+                reply,
+            } => {
+                let mut answers = Vec::with_capacity(transactions.len());
+                let mut admitted = Vec::new();
+                for transaction in transactions {
+                    let id = transaction.id();
+                    let finalized = self.store.transaction(&id).ok().flatten().is_some();
+                    if finalized
+                        || self.replica.is_transaction_pending(&id)
+                        || self.replica.is_transaction_finalized(&id)
+                    {
+                        answers.push(Admission::Duplicate);
+                    } else if self.replica.mempool_len() + admitted.len() >= self.mempool_cap {
+                        answers.push(Admission::Full);
+                    } else if admitted.iter().any(|t: &Transaction| t.id() == id) {
+                        answers.push(Admission::Duplicate);
+                    } else {
+                        if self.accepted_at.len() < ACCEPTED_AT_CAP {
+                            self.accepted_at.insert(id, Instant::now());
+                        }
+                        answers.push(Admission::Accepted);
+                        admitted.push(transaction);
+                    }
+                }
+                if !admitted.is_empty() {
+                    self.apply(Input::Transactions(admitted)).await;
+                }
+                let _ = reply.send(answers);
+            }
+            Command::Pending { id, reply } => {
+                let _ = reply.send(self.replica.is_transaction_pending(&id));
+            }
+        }
+    }
+
+    /// Serves a peer's fetch or sync from the replica's memory and the store.
+    fn answer(&self, request: Request, reply: weft_network::Responder) {
+        match request {
+            Request::Vertices { hashes } => {
+                let digests: Vec<weft_crypto::Digest> = hashes
+                    .iter()
+                    .filter_map(|h| weft_crypto::Digest::from_slice(h).ok())
+                    .collect();
+                let mut found: Vec<Vec<u8>> = self
+                    .replica
+                    .vertices(&digests)
+                    .iter()
+                    .map(SignedVertex::to_wire)
+                    .collect();
+                if found.len() < digests.len() {
+                    found.clear();
+                    for digest in &digests {
+                        let vertex = self
+                            .replica
+                            .vertices(std::slice::from_ref(digest))
+                            .into_iter()
+                            .next()
+                            .or_else(|| self.store.vertex(digest).ok().flatten());
+                        if let Some(vertex) = vertex {
+                            found.push(vertex.to_wire());
+                        }
+                    }
+                }
+                reply.reply(Response::Vertices(found));
+            }
+            Request::Sync {
+                from_sequence,
+                max_entries,
+            } => {
+                let entries = self
+                    .store
+                    .finalized_range(weft_dag::Sequence(from_sequence), max_entries as usize)
+                    .unwrap_or_default();
+                let mut answer = Vec::new();
+                for entry in entries {
+                    let vertices = entry
+                        .vertices
+                        .iter()
+                        .filter_map(|h| self.store.vertex(h).ok().flatten())
+                        .map(|v| v.to_wire())
+                        .collect();
+                    let Ok(encoded) =
+                        bincode::serde::encode_to_vec(&entry, bincode::config::standard())
+                    else {
+                        break;
+                    };
+                    answer.push(weft_network::SyncEntry {
+                        entry: encoded,
+                        vertices,
+                    });
+                }
+                reply.reply(Response::Entries(answer));
+            }
+        }
+    }
+
+    /// Hands one input to the replica and carries out what it asks, in order.
+    async fn apply(&mut self, input: Input) {
+        let outputs = self.replica.handle(weft_dag::TimestampMs(now_ms()), input);
+        for output in outputs {
+            match output {
+                Output::Persist(batch) => {
+                    let store = self.store.clone();
+                    let written = tokio::task::block_in_place(|| store.write(batch));
+                    if let Err(error) = written {
+                        // Nothing after this may be sent: the node stops rather than
+                        // risk signing something it could forget.
+                        tracing::error!(%error, "store write failed; stopping");
+                        std::process::exit(2);
+                    }
+                }
+                Output::Broadcast(message) => {
+                    if let Err(error) = self
+                        .network
+                        .broadcast(channel_of(&message), &message.to_wire())
+                    {
+                        tracing::debug!(%error, kind = message.kind(), "broadcast dropped");
+                    }
+                }
+                Output::Send { to, message } => {
+                    if let Err(error) =
+                        self.network
+                            .send(to.0, channel_of(&message), &message.to_wire())
+                    {
+                        tracing::debug!(%error, kind = message.kind(), "send dropped");
+                    }
+                }
+                Output::Fetch { from, hashes } => self.fetch(from, hashes),
+                Output::SetTimer { timer, after_ms } => {
+                    self.timers
+                        .insert(timer, Instant::now() + Duration::from_millis(after_ms));
+                }
+                Output::Finalized(entry) => self.on_finalized(entry),
+                Output::Evidence(evidence) => {
+                    tracing::warn!(
+                        culprit = evidence.culprit().0,
+                        ?evidence,
+                        "proof of a Byzantine fault"
+                    );
+                    self.metrics
+                        .equivocations
+                        .with_label_values(&[match evidence {
+                            weft_consensus::replica::Evidence::Equivocation(_) => "vertex",
+                            weft_consensus::replica::Evidence::DoubleVote(_) => "vote",
+                        }])
+                        .inc();
+                }
+            }
+        }
+        let view = self.replica.view();
+        self.metrics
+            .view
+            .set(i64::try_from(view.0).unwrap_or(i64::MAX));
+        self.metrics
+            .mempool
+            .set(i64::try_from(self.replica.mempool_len()).unwrap_or(i64::MAX));
+        let stable = self.replica.stable_checkpoint().sequence.0;
+        self.metrics
+            .stable_checkpoint
+            .set(i64::try_from(stable).unwrap_or(i64::MAX));
+        let status = Status {
+            view: view.0,
+            primary: self.replica.primary(view).0,
+            last_finalized: self.replica.last_executed().0,
+            stable_checkpoint: stable,
+            mempool: self.replica.mempool_len(),
+        };
+        self.status.send_replace(status);
+    }
+
+    fn fetch(&self, from: ValidatorIndex, hashes: Vec<weft_crypto::Digest>) {
+        let network = self.network.clone();
+        let committee = self.committee.clone();
+        let limits = self.limits;
+        let sender = self.verified_tx.clone();
+        tokio::spawn(async move {
+            let request = Request::Vertices {
+                hashes: hashes.iter().map(|h| *h.as_bytes()).collect(),
+            };
+            let Ok(Response::Vertices(encoded)) = network.request(from.0, request).await else {
+                return;
+            };
+            let vertices = tokio::task::spawn_blocking(move || {
+                encoded
+                    .iter()
+                    .filter_map(|bytes| SignedVertex::from_wire(bytes, &limits).ok())
+                    .filter(|v| v.verify_signature(&committee).is_ok())
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .unwrap_or_default();
+            if !vertices.is_empty() {
+                // The engine may be stopping.
+                let _ = sender.send(Input::Fetched { from, vertices }).await;
+            }
+        });
+    }
+
+    fn on_finalized(&mut self, entry: FinalizedEntry) {
+        let now = Instant::now();
+        for transaction in &entry.transactions {
+            if let Some(at) = self.accepted_at.remove(&transaction.id) {
+                self.metrics
+                    .transaction_finality
+                    .observe(now.duration_since(at).as_secs_f64());
+            }
+        }
+        let now_ms = now_ms();
+        for hash in &entry.vertices {
+            if let Ok(Some(vertex)) = self.store.vertex(hash) {
+                let created = vertex.vertex().created_at.0;
+                let seconds = now_ms.saturating_sub(created) as f64 / 1000.0;
+                self.metrics.vertex_finality.observe(seconds);
+            }
+        }
+        self.metrics
+            .finalized_sequence
+            .set(i64::try_from(entry.sequence.0).unwrap_or(i64::MAX));
+        self.metrics
+            .finalized_transactions
+            .inc_by(entry.transactions.len() as u64);
+        self.metrics
+            .finalized_vertices
+            .inc_by(entry.vertices.len() as u64);
+        // No subscriber is fine.
+        let _ = self.finalized.send(Arc::new(entry));
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Decodes and verifies messages on worker threads; what passes goes to the replica.
+fn spawn_verifiers(
+    raw: std::sync::mpsc::Receiver<(u16, Vec<u8>)>,
+    verified: mpsc::Sender<Verified>,
+    committee: Committee,
+    limits: Limits,
+    metrics: NodeMetrics,
+) {
+    let raw = Arc::new(std::sync::Mutex::new(raw));
+    let workers = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .max(1);
+    for worker in 0..workers {
+        let raw = raw.clone();
+        let verified = verified.clone();
+        let committee = committee.clone();
+        let metrics = metrics.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("weft-verify-{worker}"))
+            .spawn(move || loop {
+                let next = raw.lock().map(|r| r.recv());
+                let Ok(Ok((from, bytes))) = next else {
+                    return;
+                };
+                let message = match Message::from_wire(&bytes, &limits) {
+                    Ok(message) => message,
+                    Err(error) => {
+                        tracing::debug!(from, %error, "undecodable message");
+                        metrics
+                            .invalid_messages
+                            .with_label_values(&["decode"])
+                            .inc();
+                        continue;
+                    }
+                };
+                if let Err(error) = message.verify(&committee) {
+                    tracing::debug!(from, %error, kind = message.kind(), "bad signature");
+                    metrics
+                        .invalid_messages
+                        .with_label_values(&["signature"])
+                        .inc();
+                    continue;
+                }
+                let input = Input::Message {
+                    from: ValidatorIndex(from),
+                    message,
+                };
+                if verified.blocking_send(input).is_err() {
+                    return;
+                }
+            });
+        if let Err(error) = spawned {
+            tracing::error!(%error, "cannot start a verifier thread");
+        }
+    }
+}

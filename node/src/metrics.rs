@@ -1,0 +1,157 @@
+//! The node's Prometheus metrics and the `/metrics` endpoint.
+
+use std::net::SocketAddr;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+/// Finality buckets, in seconds: fine below one second, up to a minute.
+pub const FINALITY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6,
+    0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 60.0,
+];
+
+/// Everything the engine and the API record.
+#[derive(Debug, Clone)]
+pub struct NodeMetrics {
+    /// `weft_transaction_finality_seconds`.
+    pub transaction_finality: Histogram,
+    /// `weft_vertex_finality_seconds`.
+    pub vertex_finality: Histogram,
+    /// `weft_view`.
+    pub view: IntGauge,
+    /// `weft_finalized_sequence`.
+    pub finalized_sequence: IntGauge,
+    /// `weft_stable_checkpoint`.
+    pub stable_checkpoint: IntGauge,
+    /// `weft_finalized_transactions_total`.
+    pub finalized_transactions: IntCounter,
+    /// `weft_finalized_vertices_total`.
+    pub finalized_vertices: IntCounter,
+    /// `weft_connected_validators`.
+    pub connected_validators: IntGauge,
+    /// `weft_mempool_transactions`.
+    pub mempool: IntGauge,
+    /// `weft_equivocations_total{kind}`.
+    pub equivocations: IntCounterVec,
+    /// `weft_invalid_messages_total{reason}`.
+    pub invalid_messages: IntCounterVec,
+    /// `weft_submitted_transactions_total{outcome}`.
+    pub submitted: IntCounterVec,
+}
+
+impl NodeMetrics {
+    /// Creates and registers the metrics.
+    pub fn new(registry: &Registry) -> prometheus::Result<NodeMetrics> {
+        let histogram = |name: &str, help: &str| {
+            Histogram::with_opts(HistogramOpts::new(name, help).buckets(FINALITY_BUCKETS.to_vec()))
+        };
+        let metrics = NodeMetrics {
+            transaction_finality: histogram(
+                "weft_transaction_finality_seconds",
+                "From this validator accepting a transaction over gRPC to its finalization.",
+            )?,
+            vertex_finality: histogram(
+                "weft_vertex_finality_seconds",
+                "From a vertex's creation (its author's clock) to its finalization here.",
+            )?,
+            view: IntGauge::new("weft_view", "The current PBFT view.")?,
+            finalized_sequence: IntGauge::new(
+                "weft_finalized_sequence",
+                "The last finalized (executed) sequence.",
+            )?,
+            stable_checkpoint: IntGauge::new(
+                "weft_stable_checkpoint",
+                "The last stable checkpoint's sequence.",
+            )?,
+            finalized_transactions: IntCounter::new(
+                "weft_finalized_transactions_total",
+                "Transactions finalized.",
+            )?,
+            finalized_vertices: IntCounter::new(
+                "weft_finalized_vertices_total",
+                "Vertices finalized.",
+            )?,
+            connected_validators: IntGauge::new(
+                "weft_connected_validators",
+                "Other validators with an open connection.",
+            )?,
+            mempool: IntGauge::new(
+                "weft_mempool_transactions",
+                "Transactions waiting for a vertex.",
+            )?,
+            equivocations: IntCounterVec::new(
+                Opts::new(
+                    "weft_equivocations_total",
+                    "Proven equivocations (two signed conflicting messages), by kind.",
+                ),
+                &["kind"],
+            )?,
+            invalid_messages: IntCounterVec::new(
+                Opts::new(
+                    "weft_invalid_messages_total",
+                    "Messages from validators dropped before consensus, by reason.",
+                ),
+                &["reason"],
+            )?,
+            submitted: IntCounterVec::new(
+                Opts::new(
+                    "weft_submitted_transactions_total",
+                    "Transactions submitted over gRPC, by outcome.",
+                ),
+                &["outcome"],
+            )?,
+        };
+        registry.register(Box::new(metrics.transaction_finality.clone()))?;
+        registry.register(Box::new(metrics.vertex_finality.clone()))?;
+        registry.register(Box::new(metrics.view.clone()))?;
+        registry.register(Box::new(metrics.finalized_sequence.clone()))?;
+        registry.register(Box::new(metrics.stable_checkpoint.clone()))?;
+        registry.register(Box::new(metrics.finalized_transactions.clone()))?;
+        registry.register(Box::new(metrics.finalized_vertices.clone()))?;
+        registry.register(Box::new(metrics.connected_validators.clone()))?;
+        registry.register(Box::new(metrics.mempool.clone()))?;
+        registry.register(Box::new(metrics.equivocations.clone()))?;
+        registry.register(Box::new(metrics.invalid_messages.clone()))?;
+        registry.register(Box::new(metrics.submitted.clone()))?;
+        Ok(metrics)
+    }
+}
+
+/// Serves `GET /metrics` in the Prometheus text format until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    registry: Registry,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let registry = registry.clone();
+            async move {
+                let mut body = Vec::new();
+                let encoder = TextEncoder::new();
+                if let Err(error) = encoder.encode(&registry.gather(), &mut body) {
+                    tracing::error!(%error, "metrics encoding failed");
+                }
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        encoder.format_type().to_owned(),
+                    )],
+                    body,
+                )
+            }
+        }),
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Where the endpoint listens, for log lines.
+pub fn url(address: SocketAddr) -> String {
+    format!("http://{address}/metrics")
+}

@@ -1,0 +1,217 @@
+//! `weft run`: one validator, from its home folder until SIGINT or SIGTERM.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::sync::{oneshot, watch};
+use weft_consensus::replica::{Replica, ReplicaConfig};
+use weft_consensus::Signer;
+use weft_dag::store::RocksStore;
+use weft_dag::store::Store;
+use weft_dag::{Limits, ValidatorIndex};
+use weft_network::{Address, Network, NetworkConfig, NetworkLimits};
+use weft_proto::v1::ledger_server::LedgerServer;
+
+use crate::api::LedgerService;
+use crate::config::{ConfigError, Genesis, Home};
+use crate::engine::Engine;
+use crate::metrics::NodeMetrics;
+
+/// Why the node stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The home folder is not usable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Keys and genesis disagree.
+    #[error("{0}")]
+    Mismatch(String),
+    /// Anything else, with context.
+    #[error("{0}")]
+    Other(String),
+}
+
+fn other(context: &str) -> impl FnOnce(String) -> NodeError + '_ {
+    move |e| NodeError::Other(format!("{context}: {e}"))
+}
+
+/// Waits for SIGINT or SIGTERM.
+pub async fn termination() {
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+    match term {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Runs the validator in `home` until a termination signal.
+pub async fn run(home: &Path) -> Result<(), NodeError> {
+    let home = Home::new(home);
+    let config = home.load_config()?;
+    let genesis = Genesis::load(&home.genesis_path())?;
+    let keys = home.load_validator_key()?;
+    let p2p = home.load_p2p_key()?;
+    let index = config.index;
+    let committee = genesis.committee.clone();
+    match committee.public_key(ValidatorIndex(index)) {
+        Some(key) if *key == keys.public => {}
+        Some(_) => {
+            return Err(NodeError::Mismatch(format!(
+                "keys/validator.key is not validator {index}'s key in genesis.json; check `index` in config.toml"
+            )))
+        }
+        None => {
+            return Err(NodeError::Mismatch(format!(
+                "config.toml says index {index}, but genesis.json has {} validators",
+                committee.size()
+            )))
+        }
+    }
+    if genesis.peers.peer_of(index) != Some(p2p.public().to_peer_id()) {
+        return Err(NodeError::Mismatch(format!(
+            "keys/p2p.key is not the peer id genesis.json binds to validator {index}"
+        )));
+    }
+
+    let limits = Limits::default();
+    let data_dir = home.data_dir(&config);
+    let store: Arc<dyn Store> = Arc::new(
+        RocksStore::open(&data_dir, limits)
+            .map_err(|e| NodeError::Other(format!("opening {}: {e}", data_dir.display())))?,
+    );
+    let mut replica_config = ReplicaConfig::new(ValidatorIndex(index), committee.clone());
+    replica_config.max_mempool_transactions = config.mempool.max_transactions;
+    let replica = Replica::recover(
+        replica_config,
+        Signer::ml_dsa_87(keys.secret),
+        store.as_ref(),
+    )
+    .map_err(|e| NodeError::Other(format!("recovering from {}: {e}", data_dir.display())))?;
+
+    let registry = prometheus::Registry::new();
+    let metrics = NodeMetrics::new(&registry).map_err(|e| other("metrics")(e.to_string()))?;
+    let listen: Address = config
+        .p2p
+        .listen
+        .parse()
+        .map_err(|e: weft_network::AddressParseError| other("p2p.listen")(e.to_string()))?;
+    let bootstrap = config
+        .p2p
+        .bootstrap
+        .iter()
+        .map(|a| a.parse())
+        .collect::<Result<Vec<Address>, _>>()
+        .map_err(|e| other("p2p.bootstrap")(e.to_string()))?;
+    let network = Network::start(
+        NetworkConfig {
+            keypair: p2p,
+            index,
+            peers: genesis.peers.clone(),
+            listen: vec![listen],
+            bootstrap,
+            limits: NetworkLimits::default(),
+        },
+        &registry,
+    )
+    .await
+    .map_err(|e| other("network")(e.to_string()))?;
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (engine, status, _) = Engine::new(
+        replica,
+        store.clone(),
+        network.clone(),
+        committee.clone(),
+        limits,
+        metrics.clone(),
+        config.mempool.max_transactions,
+    );
+    let (handle_tx, handle_rx) = oneshot::channel();
+    let engine_task = tokio::spawn(engine.run(shutdown_rx.clone(), handle_tx, status));
+    let engine_handle = handle_rx
+        .await
+        .map_err(|_| NodeError::Other("the engine did not start".into()))?;
+
+    let service = LedgerService {
+        index,
+        engine: engine_handle,
+        store: store.clone(),
+        network: network.clone(),
+        genesis: genesis.clone(),
+        limits,
+        metrics: metrics.clone(),
+    };
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<LedgerServer<LedgerService>>()
+        .await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(weft_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| other("reflection")(e.to_string()))?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(weft_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|e| other("reflection")(e.to_string()))?;
+
+    let grpc_listener = tokio::net::TcpListener::bind(config.grpc.listen)
+        .await
+        .map_err(|e| other("grpc.listen")(format!("{}: {e}", config.grpc.listen)))?;
+    let metrics_listener = tokio::net::TcpListener::bind(config.metrics.listen)
+        .await
+        .map_err(|e| other("metrics.listen")(format!("{}: {e}", config.metrics.listen)))?;
+    tracing::info!(
+        validator = index,
+        grpc = %config.grpc.listen,
+        metrics = %crate::metrics::url(config.metrics.listen),
+        p2p = %network.listen_addrs()[0],
+        "validator running"
+    );
+
+    let mut grpc_shutdown = shutdown_rx.clone();
+    let grpc = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(LedgerServer::new(service))
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
+                async move {
+                    let _ = grpc_shutdown.wait_for(|stop| *stop).await;
+                },
+            ),
+    );
+    let mut metrics_shutdown = shutdown_rx.clone();
+    let metrics_server = tokio::spawn(crate::metrics::serve(
+        metrics_listener,
+        registry,
+        async move {
+            let _ = metrics_shutdown.wait_for(|stop| *stop).await;
+        },
+    ));
+
+    termination().await;
+    tracing::info!("shutting down");
+    let _ = shutdown_tx.send(true);
+    let _ = engine_task.await;
+    network.shutdown().await;
+    if let Ok(Err(error)) = grpc.await {
+        tracing::warn!(%error, "gRPC server stopped with an error");
+    }
+    if let Ok(Err(error)) = metrics_server.await {
+        tracing::warn!(%error, "metrics server stopped with an error");
+    }
+    drop(store);
+    tracing::info!("stopped");
+    Ok(())
+}
