@@ -381,6 +381,20 @@ pub enum RecoverError {
     },
 }
 
+/// The vertices the signing record in `store` refers to (our own latest vertex, which
+/// [`Replica::recover`] needs so that the next vertex is built in a later round). A host
+/// that wipes its data (`weft reset-state`) keeps these and the replica-state records.
+pub fn signing_record_vertices(store: &dyn Store) -> Result<Vec<Digest>, RecoverError> {
+    let Some(bytes) = store.replica_state(keys::OWN_LATEST)? else {
+        return Ok(Vec::new());
+    };
+    let hash = <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| RecoverError::Damaged {
+        key: String::from_utf8_lossy(keys::OWN_LATEST).into_owned(),
+        reason: "not 32 bytes".into(),
+    })?;
+    Ok(vec![Digest::from_bytes(hash)])
+}
+
 /// One of our own vertices whose transactions are not final yet.
 #[derive(Clone, Debug)]
 struct OwnPending {

@@ -22,6 +22,11 @@ use crate::metrics::NodeMetrics;
 
 /// Most entries one `ListFinalized` returns.
 pub const LIST_LIMIT: u32 = 1_000;
+/// Most entries one `ListFinalized` returns when it carries transaction ids (an entry
+/// may hold tens of thousands of them; this keeps a response within gRPC's 4 MiB default).
+pub const LIST_LIMIT_WITH_IDS: u32 = 100;
+/// Most streamed submissions handed to the engine as one batch.
+const SUBMIT_BATCH: usize = 512;
 /// Entries a subscriber may fall behind before it is closed.
 pub const SUBSCRIBER_BUFFER: usize = 1_024;
 
@@ -55,7 +60,7 @@ fn internal(error: impl std::fmt::Display) -> Status {
     Status::internal(format!("store: {error}"))
 }
 
-fn entry_to_proto(entry: &FinalizedEntry) -> v1::FinalizedEntry {
+fn entry_to_proto(entry: &FinalizedEntry, with_ids: bool) -> v1::FinalizedEntry {
     v1::FinalizedEntry {
         sequence: entry.sequence.0,
         anchor: entry
@@ -69,7 +74,22 @@ fn entry_to_proto(entry: &FinalizedEntry) -> v1::FinalizedEntry {
             .collect(),
         state_digest: entry.state_digest.as_bytes().to_vec(),
         finalized_unix_ms: entry.finalized_unix_ms,
+        transaction_ids: if with_ids {
+            entry
+                .transactions
+                .iter()
+                .map(|t| t.id.0.as_bytes().to_vec())
+                .collect()
+        } else {
+            Vec::new()
+        },
     }
+}
+
+fn fell_behind(resume_from: u64) -> Status {
+    Status::resource_exhausted(format!(
+        "subscriber fell behind; resume from sequence {resume_from}"
+    ))
 }
 
 impl LedgerService {
@@ -105,7 +125,19 @@ impl LedgerService {
         }
     }
 
+    /// Submissions wait until the node has synced and its engine runs.
+    fn ready(&self) -> Result<(), Status> {
+        if self.engine.status.borrow().syncing {
+            self.metrics.submitted.with_label_values(&["syncing"]).inc();
+            return Err(Status::unavailable(
+                "the validator is syncing the finalized log; retry shortly or use another validator",
+            ));
+        }
+        Ok(())
+    }
+
     async fn submit_one(&self, payload: Vec<u8>) -> Result<TxId, Status> {
+        self.ready()?;
         if let Err(status) = self.check_payload(&payload) {
             self.metrics.submitted.with_label_values(&["invalid"]).inc();
             return Err(status);
@@ -119,6 +151,58 @@ impl LedgerService {
             .ok_or_else(|| Status::unavailable("the node is shutting down"))?;
         let admission = answers.first().copied().unwrap_or(Admission::Full);
         self.outcome(admission).map(|()| id)
+    }
+}
+
+impl LedgerService {
+    /// The streamed submit: every payload gets an answer, in order.
+    async fn submit_many(&self, payloads: Vec<Vec<u8>>) -> Vec<v1::SubmitTransactionsResponse> {
+        let mut answers: Vec<Option<Result<(), Status>>> = Vec::with_capacity(payloads.len());
+        let mut ids = Vec::with_capacity(payloads.len());
+        let mut valid = Vec::new();
+        for payload in payloads {
+            let transaction = Transaction::new(payload);
+            ids.push(transaction.id());
+            match self
+                .ready()
+                .and_then(|()| self.check_payload(transaction.payload()))
+            {
+                Ok(()) => {
+                    answers.push(None);
+                    valid.push(transaction);
+                }
+                Err(status) => {
+                    if status.code() == tonic::Code::InvalidArgument {
+                        self.metrics.submitted.with_label_values(&["invalid"]).inc();
+                    }
+                    answers.push(Some(Err(status)));
+                }
+            }
+        }
+        let admissions = if valid.is_empty() {
+            Some(Vec::new())
+        } else {
+            self.engine.submit(valid).await
+        };
+        let mut admissions = admissions.map(Vec::into_iter);
+        ids.into_iter()
+            .zip(answers)
+            .map(|(id, answer)| {
+                let result = answer.unwrap_or_else(|| match admissions.as_mut() {
+                    Some(admissions) => self.outcome(admissions.next().unwrap_or(Admission::Full)),
+                    None => Err(Status::unavailable("the node is shutting down")),
+                });
+                let (code, message) = match result {
+                    Ok(()) => (tonic::Code::Ok, String::new()),
+                    Err(status) => (status.code(), status.message().to_owned()),
+                };
+                v1::SubmitTransactionsResponse {
+                    tx_id: id.0.as_bytes().to_vec(),
+                    code: code as i32,
+                    message,
+                }
+            })
+            .collect()
     }
 }
 
@@ -146,25 +230,33 @@ impl Ledger for LedgerService {
         let (answers, receiver) = mpsc::channel(1024);
         let service = self.clone();
         tokio::spawn(async move {
-            while let Some(next) = inbound.next().await {
-                let Ok(request) = next else {
-                    return;
-                };
-                let payload = request.payload;
-                let id = Transaction::new(payload.clone()).id();
-                let answer = match service.submit_one(payload).await {
-                    Ok(_) => v1::SubmitTransactionsResponse {
-                        tx_id: id.0.as_bytes().to_vec(),
-                        code: tonic::Code::Ok as i32,
-                        message: String::new(),
-                    },
-                    Err(status) => v1::SubmitTransactionsResponse {
-                        tx_id: id.0.as_bytes().to_vec(),
-                        code: status.code() as i32,
-                        message: status.message().to_owned(),
-                    },
-                };
-                if answers.send(Ok(answer)).await.is_err() {
+            while let Some(first) = inbound.next().await {
+                // Whatever else has already arrived joins this batch: one engine round
+                // trip for many transactions, answers still one per request, in order.
+                let mut batch = vec![first];
+                while batch.len() < SUBMIT_BATCH {
+                    match futures::FutureExt::now_or_never(inbound.next()) {
+                        Some(Some(next)) => batch.push(next),
+                        _ => break,
+                    }
+                }
+                let mut payloads = Vec::with_capacity(batch.len());
+                let mut broken = false;
+                for next in batch {
+                    match next {
+                        Ok(request) => payloads.push(request.payload),
+                        Err(_) => {
+                            broken = true;
+                            break;
+                        }
+                    }
+                }
+                for answer in service.submit_many(payloads).await {
+                    if answers.send(Ok(answer)).await.is_err() {
+                        return;
+                    }
+                }
+                if broken {
                     return;
                 }
             }
@@ -248,16 +340,24 @@ impl Ledger for LedgerService {
                 "from_sequence {from} is past the tip {tip}"
             )));
         }
+        let cap = if request.include_transaction_ids {
+            LIST_LIMIT_WITH_IDS
+        } else {
+            LIST_LIMIT
+        };
         let limit = match request.limit {
-            0 => LIST_LIMIT,
-            n => n.min(LIST_LIMIT),
+            0 => cap,
+            n => n.min(cap),
         };
         let entries = self
             .store
             .finalized_range(Sequence(from), limit as usize)
             .map_err(internal)?;
         Ok(Response::new(v1::ListFinalizedResponse {
-            entries: entries.iter().map(entry_to_proto).collect(),
+            entries: entries
+                .iter()
+                .map(|e| entry_to_proto(e, request.include_transaction_ids))
+                .collect(),
         }))
     }
 
@@ -267,7 +367,9 @@ impl Ledger for LedgerService {
         &self,
         request: Request<v1::SubscribeFinalizedRequest>,
     ) -> Result<Response<Self::SubscribeFinalizedStream>, Status> {
-        let mut next = request.into_inner().from_sequence.max(1);
+        let request = request.into_inner();
+        let mut next = request.from_sequence.max(1);
+        let with_ids = request.include_transaction_ids;
         // Subscribe before replaying, so nothing finalized in between is missed.
         let mut live = self.engine.finalized.subscribe();
         let store = self.store.clone();
@@ -286,7 +388,11 @@ impl Ledger for LedgerService {
                 }
                 for entry in replay {
                     next = entry.sequence.0 + 1;
-                    if sender.send(Ok(entry_to_proto(&entry))).await.is_err() {
+                    if sender
+                        .send(Ok(entry_to_proto(&entry, with_ids)))
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                 }
@@ -304,22 +410,23 @@ impl Ledger for LedgerService {
                                 usize::try_from(entry.sequence.0 - next).unwrap_or(usize::MAX),
                             ) {
                                 for missed in gap {
-                                    if sender.send(Ok(entry_to_proto(&missed))).await.is_err() {
+                                    if sender
+                                        .send(Ok(entry_to_proto(&missed, with_ids)))
+                                        .await
+                                        .is_err()
+                                    {
                                         return;
                                     }
                                 }
                             }
                         }
                         next = entry.sequence.0 + 1;
-                        match sender.try_send(Ok(entry_to_proto(&entry))) {
+                        match sender.try_send(Ok(entry_to_proto(&entry, with_ids))) {
                             Ok(()) => {}
                             Err(mpsc::error::TrySendError::Full(_)) => {
                                 let _ = tokio::time::timeout(
                                     Duration::from_secs(1),
-                                    sender.send(Err(Status::resource_exhausted(format!(
-                                        "subscriber fell behind; resume from sequence {}",
-                                        entry.sequence.0
-                                    )))),
+                                    sender.send(Err(fell_behind(entry.sequence.0))),
                                 )
                                 .await;
                                 return;
@@ -330,9 +437,7 @@ impl Ledger for LedgerService {
                     Err(broadcast::error::RecvError::Lagged(_)) => {
                         let _ = tokio::time::timeout(
                             Duration::from_secs(1),
-                            sender.send(Err(Status::resource_exhausted(format!(
-                                "subscriber fell behind; resume from sequence {next}"
-                            )))),
+                            sender.send(Err(fell_behind(next))),
                         )
                         .await;
                         return;
@@ -357,7 +462,7 @@ impl Ledger for LedgerService {
             last_stable_checkpoint: status.stable_checkpoint,
             connected_validators: u32::try_from(self.network.connected().len()).unwrap_or(u32::MAX),
             mempool_transactions: status.mempool as u64,
-            syncing: false,
+            syncing: status.syncing,
         }))
     }
 

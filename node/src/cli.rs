@@ -90,8 +90,100 @@ pub enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Create a home folder for one validator of a new set: keys (mode 0600), config.toml,
+    /// and validator.json, this validator's entry for the set's genesis.json.
+    Init {
+        /// The home folder to create.
+        #[arg(long)]
+        home: PathBuf,
+        /// This validator's index in the set.
+        #[arg(long)]
+        index: u16,
+        /// The chain id every signature names (the peer binding includes it).
+        #[arg(long)]
+        chain_id: String,
+        /// QUIC listen address (multiaddr).
+        #[arg(long, default_value = "/ip4/0.0.0.0/udp/7000/quic-v1")]
+        p2p_listen: String,
+        /// The address other validators reach this one at (multiaddr, without /p2p/).
+        #[arg(long)]
+        p2p_external: String,
+        /// gRPC listen address.
+        #[arg(long, default_value = "0.0.0.0:50051")]
+        grpc_listen: std::net::SocketAddr,
+        /// Metrics listen address.
+        #[arg(long, default_value = "0.0.0.0:9100")]
+        metrics_listen: std::net::SocketAddr,
+        /// Other validators' full addresses (ending in /p2p/<peer id>); one is enough.
+        #[arg(long, value_delimiter = ',')]
+        bootstrap: Vec<String>,
+    },
+    /// Assemble genesis.json from every validator's validator.json.
+    Genesis {
+        /// The chain id (must match what each validator signed).
+        #[arg(long)]
+        chain_id: String,
+        /// Where to write genesis.json.
+        #[arg(long)]
+        out: PathBuf,
+        /// The validator.json files, any order.
+        #[arg(required = true)]
+        validators: Vec<PathBuf>,
+    },
+    /// Wipe this validator's data (finalized log, vertices, indexes) but keep its keys
+    /// and the record of what it signed, so it cannot double-sign after the reset.
+    ResetState {
+        /// The home folder.
+        #[arg(long)]
+        home: PathBuf,
+        /// Really do it.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Open-loop load against running validators; ends with
+    /// `bench: submitted=N finalized=N tps=X p50_ms=X p95_ms=X p99_ms=X max_ms=X`.
+    Bench {
+        /// gRPC addresses, comma-separated (host:port).
+        #[arg(long, value_delimiter = ',', required = true)]
+        targets: Vec<String>,
+        /// Transactions per second offered, whatever the validators do.
+        #[arg(long, default_value_t = 1000)]
+        rate: u64,
+        /// How long to offer load: 30s, 2m, 500ms, or seconds.
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        duration: Duration,
+        /// Payload bytes per transaction.
+        #[arg(long, default_value_t = 512)]
+        tx_size: usize,
+        /// How long to wait for outstanding transactions after the load ends.
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        drain: Duration,
+    },
     /// Print the version.
     Version,
+}
+
+/// `30s`, `2m`, `500ms`, `1h` or a number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (try 30s, 2m, 500ms)"))?;
+    let seconds = match unit {
+        "" | "s" => value,
+        "ms" => value / 1000.0,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(format!("unknown unit {unit:?} in {text:?} (ms, s, m, h)")),
+    };
+    if !seconds.is_finite() || !(0.0..=365.0 * 24.0 * 3600.0).contains(&seconds) {
+        return Err(format!("{text:?} is out of range"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
 }
 
 /// `weft keys`.
@@ -109,8 +201,11 @@ pub enum KeysCommand {
 pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour codes only on a terminal: never in log files or `kubectl logs`.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Plain => builder.init(),
@@ -203,6 +298,90 @@ pub fn main(cli: Cli) -> ExitCode {
             }
         }
         Command::Simulate { args } => simulate(args),
+        Command::Init {
+            home,
+            index,
+            chain_id,
+            p2p_listen,
+            p2p_external,
+            grpc_listen,
+            metrics_listen,
+            bootstrap,
+        } => {
+            let options = crate::testnet::InitOptions {
+                home,
+                index,
+                chain_id,
+                p2p_listen,
+                p2p_external,
+                grpc_listen,
+                metrics_listen,
+                bootstrap,
+            };
+            match crate::testnet::init(&options) {
+                Ok(entry) => {
+                    println!("home: {}", options.home.display());
+                    println!("genesis entry: {}", entry.display());
+                    println!("next: collect every validator.json, then `weft genesis --chain-id {} --out genesis.json ...` and copy genesis.json into each home", options.chain_id);
+                    ExitCode::SUCCESS
+                }
+                Err(error) => fail(error),
+            }
+        }
+        Command::Genesis {
+            chain_id,
+            out,
+            validators,
+        } => match crate::testnet::assemble_genesis(&chain_id, &validators, &out) {
+            Ok(count) => {
+                println!("genesis: {count} validators written to {}", out.display());
+                ExitCode::SUCCESS
+            }
+            Err(error) => fail(error),
+        },
+        Command::ResetState { home, yes } => {
+            if !yes {
+                return fail(format!(
+                    "reset-state deletes the finalized log under {}; add --yes to confirm",
+                    home.display()
+                ));
+            }
+            match crate::reset::reset_state(&home) {
+                Ok(summary) => {
+                    println!("{summary}");
+                    ExitCode::SUCCESS
+                }
+                Err(error) => fail(error),
+            }
+        }
+        Command::Bench {
+            targets,
+            rate,
+            duration,
+            tx_size,
+            drain,
+        } => {
+            let options = crate::bench::BenchOptions {
+                targets,
+                rate,
+                duration,
+                tx_size,
+                drain,
+            };
+            let ran = runtime().and_then(|rt| {
+                rt.block_on(crate::bench::run(&options, |line| eprintln!("{line}")))
+                    .map_err(|e| e.to_string())
+            });
+            match ran {
+                Ok(report) => {
+                    for line in report.lines() {
+                        println!("{line}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(error) => fail(error),
+            }
+        }
         Command::Run { home } => {
             runtime().map_or_else(fail, |rt| match rt.block_on(crate::node::run(&home)) {
                 Ok(()) => ExitCode::SUCCESS,

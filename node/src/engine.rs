@@ -49,6 +49,8 @@ pub struct Status {
     pub stable_checkpoint: u64,
     /// Transactions waiting in the mempool.
     pub mempool: usize,
+    /// Still syncing the finalized log from peers (the engine has not started).
+    pub syncing: bool,
 }
 
 enum Command {
@@ -79,6 +81,42 @@ impl std::fmt::Debug for Command {
             Command::Pending { id, .. } => write!(f, "Pending({id:?})"),
         }
     }
+}
+
+/// The engine's ends of the channels an [`EngineHandle`] talks through. Made before the
+/// engine so the API can serve (and say "syncing") while state sync runs.
+#[derive(Debug)]
+pub struct EngineInbox {
+    commands: mpsc::Receiver<Command>,
+    status: watch::Sender<Status>,
+    finalized: broadcast::Sender<Arc<FinalizedEntry>>,
+}
+
+/// Queued API commands (submits, lookups) before the API waits.
+const COMMAND_QUEUE: usize = 1024;
+/// Finalized entries buffered for subscribers; a slower one is told to resume.
+const FINALIZED_BUFFER: usize = 4096;
+
+/// The API's handle and the engine's inbox, connected; the status says `syncing`.
+pub fn channels() -> (EngineHandle, EngineInbox) {
+    let (commands_tx, commands) = mpsc::channel(COMMAND_QUEUE);
+    let (status, status_rx) = watch::channel(Status {
+        syncing: true,
+        ..Status::default()
+    });
+    let (finalized, _) = broadcast::channel(FINALIZED_BUFFER);
+    (
+        EngineHandle {
+            commands: commands_tx,
+            status: status_rx,
+            finalized: finalized.clone(),
+        },
+        EngineInbox {
+            commands,
+            status,
+            finalized,
+        },
+    )
 }
 
 impl EngineHandle {
@@ -141,8 +179,11 @@ pub struct Engine {
     mempool_cap: usize,
     verified_tx: mpsc::Sender<Verified>,
     verified: Option<mpsc::Receiver<Verified>>,
+    inbox: Option<mpsc::Receiver<Command>>,
     status: watch::Sender<Status>,
     finalized: broadcast::Sender<Arc<FinalizedEntry>>,
+    /// The highest view seen, for the view-change counter.
+    last_view: u64,
 }
 
 impl std::fmt::Debug for Engine {
@@ -157,24 +198,21 @@ impl std::fmt::Debug for Engine {
 const ACCEPTED_AT_CAP: usize = 1_000_000;
 
 impl Engine {
-    /// An engine around a recovered replica.
+    /// An engine around a recovered replica, answering through `inbox`.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         replica: Replica,
+        inbox: EngineInbox,
         store: Arc<dyn Store>,
         network: Network,
         committee: Committee,
         limits: Limits,
         metrics: NodeMetrics,
         mempool_cap: usize,
-    ) -> (
-        Engine,
-        watch::Receiver<Status>,
-        broadcast::Sender<Arc<FinalizedEntry>>,
-    ) {
-        let (status, status_rx) = watch::channel(Status::default());
-        let (finalized, _) = broadcast::channel(4096);
+    ) -> Engine {
         let (verified_tx, verified) = mpsc::channel::<Verified>(4096);
-        let engine = Engine {
+        let last_view = replica.view().0;
+        Engine {
             replica,
             store,
             network,
@@ -186,27 +224,18 @@ impl Engine {
             mempool_cap,
             verified_tx,
             verified: Some(verified),
-            status,
-            finalized: finalized.clone(),
-        };
-        (engine, status_rx, finalized)
+            inbox: Some(inbox.commands),
+            status: inbox.status,
+            finalized: inbox.finalized,
+            last_view,
+        }
     }
 
-    /// Runs until `shutdown` fires or the network stops. Returns the API's handle at
-    /// once through `handle`.
-    pub async fn run(
-        mut self,
-        mut shutdown: watch::Receiver<bool>,
-        handle: oneshot::Sender<EngineHandle>,
-        status: watch::Receiver<Status>,
-    ) {
-        let (commands_tx, mut commands) = mpsc::channel::<Command>(1024);
-        // The API gets its handle; if nobody listens, the engine still runs.
-        let _ = handle.send(EngineHandle {
-            commands: commands_tx,
-            status,
-            finalized: self.finalized.clone(),
-        });
+    /// Runs until `shutdown` fires or the network stops.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let Some(mut commands) = self.inbox.take() else {
+            return;
+        };
         let Some(mut verified) = self.verified.take() else {
             return;
         };
@@ -301,60 +330,29 @@ impl Engine {
     fn answer(&self, request: Request, reply: weft_network::Responder) {
         match request {
             Request::Vertices { hashes } => {
-                let digests: Vec<weft_crypto::Digest> = hashes
+                // Memory first (recent vertices), then the store; in request order.
+                let found = hashes
                     .iter()
                     .filter_map(|h| weft_crypto::Digest::from_slice(h).ok())
-                    .collect();
-                let mut found: Vec<Vec<u8>> = self
-                    .replica
-                    .vertices(&digests)
-                    .iter()
-                    .map(SignedVertex::to_wire)
-                    .collect();
-                if found.len() < digests.len() {
-                    found.clear();
-                    for digest in &digests {
-                        let vertex = self
-                            .replica
-                            .vertices(std::slice::from_ref(digest))
+                    .filter_map(|digest| {
+                        self.replica
+                            .vertices(std::slice::from_ref(&digest))
                             .into_iter()
                             .next()
-                            .or_else(|| self.store.vertex(digest).ok().flatten());
-                        if let Some(vertex) = vertex {
-                            found.push(vertex.to_wire());
-                        }
-                    }
-                }
+                            .or_else(|| self.store.vertex(&digest).ok().flatten())
+                    })
+                    .map(|vertex| vertex.to_wire())
+                    .collect();
                 reply.reply(Response::Vertices(found));
             }
             Request::Sync {
                 from_sequence,
                 max_entries,
-            } => {
-                let entries = self
-                    .store
-                    .finalized_range(weft_dag::Sequence(from_sequence), max_entries as usize)
-                    .unwrap_or_default();
-                let mut answer = Vec::new();
-                for entry in entries {
-                    let vertices = entry
-                        .vertices
-                        .iter()
-                        .filter_map(|h| self.store.vertex(h).ok().flatten())
-                        .map(|v| v.to_wire())
-                        .collect();
-                    let Ok(encoded) =
-                        bincode::serde::encode_to_vec(&entry, bincode::config::standard())
-                    else {
-                        break;
-                    };
-                    answer.push(weft_network::SyncEntry {
-                        entry: encoded,
-                        vertices,
-                    });
-                }
-                reply.reply(Response::Entries(answer));
-            }
+            } => reply.reply(crate::sync::answer_sync(
+                self.store.as_ref(),
+                from_sequence,
+                max_entries,
+            )),
         }
     }
 
@@ -412,6 +410,15 @@ impl Engine {
             }
         }
         let view = self.replica.view();
+        if view.0 > self.last_view {
+            self.metrics.view_changes.inc_by(view.0 - self.last_view);
+            tracing::info!(
+                view = view.0,
+                primary = self.replica.primary(view).0,
+                "view change"
+            );
+            self.last_view = view.0;
+        }
         self.metrics
             .view
             .set(i64::try_from(view.0).unwrap_or(i64::MAX));
@@ -428,6 +435,7 @@ impl Engine {
             last_finalized: self.replica.last_executed().0,
             stable_checkpoint: stable,
             mempool: self.replica.mempool_len(),
+            syncing: false,
         };
         self.status.send_replace(status);
     }
@@ -470,12 +478,11 @@ impl Engine {
             }
         }
         let now_ms = now_ms();
-        for hash in &entry.vertices {
-            if let Ok(Some(vertex)) = self.store.vertex(hash) {
-                let created = vertex.vertex().created_at.0;
-                let seconds = now_ms.saturating_sub(created) as f64 / 1000.0;
-                self.metrics.vertex_finality.observe(seconds);
-            }
+        // The vertices were just ordered, so the replica still holds them.
+        for vertex in self.replica.vertices(&entry.vertices) {
+            let created = vertex.vertex().created_at.0;
+            let seconds = now_ms.saturating_sub(created) as f64 / 1000.0;
+            self.metrics.vertex_finality.observe(seconds);
         }
         self.metrics
             .finalized_sequence

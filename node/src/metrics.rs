@@ -40,6 +40,14 @@ pub struct NodeMetrics {
     pub invalid_messages: IntCounterVec,
     /// `weft_submitted_transactions_total{outcome}`.
     pub submitted: IntCounterVec,
+    /// `weft_view_changes_total`.
+    pub view_changes: IntCounter,
+    /// `weft_syncing`.
+    pub syncing: IntGauge,
+    /// `weft_sync_entries_total`.
+    pub sync_entries: IntCounter,
+    /// `weft_sync_rejected_batches_total`.
+    pub sync_rejected: IntCounter,
 }
 
 impl NodeMetrics {
@@ -103,6 +111,22 @@ impl NodeMetrics {
                 ),
                 &["outcome"],
             )?,
+            view_changes: IntCounter::new(
+                "weft_view_changes_total",
+                "Views this validator moved to after view 0.",
+            )?,
+            syncing: IntGauge::new(
+                "weft_syncing",
+                "1 while the validator syncs the finalized log from peers, else 0.",
+            )?,
+            sync_entries: IntCounter::new(
+                "weft_sync_entries_total",
+                "Finalized entries taken from peers by state sync (checked and confirmed).",
+            )?,
+            sync_rejected: IntCounter::new(
+                "weft_sync_rejected_batches_total",
+                "Sync answers that failed a check (decoding, digest chain, signatures).",
+            )?,
         };
         registry.register(Box::new(metrics.transaction_finality.clone()))?;
         registry.register(Box::new(metrics.vertex_finality.clone()))?;
@@ -116,6 +140,10 @@ impl NodeMetrics {
         registry.register(Box::new(metrics.equivocations.clone()))?;
         registry.register(Box::new(metrics.invalid_messages.clone()))?;
         registry.register(Box::new(metrics.submitted.clone()))?;
+        registry.register(Box::new(metrics.view_changes.clone()))?;
+        registry.register(Box::new(metrics.syncing.clone()))?;
+        registry.register(Box::new(metrics.sync_entries.clone()))?;
+        registry.register(Box::new(metrics.sync_rejected.clone()))?;
         Ok(metrics)
     }
 }

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 use weft_consensus::replica::{Replica, ReplicaConfig};
 use weft_consensus::Signer;
 use weft_dag::store::RocksStore;
@@ -86,15 +86,6 @@ pub async fn run(home: &Path) -> Result<(), NodeError> {
         RocksStore::open(&data_dir, limits)
             .map_err(|e| NodeError::Other(format!("opening {}: {e}", data_dir.display())))?,
     );
-    let mut replica_config = ReplicaConfig::new(ValidatorIndex(index), committee.clone());
-    replica_config.max_mempool_transactions = config.mempool.max_transactions;
-    let replica = Replica::recover(
-        replica_config,
-        Signer::ml_dsa_87(keys.secret),
-        store.as_ref(),
-    )
-    .map_err(|e| NodeError::Other(format!("recovering from {}: {e}", data_dir.display())))?;
-
     let registry = prometheus::Registry::new();
     let metrics = NodeMetrics::new(&registry).map_err(|e| other("metrics")(e.to_string()))?;
     let listen: Address = config
@@ -124,21 +115,7 @@ pub async fn run(home: &Path) -> Result<(), NodeError> {
     .map_err(|e| other("network")(e.to_string()))?;
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let (engine, status, _) = Engine::new(
-        replica,
-        store.clone(),
-        network.clone(),
-        committee.clone(),
-        limits,
-        metrics.clone(),
-        config.mempool.max_transactions,
-    );
-    let (handle_tx, handle_rx) = oneshot::channel();
-    let engine_task = tokio::spawn(engine.run(shutdown_rx.clone(), handle_tx, status));
-    let engine_handle = handle_rx
-        .await
-        .map_err(|_| NodeError::Other("the engine did not start".into()))?;
-
+    let (engine_handle, engine_inbox) = crate::engine::channels();
     let service = LedgerService {
         index,
         engine: engine_handle,
@@ -149,8 +126,12 @@ pub async fn run(home: &Path) -> Result<(), NodeError> {
         metrics: metrics.clone(),
     };
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    // Not serving until the finalized log is synced and the engine runs.
     health_reporter
-        .set_serving::<LedgerServer<LedgerService>>()
+        .set_not_serving::<LedgerServer<LedgerService>>()
+        .await;
+    health_reporter
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
         .await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(weft_proto::FILE_DESCRIPTOR_SET)
@@ -200,10 +181,63 @@ pub async fn run(home: &Path) -> Result<(), NodeError> {
         },
     ));
 
-    termination().await;
+    // State sync, then the replica recovered from the synced store, then the engine.
+    let synced = tokio::select! {
+        outcome = async {
+            metrics.syncing.set(1);
+            let outcome = tokio::select! {
+                outcome = crate::sync::catch_up(index, &network, &store, &committee, &limits, &metrics) => outcome,
+                never = crate::sync::serve_while_syncing(&network, &store) => match never {},
+            };
+            metrics.syncing.set(0);
+            outcome
+        } => Some(outcome),
+        () = termination() => None,
+    };
+    let mut engine_task = None;
+    if let Some(outcome) = synced {
+        tracing::info!(from = outcome.from, to = outcome.to, "state sync done");
+        let mut replica_config = ReplicaConfig::new(ValidatorIndex(index), committee.clone());
+        replica_config.max_mempool_transactions = config.mempool.max_transactions;
+        let replica = Replica::recover(
+            replica_config,
+            Signer::ml_dsa_87(keys.secret),
+            store.as_ref(),
+        )
+        .map_err(|e| NodeError::Other(format!("recovering from {}: {e}", data_dir.display())));
+        let replica = match replica {
+            Ok(replica) => replica,
+            Err(error) => {
+                let _ = shutdown_tx.send(true);
+                network.shutdown().await;
+                return Err(error);
+            }
+        };
+        let engine = Engine::new(
+            replica,
+            engine_inbox,
+            store.clone(),
+            network.clone(),
+            committee.clone(),
+            limits,
+            metrics.clone(),
+            config.mempool.max_transactions,
+        );
+        engine_task = Some(tokio::spawn(engine.run(shutdown_rx.clone())));
+        health_reporter
+            .set_serving::<LedgerServer<LedgerService>>()
+            .await;
+        health_reporter
+            .set_service_status("", tonic_health::ServingStatus::Serving)
+            .await;
+        tracing::info!("serving");
+        termination().await;
+    }
     tracing::info!("shutting down");
     let _ = shutdown_tx.send(true);
-    let _ = engine_task.await;
+    if let Some(task) = engine_task {
+        let _ = task.await;
+    }
     network.shutdown().await;
     if let Ok(Err(error)) = grpc.await {
         tracing::warn!(%error, "gRPC server stopped with an error");

@@ -174,3 +174,134 @@ pub fn generate_keys(home: &Path) -> Result<(weft_crypto::PublicKey, String), Co
     write_p2p_key(&home.p2p_key_path(), &p2p)?;
     Ok((keys.public, p2p.public().to_peer_id().to_string()))
 }
+
+/// What `weft init` writes.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    /// The new home folder.
+    pub home: PathBuf,
+    /// This validator's index.
+    pub index: u16,
+    /// The chain id.
+    pub chain_id: String,
+    /// QUIC listen multiaddr.
+    pub p2p_listen: String,
+    /// The multiaddr others dial (without `/p2p/`).
+    pub p2p_external: String,
+    /// gRPC listen address.
+    pub grpc_listen: std::net::SocketAddr,
+    /// Metrics listen address.
+    pub metrics_listen: std::net::SocketAddr,
+    /// Other validators' full addresses.
+    pub bootstrap: Vec<String>,
+}
+
+/// The file `weft init` writes next to config.toml: this validator's genesis entry.
+pub const GENESIS_ENTRY_FILE: &str = "validator.json";
+
+/// `weft init`: keys, config.toml and the genesis entry for one validator of a set that
+/// is assembled elsewhere (`weft genesis`). Refuses to overwrite anything. Returns the
+/// path of the genesis entry.
+pub fn init(options: &InitOptions) -> Result<PathBuf, ConfigError> {
+    let home = Home::new(&options.home);
+    let invalid = |reason: String| ConfigError::Invalid {
+        path: options.home.clone(),
+        reason,
+    };
+    if options.p2p_external.contains("/p2p/") {
+        return Err(invalid(
+            "--p2p-external must not end in /p2p/<peer id>: init appends this node's".into(),
+        ));
+    }
+    weft_dag::ChainId::new(&options.chain_id).map_err(|e| invalid(e.to_string()))?;
+    for path in [home.config_path(), home.genesis_path()] {
+        if path.exists() {
+            return Err(ConfigError::Invalid {
+                path,
+                reason: "already exists; init never overwrites a home folder".into(),
+            });
+        }
+    }
+    let keys = weft_crypto::Keypair::generate();
+    let p2p = Libp2pKeypair::generate_ed25519();
+    let peer_id = p2p.public().to_peer_id();
+    let binding = sign_binding(
+        &keys.secret,
+        options.chain_id.as_bytes(),
+        options.index,
+        &peer_id,
+    );
+    let entry = GenesisValidator {
+        index: options.index,
+        public_key: keys.public.to_hex(),
+        peer_id: peer_id.to_string(),
+        peer_binding: hex::encode(binding.as_bytes()),
+        p2p_address: format!("{}/p2p/{peer_id}", options.p2p_external),
+    };
+    let config = NodeConfig {
+        index: options.index,
+        data_dir: PathBuf::from("data"),
+        p2p: P2pConfig {
+            listen: options.p2p_listen.clone(),
+            bootstrap: options.bootstrap.clone(),
+        },
+        grpc: ListenConfig {
+            listen: options.grpc_listen,
+        },
+        metrics: ListenConfig {
+            listen: options.metrics_listen,
+        },
+        mempool: MempoolConfig::default(),
+    };
+    let toml = toml::to_string_pretty(&config).map_err(|e| invalid(e.to_string()))?;
+    // Keys first: they refuse to overwrite, so a half-initialized home is never reused.
+    write_validator_key(&home, &keys)?;
+    write_p2p_key(&home.p2p_key_path(), &p2p)?;
+    write_public(&home.config_path(), &config_header(options.index, &toml))?;
+    let entry_path = home.root.join(GENESIS_ENTRY_FILE);
+    let json = serde_json::to_string_pretty(&entry).map_err(|e| invalid(e.to_string()))?;
+    write_public(&entry_path, &json)?;
+    Ok(entry_path)
+}
+
+/// `weft genesis`: reads the validators' entries, checks the set as `weft run` will
+/// (bindings, indexes 0..n, n >= 4) and writes genesis.json. Returns the set's size.
+pub fn assemble_genesis(
+    chain_id: &str,
+    entries: &[PathBuf],
+    out: &Path,
+) -> Result<usize, ConfigError> {
+    let mut validators = Vec::new();
+    for path in entries {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let entry: GenesisValidator =
+            serde_json::from_str(&text).map_err(|e| ConfigError::Invalid {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+        validators.push(entry);
+    }
+    validators.sort_by_key(|v| v.index);
+    let genesis = Genesis {
+        chain_id: chain_id.to_owned(),
+        epoch: 0,
+        validators,
+    };
+    let count = genesis.validators.len();
+    genesis
+        .clone()
+        .check()
+        .map_err(|reason| ConfigError::Invalid {
+            path: out.to_path_buf(),
+            reason,
+        })?;
+    let json = serde_json::to_string_pretty(&genesis).map_err(|e| ConfigError::Invalid {
+        path: out.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    write_public(out, &json)?;
+    Ok(count)
+}

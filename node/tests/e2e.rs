@@ -34,6 +34,22 @@ impl Validators {
         }
     }
 
+    /// SIGKILL one validator: no flush, no goodbye.
+    fn kill(&mut self, index: usize) {
+        if let Some(mut child) = self.children[index].take() {
+            child.kill().expect("SIGKILL");
+            child.wait().expect("reap");
+        }
+    }
+
+    fn restart(&mut self, index: usize, home: &Path) {
+        assert!(
+            self.children[index].is_none(),
+            "validator {index} still runs"
+        );
+        self.children[index] = Some(spawn(home));
+    }
+
     /// SIGTERM every validator and expect a clean exit.
     fn stop_cleanly(&mut self) {
         for child in self.children.iter_mut().flatten() {
@@ -125,6 +141,114 @@ async fn connect(endpoint: &str) -> LedgerClient<tonic::transport::Channel> {
     }
 }
 
+async fn wait_connected(clients: &mut [LedgerClient<tonic::transport::Channel>]) {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let mut all = true;
+        for client in clients.iter_mut() {
+            all &= status(client).await.connected_validators == 3;
+        }
+        if all {
+            return;
+        }
+        assert!(Instant::now() < deadline, "validators never all connected");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until `condition` holds on validator `client`'s status, or fails with `what`.
+async fn wait_status(
+    client: &mut LedgerClient<tonic::transport::Channel>,
+    what: &str,
+    condition: impl Fn(&v1::GetNodeStatusResponse) -> bool,
+) -> v1::GetNodeStatusResponse {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        if let Ok(answer) = client.get_node_status(v1::GetNodeStatusRequest {}).await {
+            let answer = answer.into_inner();
+            if condition(&answer) {
+                return answer;
+            }
+        }
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Streams `payloads` through one `SubmitTransactions` call; the ids answered OK.
+async fn submit_stream(
+    client: &mut LedgerClient<tonic::transport::Channel>,
+    payloads: Vec<Vec<u8>>,
+) -> Vec<Vec<u8>> {
+    let count = payloads.len();
+    let requests = tokio_stream::iter(
+        payloads
+            .into_iter()
+            .map(|payload| v1::SubmitTransactionRequest { payload }),
+    );
+    let mut answers = client
+        .submit_transactions(requests)
+        .await
+        .expect("stream accepted")
+        .into_inner();
+    let mut accepted = Vec::new();
+    let mut answered = 0;
+    while let Some(answer) = answers.message().await.expect("answer") {
+        answered += 1;
+        if answer.code == Code::Ok as i32 {
+            accepted.push(answer.tx_id);
+        } else {
+            assert_eq!(
+                answer.code,
+                Code::ResourceExhausted as i32,
+                "unexpected refusal: {}",
+                answer.message
+            );
+        }
+    }
+    assert_eq!(answered, count, "one answer per submission");
+    accepted
+}
+
+/// The whole finalized log up to `tip`: (sequence, anchor, vertices, digest) and the
+/// transaction ids in final order.
+async fn full_log(
+    client: &mut LedgerClient<tonic::transport::Channel>,
+    tip: u64,
+) -> (Vec<(u64, Vec<u8>, Vec<Vec<u8>>, Vec<u8>)>, Vec<Vec<u8>>) {
+    let mut log = Vec::new();
+    let mut ids = Vec::new();
+    let mut from = 1;
+    while from <= tip {
+        let entries = client
+            .list_finalized(v1::ListFinalizedRequest {
+                from_sequence: from,
+                limit: 0,
+                include_transaction_ids: true,
+            })
+            .await
+            .expect("list")
+            .into_inner()
+            .entries;
+        assert!(!entries.is_empty());
+        for entry in entries {
+            if entry.sequence > tip {
+                break;
+            }
+            assert_eq!(entry.sequence, from, "no gap in the log");
+            from = entry.sequence + 1;
+            ids.extend(entry.transaction_ids);
+            log.push((
+                entry.sequence,
+                entry.anchor,
+                entry.vertex_hashes,
+                entry.state_digest,
+            ));
+        }
+    }
+    (log, ids)
+}
+
 async fn status(client: &mut LedgerClient<tonic::transport::Channel>) -> v1::GetNodeStatusResponse {
     client
         .get_node_status(v1::GetNodeStatusRequest {})
@@ -142,18 +266,8 @@ async fn four_validators_finalize_a_thousand_transactions_identically() {
     for endpoint in &endpoints {
         clients.push(connect(endpoint).await);
     }
+    wait_connected(&mut clients).await;
     let deadline = Instant::now() + TIMEOUT;
-    loop {
-        let mut all = true;
-        for client in &mut clients {
-            all &= status(client).await.connected_validators == 3;
-        }
-        if all {
-            break;
-        }
-        assert!(Instant::now() < deadline, "validators never all connected");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 
     let mut ids = Vec::new();
     for i in 0..1_000u32 {
@@ -206,6 +320,7 @@ async fn four_validators_finalize_a_thousand_transactions_identically() {
                 .list_finalized(v1::ListFinalizedRequest {
                     from_sequence: from,
                     limit: 0,
+                    include_transaction_ids: false,
                 })
                 .await
                 .expect("list")
@@ -292,6 +407,7 @@ async fn four_validators_finalize_a_thousand_transactions_identically() {
         .list_finalized(v1::ListFinalizedRequest {
             from_sequence: u64::MAX,
             limit: 1,
+            include_transaction_ids: false,
         })
         .await
         .expect_err("past the tip");
@@ -340,4 +456,213 @@ fn run_refuses_to_start_without_keys() {
         !homes[0].join("keys").join("validator.key").exists(),
         "never generated silently"
     );
+}
+
+/// Streams batches of transactions to `clients` in turn until `stop`; the ids accepted.
+fn spawn_load(
+    mut clients: Vec<LedgerClient<tonic::transport::Channel>>,
+    tag: &'static str,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<Vec<Vec<u8>>> {
+    tokio::spawn(async move {
+        let mut accepted = Vec::new();
+        let mut next = 0u64;
+        // Bounded: at most 200 batches of 50 (about 10,000 transactions).
+        for round in 0..200usize {
+            if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                break;
+            }
+            let payloads = (0..50)
+                .map(|_| {
+                    next += 1;
+                    format!("{tag} {next}").into_bytes()
+                })
+                .collect();
+            let target = round % clients.len();
+            accepted.extend(submit_stream(&mut clients[target], payloads).await);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        accepted
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_validator_catches_up_and_every_acknowledged_transaction_is_final_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (homes, endpoints) = testnet(dir.path(), 4);
+    let mut validators = Validators::start(&homes);
+    let mut clients = Vec::new();
+    for endpoint in &endpoints {
+        clients.push(connect(endpoint).await);
+    }
+    wait_connected(&mut clients).await;
+    // The victim is not view 0's primary, so this test is about catching up, not
+    // about view changes (the next test).
+    let victim: usize = 3;
+    assert_ne!(status(&mut clients[0]).await.primary_index, 3);
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = spawn_load(clients[..3].to_vec(), "crash load", stop.clone());
+    wait_status(
+        &mut clients[victim],
+        "the victim finalizes under load",
+        |s| s.last_finalized_sequence >= 5,
+    )
+    .await;
+    validators.kill(victim);
+    let at_kill = status(&mut clients[0]).await.last_finalized_sequence;
+    // The others keep finalizing without it.
+    for client in &mut clients[..3] {
+        wait_status(client, "the survivors finalize without the victim", |s| {
+            s.last_finalized_sequence >= at_kill + 10
+        })
+        .await;
+    }
+    validators.restart(victim, &homes[victim]);
+    clients[victim] = connect(&endpoints[victim]).await;
+    // Keep the load on while it catches up, then stop it.
+    let behind = status(&mut clients[0]).await.last_finalized_sequence;
+    wait_status(
+        &mut clients[victim],
+        "the restarted victim catches up",
+        |s| s.last_finalized_sequence >= behind,
+    )
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let accepted = load.await.expect("load task");
+    assert!(accepted.len() >= 500, "only {} accepted", accepted.len());
+
+    // Every acknowledged transaction final, on every validator, exactly once.
+    let mut tip = 0;
+    for client in &mut clients[..3] {
+        tip = tip.max(status(client).await.last_finalized_sequence);
+    }
+    let mut logs = Vec::new();
+    for (index, client) in clients.iter_mut().enumerate() {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let own_tip = status(client).await.last_finalized_sequence;
+            let (log, ids) = full_log(client, own_tip).await;
+            let finalized: std::collections::HashMap<&Vec<u8>, usize> =
+                ids.iter().fold(Default::default(), |mut counts, id| {
+                    *counts.entry(id).or_default() += 1;
+                    counts
+                });
+            if let Some((id, count)) = finalized.iter().find(|(_, count)| **count > 1) {
+                panic!("validator {index} finalized {} {count} times", hex(id));
+            }
+            let missing = accepted
+                .iter()
+                .filter(|id| !finalized.contains_key(id))
+                .count();
+            if missing == 0 && log.len() as u64 >= tip {
+                logs.push(log[..usize::try_from(tip).expect("tip")].to_vec());
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "validator {index}: {missing} acknowledged transactions never finalized"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    for (index, log) in logs.iter().enumerate().skip(1) {
+        assert_eq!(log, &logs[0], "validator {index}'s log differs");
+    }
+    validators.stop_cleanly();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_the_primary_changes_the_view_and_finalization_resumes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (homes, endpoints) = testnet(dir.path(), 4);
+    let mut validators = Validators::start(&homes);
+    let mut clients = Vec::new();
+    for endpoint in &endpoints {
+        clients.push(connect(endpoint).await);
+    }
+    wait_connected(&mut clients).await;
+    let before = status(&mut clients[1]).await;
+    let primary = usize::try_from(before.primary_index).expect("index");
+    validators.kill(primary);
+    let survivors: Vec<usize> = (0..4).filter(|i| *i != primary).collect();
+
+    let payloads: Vec<Vec<u8>> = (0..100)
+        .map(|i| format!("after the primary stopped {i}").into_bytes())
+        .collect();
+    let accepted = submit_stream(&mut clients[survivors[0]], payloads).await;
+    assert_eq!(accepted.len(), 100);
+    for &index in &survivors {
+        let after = wait_status(&mut clients[index], "a view change", |s| {
+            s.view > before.view && s.primary_index != before.primary_index
+        })
+        .await;
+        assert_ne!(after.primary_index, before.primary_index);
+    }
+    for &index in &survivors {
+        for id in &accepted {
+            let deadline = Instant::now() + TIMEOUT;
+            loop {
+                let answer = clients[index]
+                    .get_transaction(v1::GetTransactionRequest { tx_id: id.clone() })
+                    .await;
+                if matches!(&answer, Ok(a) if a.get_ref().status == v1::TransactionStatus::Finalized as i32)
+                {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "validator {index} never finalized {} after the view change",
+                    hex(id)
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    // The subscription replays the log and then follows it live.
+    let mut subscription = clients[survivors[1]]
+        .subscribe_finalized(v1::SubscribeFinalizedRequest {
+            from_sequence: 1,
+            include_transaction_ids: true,
+        })
+        .await
+        .expect("subscribe")
+        .into_inner();
+    let tip = status(&mut clients[survivors[1]])
+        .await
+        .last_finalized_sequence;
+    let mut seen = std::collections::HashSet::new();
+    let mut expected = 1;
+    while expected <= tip {
+        let entry = tokio::time::timeout(TIMEOUT, subscription.message())
+            .await
+            .expect("an entry in time")
+            .expect("stream healthy")
+            .expect("stream open");
+        assert_eq!(entry.sequence, expected, "entries in order, no gap");
+        expected += 1;
+        seen.extend(entry.transaction_ids);
+    }
+    assert!(accepted.iter().all(|id| seen.contains(id)));
+    let live = submit_stream(
+        &mut clients[survivors[2]],
+        vec![b"seen live by a subscriber".to_vec()],
+    )
+    .await;
+    let deadline = Instant::now() + TIMEOUT;
+    while !seen.contains(&live[0]) {
+        let entry = tokio::time::timeout_at(deadline.into(), subscription.message())
+            .await
+            .expect("the live transaction in time")
+            .expect("stream healthy")
+            .expect("stream open");
+        assert_eq!(entry.sequence, expected, "live entries in order");
+        expected += 1;
+        seen.extend(entry.transaction_ids);
+    }
+    validators.stop_cleanly();
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

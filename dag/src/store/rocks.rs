@@ -95,6 +95,43 @@ impl RocksStore {
     fn get(&self, family: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         self.db.get_cf(self.family(family)?, key).map_err(backend)
     }
+
+    /// `weft reset-state`: deletes the finalized log, the transaction index, the log head
+    /// and every vertex except `keep`, and leaves the `replica` family (what consensus
+    /// signed) untouched. One synced `WriteBatch`, so a crash leaves either the old
+    /// database or the reset one, never a reset without its signing record.
+    pub fn reset_keeping(&self, keep: &[Digest]) -> Result<(), StoreError> {
+        let mut head = self.lock_head();
+        let mut write = WriteBatch::default();
+        // Past every key: keys are 32-byte hashes or 8-byte sequences.
+        let end = [0xffu8; 33];
+        for family in [FINALIZED, TRANSACTIONS, META] {
+            write.delete_range_cf(self.family(family)?, [0u8].as_slice(), end.as_slice());
+        }
+        let vertices = self.family(VERTICES)?;
+        let mut kept: Vec<&Digest> = keep.iter().collect();
+        kept.sort();
+        kept.dedup();
+        // Delete the ranges between the kept keys: [start, k) for each k, then (k, end).
+        let mut start: Vec<u8> = Vec::new();
+        for hash in kept {
+            write.delete_range_cf(vertices, start.as_slice(), hash.as_bytes().as_slice());
+            start = hash.as_bytes().to_vec();
+            // The immediate successor of `hash` in byte order.
+            start.push(0);
+        }
+        write.delete_range_cf(vertices, start.as_slice(), end.as_slice());
+        let mut options = WriteOptions::default();
+        options.set_sync(true);
+        self.db.write_opt(write, &options).map_err(backend)?;
+        *head = None;
+        drop(head);
+        for family in [VERTICES, FINALIZED, TRANSACTIONS, META] {
+            self.db
+                .compact_range_cf(self.family(family)?, None::<&[u8]>, None::<&[u8]>);
+        }
+        Ok(())
+    }
 }
 
 fn backend(error: rocksdb::Error) -> StoreError {
@@ -231,5 +268,46 @@ mod tests {
         }
         let store = RocksStore::open(dir.path(), Limits::default()).expect("reopen");
         fixture.check_filled(&store, 3);
+    }
+
+    #[test]
+    fn reset_keeps_the_signing_record_and_the_named_vertices_only() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let fixture = crate::store::suite::Fixture::new();
+        let all: Vec<Digest> = fixture.entries[..3]
+            .iter()
+            .flat_map(|e| e.vertices.iter().copied())
+            .collect();
+        assert!(all.len() >= 3, "the fixture finalizes several vertices");
+        let keep = all[all.len() / 2];
+        {
+            let store = RocksStore::open(dir.path(), Limits::default()).expect("open");
+            fixture.fill(&store, 3);
+            store.reset_keeping(&[keep]).expect("reset");
+            assert_eq!(store.log_head().expect("head"), None);
+        }
+        let store = RocksStore::open(dir.path(), Limits::default()).expect("reopen");
+        assert_eq!(store.log_head().expect("head"), None);
+        assert!(store
+            .finalized_range(Sequence(0), 100)
+            .expect("range")
+            .is_empty());
+        for entry in &fixture.entries[..3] {
+            for transaction in &entry.transactions {
+                assert_eq!(store.transaction(&transaction.id).expect("read"), None);
+            }
+        }
+        for hash in &all {
+            let stored = store.vertex(hash).expect("read").is_some();
+            assert_eq!(stored, *hash == keep, "vertex {hash:?}");
+        }
+        assert_eq!(
+            store.replica_state(b"last").expect("read"),
+            Some(3u64.to_le_bytes().to_vec()),
+            "the signing record survives"
+        );
+        // The reset log starts again at sequence 1.
+        fixture.fill(&store, 1);
+        fixture.check_filled(&store, 1);
     }
 }

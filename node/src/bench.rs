@@ -1,0 +1,456 @@
+//! `weft bench`: an open-loop load generator against running validators.
+//!
+//! Transactions leave at a fixed arrival rate whatever the validators do (a closed loop
+//! would slow down with them and hide queueing). They are spread round-robin over the
+//! targets, each through one `SubmitTransactions` stream, and finality is followed with
+//! `SubscribeFinalized` (transaction ids included) on one target at a time, resuming from
+//! the last sequence seen on the next target if a stream breaks.
+//!
+//! Latency is measured on the client: from the moment a transaction was handed to its
+//! stream to the moment an entry that finalizes it arrives. A transaction a validator
+//! answered with an error is *rejected*; one accepted but not final when the drain time
+//! runs out is *lost*; one the client could not even hand over because its own send
+//! queue was full is counted as *unsent* (the client, not the node, fell behind).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
+use weft_proto::v1;
+use weft_proto::v1::ledger_client::LedgerClient;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// gRPC addresses (`host:port` or `http://host:port`).
+    pub targets: Vec<String>,
+    /// Transactions per second offered.
+    pub rate: u64,
+    /// How long to offer them.
+    pub duration: Duration,
+    /// Payload bytes per transaction (at least 16).
+    pub tx_size: usize,
+    /// How long to wait for the last transactions after the offered load ends.
+    pub drain: Duration,
+}
+
+/// The outcome.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BenchReport {
+    /// Handed to a validator's stream.
+    pub submitted: u64,
+    /// Answered OK.
+    pub accepted: u64,
+    /// Answered with an error, by gRPC code name.
+    pub rejected: Vec<(String, u64)>,
+    /// Not handed over: the client's own queue to the stream was full.
+    pub unsent: u64,
+    /// Seen finalized.
+    pub finalized: u64,
+    /// Accepted but not seen finalized before the drain ended.
+    pub lost: u64,
+    /// Finalized transactions per second, from the first submission to the last finality.
+    pub tps: f64,
+    /// Latency percentiles and maximum, in milliseconds.
+    pub p50_ms: f64,
+    /// 95th percentile.
+    pub p95_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// Maximum.
+    pub max_ms: f64,
+}
+
+impl BenchReport {
+    /// The summary lines; the last one is the contract other tools parse.
+    pub fn lines(&self) -> Vec<String> {
+        let rejected: u64 = self.rejected.iter().map(|(_, n)| n).sum();
+        let by_code = self
+            .rejected
+            .iter()
+            .map(|(code, n)| format!(" {code}={n}"))
+            .collect::<String>();
+        vec![
+            format!(
+                "bench: accepted={} rejected={rejected}{by_code} unsent={} lost={}",
+                self.accepted, self.unsent, self.lost
+            ),
+            format!(
+                "bench: submitted={} finalized={} tps={:.1} p50_ms={:.1} p95_ms={:.1} p99_ms={:.1} max_ms={:.1}",
+                self.submitted,
+                self.finalized,
+                self.tps,
+                self.p50_ms,
+                self.p95_ms,
+                self.p99_ms,
+                self.max_ms
+            ),
+        ]
+    }
+}
+
+/// Errors that stop a bench before it starts.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// No target, a zero rate or a too small transaction.
+    #[error("{0}")]
+    Options(String),
+    /// A target refused the connection or the call.
+    #[error("{target}: {reason}")]
+    Target {
+        /// The address.
+        target: String,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// Client-side queue per target; beyond it a transaction is counted as unsent.
+const SEND_QUEUE: usize = 65_536;
+/// How often the generator wakes up to send what is due.
+const TICK: Duration = Duration::from_millis(1);
+
+fn endpoint(target: &str) -> String {
+    if target.starts_with("http://") || target.starts_with("https://") {
+        target.to_owned()
+    } else {
+        format!("http://{target}")
+    }
+}
+
+async fn connect(target: &str) -> Result<LedgerClient<tonic::transport::Channel>, BenchError> {
+    let failed = |reason: String| BenchError::Target {
+        target: target.to_owned(),
+        reason,
+    };
+    let channel = tonic::transport::Endpoint::from_shared(endpoint(target))
+        .map_err(|e| failed(e.to_string()))?
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .map_err(|e| failed(format!("cannot connect: {e}")))?;
+    Ok(LedgerClient::new(channel)
+        .max_decoding_message_size(64 * 1024 * 1024)
+        .max_encoding_message_size(64 * 1024 * 1024))
+}
+
+/// One unique payload: a per-run tag and a counter, then filler.
+fn payload(run: u64, counter: u64, size: usize) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(size);
+    bytes.extend_from_slice(&run.to_le_bytes());
+    bytes.extend_from_slice(&counter.to_le_bytes());
+    bytes.resize(size, 0xa5);
+    bytes
+}
+
+fn tx_id(payload: &[u8]) -> [u8; 32] {
+    *weft_crypto::Digest::of(payload).as_bytes()
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    // Nearest rank: the smallest value with at least p % of the samples at or below it.
+    let rank = (p / 100.0 * sorted.len() as f64).ceil();
+    let index = sorted
+        .iter()
+        .enumerate()
+        .position(|(i, _)| (i + 1) as f64 >= rank)
+        .unwrap_or(sorted.len() - 1);
+    sorted[index]
+}
+
+/// What the run has seen so far.
+struct Tally {
+    report: BenchReport,
+    sent_at: HashMap<[u8; 32], Instant>,
+    rejected: HashMap<String, u64>,
+    latencies: Vec<f64>,
+    last_final: Instant,
+}
+
+impl Tally {
+    fn absorb(&mut self, note: Note) {
+        match note {
+            Note::Answer { id, code } => {
+                if code == tonic::Code::Ok as i32 {
+                    self.report.accepted += 1;
+                } else {
+                    let name = format!("{:?}", tonic::Code::from(code));
+                    *self.rejected.entry(name).or_default() += 1;
+                    if let Ok(id) = <[u8; 32]>::try_from(id.as_slice()) {
+                        self.sent_at.remove(&id);
+                    }
+                }
+            }
+            Note::Final { ids, at } => {
+                for id in ids {
+                    let Ok(id) = <[u8; 32]>::try_from(id.as_slice()) else {
+                        continue;
+                    };
+                    if let Some(sent) = self.sent_at.remove(&id) {
+                        self.latencies
+                            .push(at.duration_since(sent).as_secs_f64() * 1000.0);
+                        self.report.finalized += 1;
+                        self.last_final = at;
+                    }
+                }
+            }
+        }
+    }
+
+    fn finish(mut self, started: Instant) -> BenchReport {
+        let mut rejected: Vec<(String, u64)> = self.rejected.into_iter().collect();
+        rejected.sort();
+        self.report.rejected = rejected;
+        self.report.lost = self.sent_at.len() as u64;
+        self.latencies.sort_by(f64::total_cmp);
+        let elapsed = self.last_final.duration_since(started).as_secs_f64();
+        self.report.tps = if elapsed > 0.0 {
+            self.report.finalized as f64 / elapsed
+        } else {
+            0.0
+        };
+        self.report.p50_ms = percentile(&self.latencies, 50.0);
+        self.report.p95_ms = percentile(&self.latencies, 95.0);
+        self.report.p99_ms = percentile(&self.latencies, 99.0);
+        self.report.max_ms = self.latencies.last().copied().unwrap_or(0.0);
+        self.report
+    }
+}
+
+enum Note {
+    Answer { id: Vec<u8>, code: i32 },
+    Final { ids: Vec<Vec<u8>>, at: Instant },
+}
+
+/// Runs the load and reports. Progress goes to `progress` once a second.
+pub async fn run(
+    options: &BenchOptions,
+    mut progress: impl FnMut(String),
+) -> Result<BenchReport, BenchError> {
+    if options.targets.is_empty() {
+        return Err(BenchError::Options("--targets lists no address".into()));
+    }
+    if options.rate == 0 {
+        return Err(BenchError::Options("--rate must be above 0".into()));
+    }
+    if options.tx_size < 16 {
+        return Err(BenchError::Options(
+            "--tx-size must be at least 16 bytes (a run tag and a counter)".into(),
+        ));
+    }
+    let mut clients = Vec::new();
+    for target in &options.targets {
+        clients.push((target.clone(), connect(target).await?));
+    }
+    // Follow finality from the tip of the first target.
+    let start_sequence = {
+        let (target, client) = &mut clients[0];
+        client
+            .get_node_status(v1::GetNodeStatusRequest {})
+            .await
+            .map_err(|s| BenchError::Target {
+                target: target.clone(),
+                reason: s.message().to_owned(),
+            })?
+            .into_inner()
+            .last_finalized_sequence
+            + 1
+    };
+    let (notes, mut noted) = mpsc::unbounded_channel::<Note>();
+    let follower = tokio::spawn(follow(
+        clients.iter().map(|(_, c)| c.clone()).collect(),
+        start_sequence,
+        notes.clone(),
+    ));
+
+    // One submit stream per target; its answers become notes.
+    let mut senders = Vec::new();
+    let mut answer_tasks = Vec::new();
+    for (target, client) in &mut clients {
+        let (sender, receiver) = mpsc::channel::<v1::SubmitTransactionRequest>(SEND_QUEUE);
+        let mut answers = client
+            .submit_transactions(ReceiverStream::new(receiver))
+            .await
+            .map_err(|s| BenchError::Target {
+                target: target.clone(),
+                reason: s.message().to_owned(),
+            })?
+            .into_inner();
+        let notes = notes.clone();
+        answer_tasks.push(tokio::spawn(async move {
+            while let Some(Ok(answer)) = answers.next().await {
+                if notes
+                    .send(Note::Answer {
+                        id: answer.tx_id,
+                        code: answer.code,
+                    })
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }));
+        senders.push(sender);
+    }
+
+    let run_tag: u64 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    let started = Instant::now();
+    let total = u64::try_from(options.duration.as_millis())
+        .unwrap_or(u64::MAX)
+        .saturating_mul(options.rate)
+        / 1000;
+    let mut tally = Tally {
+        report: BenchReport::default(),
+        sent_at: HashMap::new(),
+        rejected: HashMap::new(),
+        latencies: Vec::new(),
+        last_final: started,
+    };
+    let mut counter: u64 = 0;
+    let mut next_report = started + Duration::from_secs(1);
+    let mut ticker = tokio::time::interval(TICK);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+
+    // Offer the load: at each tick, send what the fixed rate says is due by now.
+    while counter < total {
+        ticker.tick().await;
+        let elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let due = elapsed_us.saturating_mul(options.rate) / 1_000_000;
+        while counter < due.min(total) {
+            let bytes = payload(run_tag, counter, options.tx_size);
+            let id = tx_id(&bytes);
+            let target = usize::try_from(counter % senders.len() as u64).unwrap_or(0);
+            counter += 1;
+            match senders[target].try_send(v1::SubmitTransactionRequest { payload: bytes }) {
+                Ok(()) => {
+                    tally.report.submitted += 1;
+                    tally.sent_at.insert(id, Instant::now());
+                }
+                Err(_) => tally.report.unsent += 1,
+            }
+        }
+        while let Ok(note) = noted.try_recv() {
+            tally.absorb(note);
+        }
+        if Instant::now() >= next_report {
+            next_report += Duration::from_secs(1);
+            progress(format!(
+                "bench: t={}s submitted={} finalized={} in_flight={}",
+                started.elapsed().as_secs(),
+                tally.report.submitted,
+                tally.report.finalized,
+                tally.sent_at.len()
+            ));
+        }
+    }
+    // Close the submit streams; wait for the rest to finalize.
+    drop(senders);
+    let drain_until = Instant::now() + options.drain;
+    while !tally.sent_at.is_empty() {
+        let Ok(Some(note)) = tokio::time::timeout_at(drain_until, noted.recv()).await else {
+            break;
+        };
+        tally.absorb(note);
+    }
+    follower.abort();
+    for task in answer_tasks {
+        task.abort();
+    }
+    while let Ok(note) = noted.try_recv() {
+        tally.absorb(note);
+    }
+    Ok(tally.finish(started))
+}
+
+/// Follows finality from `from`, moving to the next target when a stream ends or fails.
+async fn follow(
+    clients: Vec<LedgerClient<tonic::transport::Channel>>,
+    mut from: u64,
+    notes: mpsc::UnboundedSender<Note>,
+) {
+    let mut which = 0usize;
+    loop {
+        let mut client = clients[which % clients.len()].clone();
+        which += 1;
+        let stream = client
+            .subscribe_finalized(v1::SubscribeFinalizedRequest {
+                from_sequence: from,
+                include_transaction_ids: true,
+            })
+            .await;
+        if let Ok(stream) = stream {
+            let mut stream = stream.into_inner();
+            while let Some(Ok(entry)) = stream.next().await {
+                from = entry.sequence + 1;
+                if notes
+                    .send(Note::Final {
+                        ids: entry.transaction_ids,
+                        at: Instant::now(),
+                    })
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }
+        // A broken stream: try the next target after a short pause (bounded by the
+        // caller, which aborts this task when the run ends).
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_use_the_nearest_rank() {
+        let sorted: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&sorted, 50.0), 50.0);
+        assert_eq!(percentile(&sorted, 95.0), 95.0);
+        assert_eq!(percentile(&sorted, 99.0), 99.0);
+        assert_eq!(percentile(&sorted, 100.0), 100.0);
+        assert_eq!(percentile(&[7.0], 50.0), 7.0);
+        assert_eq!(percentile(&[], 50.0), 0.0);
+    }
+
+    #[test]
+    fn payloads_are_unique_and_sized() {
+        let a = payload(1, 0, 512);
+        let b = payload(1, 1, 512);
+        let c = payload(2, 0, 512);
+        assert_eq!(a.len(), 512);
+        assert_ne!(tx_id(&a), tx_id(&b));
+        assert_ne!(tx_id(&a), tx_id(&c));
+    }
+
+    #[test]
+    fn the_last_summary_line_has_the_contract_fields_in_order() {
+        let report = BenchReport {
+            submitted: 10,
+            accepted: 9,
+            rejected: vec![("ResourceExhausted".into(), 1)],
+            finalized: 9,
+            tps: 4.5,
+            p50_ms: 100.0,
+            p95_ms: 150.0,
+            p99_ms: 199.0,
+            max_ms: 200.0,
+            ..BenchReport::default()
+        };
+        let lines = report.lines();
+        assert_eq!(
+            lines[1],
+            "bench: submitted=10 finalized=9 tps=4.5 p50_ms=100.0 p95_ms=150.0 p99_ms=199.0 max_ms=200.0"
+        );
+        assert!(lines[0].contains("rejected=1 ResourceExhausted=1"));
+    }
+}
