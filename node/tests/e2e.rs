@@ -110,6 +110,12 @@ fn free_base(count: u16) -> u16 {
 }
 
 fn testnet(dir: &Path, n: u16) -> (Vec<PathBuf>, Vec<String>) {
+    let (homes, endpoints, _) = testnet_with_metrics(dir, n);
+    (homes, endpoints)
+}
+
+/// Also the metrics addresses.
+fn testnet_with_metrics(dir: &Path, n: u16) -> (Vec<PathBuf>, Vec<String>, Vec<String>) {
     let p2p = free_base(n);
     let grpc = free_base(n);
     let metrics = free_base(n);
@@ -127,7 +133,71 @@ fn testnet(dir: &Path, n: u16) -> (Vec<PathBuf>, Vec<String>) {
     let endpoints = (0..n)
         .map(|i| format!("http://127.0.0.1:{}", grpc + i))
         .collect();
-    (homes, endpoints)
+    let metrics = (0..n)
+        .map(|i| format!("127.0.0.1:{}", metrics + i))
+        .collect();
+    (homes, endpoints, metrics)
+}
+
+/// `GET /metrics` over plain HTTP/1.0; the body.
+async fn scrape(address: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("metrics endpoint");
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: weft\r\n\r\n")
+        .await
+        .expect("request");
+    let mut response = String::new();
+    tokio::time::timeout(TIMEOUT, stream.read_to_string(&mut response))
+        .await
+        .expect("metrics in time")
+        .expect("read");
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(
+        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+        "{head}"
+    );
+    body.to_owned()
+}
+
+/// The exposition-format rules `promtool check metrics` enforces that our names can
+/// break: every family has HELP and TYPE, counters end in `_total`, histograms have
+/// buckets, a sum and a count.
+fn lint_metrics(body: &str) {
+    let mut helped = BTreeSet::new();
+    for line in body.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, help) = rest.split_once(' ').expect("HELP text");
+            assert!(!help.trim().is_empty(), "{name} has an empty HELP");
+            helped.insert(name.to_owned());
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').expect("TYPE kind");
+            assert!(helped.contains(name), "{name} has TYPE but no HELP");
+            match kind {
+                "counter" => assert!(name.ends_with("_total"), "counter {name} lacks _total"),
+                "histogram" => {
+                    for suffix in ["_bucket{", "_sum", "_count"] {
+                        assert!(
+                            body.contains(&format!("{name}{suffix}")),
+                            "histogram {name} lacks {suffix}"
+                        );
+                    }
+                }
+                "gauge" => {}
+                other => panic!("{name}: unexpected type {other}"),
+            }
+        } else if !line.is_empty() && !line.starts_with('#') {
+            let name = line.split(['{', ' ']).next().expect("a sample name");
+            assert!(
+                helped
+                    .iter()
+                    .any(|family| name.starts_with(family.as_str())),
+                "sample {name} outside any family"
+            );
+        }
+    }
 }
 
 async fn connect(endpoint: &str) -> LedgerClient<tonic::transport::Channel> {
@@ -260,7 +330,7 @@ async fn status(client: &mut LedgerClient<tonic::transport::Channel>) -> v1::Get
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_validators_finalize_a_thousand_transactions_identically() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (homes, endpoints) = testnet(dir.path(), 4);
+    let (homes, endpoints, metrics) = testnet_with_metrics(dir.path(), 4);
     let mut validators = Validators::start(&homes);
     let mut clients = Vec::new();
     for endpoint in &endpoints {
@@ -433,6 +503,26 @@ async fn four_validators_finalize_a_thousand_transactions_identically() {
     assert!(
         status(client).await.last_finalized_sequence >= tip,
         "still serving"
+    );
+
+    // The finality histograms saw the thousand transactions, and the text is clean.
+    let mut observed = 0.0;
+    for address in &metrics {
+        let body = scrape(address).await;
+        lint_metrics(&body);
+        let count = |name: &str| -> f64 {
+            body.lines()
+                .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+                .unwrap_or(0.0)
+        };
+        observed += count("weft_transaction_finality_seconds_count ");
+        assert!(count("weft_vertex_finality_seconds_count ") > 0.0);
+        assert!(count("weft_finalized_sequence ") >= tip as f64);
+        assert_eq!(count("weft_syncing "), 0.0);
+    }
+    assert_eq!(
+        observed, 1_000.0,
+        "each transaction timed once, where it was accepted"
     );
 
     validators.stop_cleanly();
