@@ -47,6 +47,17 @@ pub struct LedgerService {
     pub limits: Limits,
     /// Metrics.
     pub metrics: NodeMetrics,
+    /// Becomes true when the node stops: open streams end so the server can drain.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+fn shutting_down() -> Status {
+    Status::unavailable("the validator is shutting down")
+}
+
+/// Resolves once `shutdown` says stop (or its sender is gone).
+async fn stopped(mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
 fn digest(bytes: &[u8], what: &str) -> Result<Digest, Status> {
@@ -230,7 +241,17 @@ impl Ledger for LedgerService {
         let (answers, receiver) = mpsc::channel(1024);
         let service = self.clone();
         tokio::spawn(async move {
-            while let Some(first) = inbound.next().await {
+            loop {
+                let first = tokio::select! {
+                    next = inbound.next() => match next {
+                        Some(first) => first,
+                        None => return,
+                    },
+                    () = stopped(service.shutdown.clone()) => {
+                        let _ = answers.send(Err(shutting_down())).await;
+                        return;
+                    }
+                };
                 // Whatever else has already arrived joins this batch: one engine round
                 // trip for many transactions, answers still one per request, in order.
                 let mut batch = vec![first];
@@ -374,7 +395,9 @@ impl Ledger for LedgerService {
         let mut live = self.engine.finalized.subscribe();
         let store = self.store.clone();
         let (sender, receiver) = mpsc::channel(SUBSCRIBER_BUFFER);
-        tokio::spawn(async move {
+        let shutdown = self.shutdown.clone();
+        let closer = sender.clone();
+        let pump = async move {
             loop {
                 let replay = match store.finalized_range(Sequence(next), 256) {
                     Ok(entries) => entries,
@@ -443,6 +466,14 @@ impl Ledger for LedgerService {
                         return;
                     }
                     Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        };
+        tokio::spawn(async move {
+            tokio::select! {
+                () = pump => {}
+                () = stopped(shutdown) => {
+                    let _ = closer.try_send(Err(shutting_down()));
                 }
             }
         });

@@ -124,6 +124,7 @@ pub async fn run(home: &Path) -> Result<(), NodeError> {
         genesis: genesis.clone(),
         limits,
         metrics: metrics.clone(),
+        shutdown: shutdown_rx.clone(),
     };
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     // Not serving until the finalized log is synced and the engine runs.

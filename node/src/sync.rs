@@ -38,6 +38,8 @@ use crate::metrics::NodeMetrics;
 const BATCH: u32 = 256;
 /// Largest encoded entry accepted from a peer.
 const MAX_ENTRY_BYTES: usize = 64 * 1024 * 1024;
+/// An answer this large may have been cut to fit the network's response limit (16 MiB).
+const CUT_HINT_BYTES: usize = 4 * 1024 * 1024;
 /// How long to wait for peers to connect before syncing with whoever is there.
 const CONNECT_WAIT: Duration = Duration::from_secs(10);
 /// Give up after this long without progress.
@@ -277,6 +279,10 @@ pub async fn catch_up(
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         }
+        let bytes: usize = entries
+            .iter()
+            .map(|e| e.entry.len() + e.vertices.iter().map(Vec::len).sum::<usize>())
+            .sum();
         let mut batch = StoreBatch::new();
         let count = checked.len() as u64;
         let tip = last.sequence.0;
@@ -296,9 +302,10 @@ pub async fn catch_up(
             .finalized_sequence
             .set(i64::try_from(tip).unwrap_or(i64::MAX));
         tracing::info!(peer, tip, "synced entries");
-        // A short batch was that peer's whole tip: it counts as level with us. A full
-        // one means there may be more everywhere.
-        if count < u64::from(BATCH) {
+        // A short batch that is also small was that peer's whole tip: it counts as
+        // level with us. A full one, or one cut to fit the response limit, means there
+        // is more.
+        if count < u64::from(BATCH) && bytes < CUT_HINT_BYTES {
             level_with.insert(peer);
         } else {
             level_with.clear();

@@ -211,17 +211,22 @@ async fn connect(endpoint: &str) -> LedgerClient<tonic::transport::Channel> {
     }
 }
 
+/// Every validator connected to the others and done syncing.
 async fn wait_connected(clients: &mut [LedgerClient<tonic::transport::Channel>]) {
     let deadline = Instant::now() + TIMEOUT;
     loop {
         let mut all = true;
         for client in clients.iter_mut() {
-            all &= status(client).await.connected_validators == 3;
+            let status = status(client).await;
+            all &= status.connected_validators == 3 && !status.syncing;
         }
         if all {
             return;
         }
-        assert!(Instant::now() < deadline, "validators never all connected");
+        assert!(
+            Instant::now() < deadline,
+            "validators never all connected and synced"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
