@@ -2,7 +2,6 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::Stream;
 use tokio::sync::{broadcast, mpsc};
@@ -217,6 +216,95 @@ impl LedgerService {
     }
 }
 
+type EntrySender = mpsc::Sender<Result<v1::FinalizedEntry, Status>>;
+
+/// Sends without ever taking the channel's last slot, which stays free for the error
+/// that ends the stream. False if the subscriber is gone.
+async fn send_keeping_a_slot(sender: &EntrySender, entry: v1::FinalizedEntry) -> bool {
+    match sender.reserve_many(2).await {
+        Ok(mut permits) => {
+            if let Some(permit) = permits.next() {
+                permit.send(Ok(entry));
+            }
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// Feeds one `SubscribeFinalized` stream: replays the store from `next`, then follows
+/// `live`. Replay waits for the client; live entries do not: a subscriber whose buffer
+/// is full (one slot short, kept for this) or who lagged the broadcast is told
+/// RESOURCE_EXHAUSTED with the sequence to resume from, and the stream ends.
+async fn pump_subscription(
+    store: Arc<dyn Store>,
+    mut live: broadcast::Receiver<Arc<FinalizedEntry>>,
+    sender: EntrySender,
+    mut next: u64,
+    with_ids: bool,
+) {
+    loop {
+        let replay = match store.finalized_range(Sequence(next), 256) {
+            Ok(entries) => entries,
+            Err(error) => {
+                let _ = sender.send(Err(internal(error))).await;
+                return;
+            }
+        };
+        if replay.is_empty() {
+            break;
+        }
+        for entry in replay {
+            next = entry.sequence.0 + 1;
+            if !send_keeping_a_slot(&sender, entry_to_proto(&entry, with_ids)).await {
+                return;
+            }
+        }
+    }
+    loop {
+        let entry = match live.recv().await {
+            Ok(entry) => entry,
+            Err(broadcast::error::RecvError::Lagged(_)) => {
+                let _ = sender.try_send(Err(fell_behind(next)));
+                return;
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        if entry.sequence.0 < next {
+            continue;
+        }
+        // Finalized between the replay and the subscription's first entry: from the store.
+        if entry.sequence.0 > next {
+            let gap = usize::try_from(entry.sequence.0 - next).unwrap_or(usize::MAX);
+            match store.finalized_range(Sequence(next), gap) {
+                Ok(missed) => {
+                    for missed in missed {
+                        next = missed.sequence.0 + 1;
+                        if !send_keeping_a_slot(&sender, entry_to_proto(&missed, with_ids)).await {
+                            return;
+                        }
+                    }
+                }
+                Err(error) => {
+                    let _ = sender.try_send(Err(internal(error)));
+                    return;
+                }
+            }
+        }
+        if next != entry.sequence.0 || sender.capacity() <= 1 {
+            let _ = sender.try_send(Err(fell_behind(next)));
+            return;
+        }
+        if sender
+            .try_send(Ok(entry_to_proto(&entry, with_ids)))
+            .is_err()
+        {
+            return;
+        }
+        next = entry.sequence.0 + 1;
+    }
+}
+
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 #[tonic::async_trait]
@@ -389,86 +477,15 @@ impl Ledger for LedgerService {
         request: Request<v1::SubscribeFinalizedRequest>,
     ) -> Result<Response<Self::SubscribeFinalizedStream>, Status> {
         let request = request.into_inner();
-        let mut next = request.from_sequence.max(1);
+        let next = request.from_sequence.max(1);
         let with_ids = request.include_transaction_ids;
         // Subscribe before replaying, so nothing finalized in between is missed.
-        let mut live = self.engine.finalized.subscribe();
+        let live = self.engine.finalized.subscribe();
         let store = self.store.clone();
         let (sender, receiver) = mpsc::channel(SUBSCRIBER_BUFFER);
         let shutdown = self.shutdown.clone();
         let closer = sender.clone();
-        let pump = async move {
-            loop {
-                let replay = match store.finalized_range(Sequence(next), 256) {
-                    Ok(entries) => entries,
-                    Err(error) => {
-                        let _ = sender.send(Err(internal(error))).await;
-                        return;
-                    }
-                };
-                if replay.is_empty() {
-                    break;
-                }
-                for entry in replay {
-                    next = entry.sequence.0 + 1;
-                    if sender
-                        .send(Ok(entry_to_proto(&entry, with_ids)))
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-            }
-            loop {
-                match live.recv().await {
-                    Ok(entry) => {
-                        if entry.sequence.0 < next {
-                            continue;
-                        }
-                        if entry.sequence.0 > next {
-                            // Finalized while we replayed: read the gap from the store.
-                            if let Ok(gap) = store.finalized_range(
-                                Sequence(next),
-                                usize::try_from(entry.sequence.0 - next).unwrap_or(usize::MAX),
-                            ) {
-                                for missed in gap {
-                                    if sender
-                                        .send(Ok(entry_to_proto(&missed, with_ids)))
-                                        .await
-                                        .is_err()
-                                    {
-                                        return;
-                                    }
-                                }
-                            }
-                        }
-                        next = entry.sequence.0 + 1;
-                        match sender.try_send(Ok(entry_to_proto(&entry, with_ids))) {
-                            Ok(()) => {}
-                            Err(mpsc::error::TrySendError::Full(_)) => {
-                                let _ = tokio::time::timeout(
-                                    Duration::from_secs(1),
-                                    sender.send(Err(fell_behind(entry.sequence.0))),
-                                )
-                                .await;
-                                return;
-                            }
-                            Err(mpsc::error::TrySendError::Closed(_)) => return,
-                        }
-                    }
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        let _ = tokio::time::timeout(
-                            Duration::from_secs(1),
-                            sender.send(Err(fell_behind(next))),
-                        )
-                        .await;
-                        return;
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return,
-                }
-            }
-        };
+        let pump = pump_subscription(store, live, sender, next, with_ids);
         tokio::spawn(async move {
             tokio::select! {
                 () = pump => {}
@@ -517,5 +534,125 @@ impl Ledger for LedgerService {
             validators,
             max_faulty: u32::try_from(self.genesis.committee.max_faulty()).unwrap_or(0),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weft_dag::store::{MemoryStore, StoreBatch};
+    use weft_dag::testing::entry_chain;
+
+    fn store_with(entries: &[FinalizedEntry]) -> Arc<dyn Store> {
+        let store = MemoryStore::new();
+        for entry in entries {
+            let mut batch = StoreBatch::new();
+            batch.append_finalized(entry.clone());
+            store.write(batch).expect("write");
+        }
+        Arc::new(store)
+    }
+
+    /// Lets the (single-threaded) runtime run the pump until `count` entries wait in the
+    /// subscriber's buffer, i.e. until the replay is done.
+    async fn until_buffered(
+        receiver: &mpsc::Receiver<Result<v1::FinalizedEntry, Status>>,
+        count: usize,
+    ) {
+        for _ in 0..10_000 {
+            if receiver.len() >= count {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("the replay never produced {count} entries");
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_gets_the_replay_then_live_entries_in_order() {
+        let (_, entries) = entry_chain(8, 1, 2);
+        let store = store_with(&entries[..3]);
+        let (live, subscription) = broadcast::channel(16);
+        let (sender, mut receiver) = mpsc::channel(16);
+        let pump = tokio::spawn(pump_subscription(
+            store.clone(),
+            subscription,
+            sender,
+            2,
+            true,
+        ));
+        until_buffered(&receiver, 2).await;
+        // Entries 4 and 5 reach the store before the broadcast is read; 5 is announced
+        // first, so 4 comes from the store (the gap), then 5..8 live.
+        for entry in &entries[3..5] {
+            let mut batch = StoreBatch::new();
+            batch.append_finalized(entry.clone());
+            store.write(batch).expect("write");
+        }
+        for entry in &entries[4..] {
+            if entry.sequence.0 > 5 {
+                let mut batch = StoreBatch::new();
+                batch.append_finalized(entry.clone());
+                store.write(batch).expect("write");
+            }
+            live.send(Arc::new(entry.clone())).expect("a subscriber");
+        }
+        let mut got = Vec::new();
+        while got.len() < 7 {
+            let entry = receiver.recv().await.expect("open").expect("an entry");
+            got.push(entry.sequence);
+            assert_eq!(entry.transaction_ids.len(), 2, "ids were asked for");
+        }
+        assert_eq!(got, (2..=8).collect::<Vec<u64>>());
+        drop(receiver);
+        drop(live);
+        pump.await.expect("pump ends");
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_that_does_not_read_is_told_where_to_resume() {
+        let (_, entries) = entry_chain(10, 1, 1);
+        let store = store_with(&entries[..2]);
+        let (live, subscription) = broadcast::channel(64);
+        let (sender, mut receiver) = mpsc::channel(4);
+        let pump = tokio::spawn(pump_subscription(
+            store.clone(),
+            subscription,
+            sender,
+            1,
+            false,
+        ));
+        until_buffered(&receiver, 2).await;
+        for entry in &entries[2..] {
+            let mut batch = StoreBatch::new();
+            batch.append_finalized(entry.clone());
+            store.write(batch).expect("write");
+            live.send(Arc::new(entry.clone())).expect("a subscriber");
+        }
+        // Nobody read: the pump gives up on its own, without waiting for the client.
+        tokio::time::timeout(std::time::Duration::from_secs(10), pump)
+            .await
+            .expect("the pump does not wait for a slow subscriber")
+            .expect("pump ends");
+        let mut delivered = Vec::new();
+        let mut closing = None;
+        while let Some(item) = receiver.recv().await {
+            match item {
+                Ok(entry) => delivered.push(entry.sequence),
+                Err(status) => closing = Some(status),
+            }
+        }
+        assert_eq!(
+            delivered,
+            vec![1, 2, 3],
+            "in order, up to the buffer less one slot"
+        );
+        let status = closing.expect("the stream ends with a status");
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        assert!(
+            status.message().contains("resume from sequence 4"),
+            "{}",
+            status.message()
+        );
     }
 }

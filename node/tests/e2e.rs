@@ -755,6 +755,35 @@ async fn stopping_the_primary_changes_the_view_and_finalization_resumes() {
         expected += 1;
         seen.extend(entry.transaction_ids);
     }
+    drop(subscription);
+
+    // The old primary, wiped by reset-state (keys and signing record kept), comes back,
+    // syncs the log from its peers and agrees with them.
+    let reset = Command::new(WEFT)
+        .args(["reset-state", "--yes", "--home"])
+        .arg(&homes[primary])
+        .output()
+        .expect("weft reset-state");
+    assert!(
+        reset.status.success(),
+        "{}",
+        String::from_utf8_lossy(&reset.stderr)
+    );
+    assert!(homes[primary].join("keys").join("validator.key").exists());
+    validators.restart(primary, &homes[primary]);
+    clients[primary] = connect(&endpoints[primary]).await;
+    let tip = status(&mut clients[survivors[0]])
+        .await
+        .last_finalized_sequence;
+    let back = wait_status(&mut clients[primary], "the reset validator is back", |s| {
+        !s.syncing && s.last_finalized_sequence >= tip
+    })
+    .await;
+    assert!(back.last_finalized_sequence >= tip);
+    let (theirs, their_ids) = full_log(&mut clients[survivors[0]], tip).await;
+    let (ours, our_ids) = full_log(&mut clients[primary], tip).await;
+    assert_eq!(ours, theirs, "the synced log is the survivors' log");
+    assert_eq!(our_ids, their_ids);
     validators.stop_cleanly();
 }
 
