@@ -768,6 +768,18 @@ impl Replica {
         &self.faults
     }
 
+    /// Every transaction this replica still owes the ledger: its mempool and those in its
+    /// own vertices that are not final yet, oldest first. For a host that replaces the
+    /// replica (state sync) and hands them to the new one; re-proposing one that was
+    /// finalized meanwhile is harmless, the finalizer deduplicates.
+    pub fn unfinished_transactions(&self) -> Vec<Transaction> {
+        self.own_pending
+            .values()
+            .flat_map(|pending| pending.transactions.iter().cloned())
+            .chain(self.mempool.iter().cloned())
+            .collect()
+    }
+
     /// Transactions waiting to be put in a vertex.
     pub fn mempool_len(&self) -> usize {
         self.mempool.len()

@@ -72,6 +72,26 @@ pub struct NodeConfig {
     /// Mempool settings.
     #[serde(default)]
     pub mempool: MempoolConfig,
+    /// Consensus settings a validator may tune.
+    #[serde(default)]
+    pub consensus: ConsensusConfig,
+}
+
+/// `[consensus]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsensusConfig {
+    /// Commit certificates kept for lagging peers (sequences). A validator further
+    /// behind than half of this, and not catching up, resyncs from peers' logs instead.
+    pub decided_retention: u64,
+}
+
+impl Default for ConsensusConfig {
+    fn default() -> ConsensusConfig {
+        ConsensusConfig {
+            decided_retention: 1_024,
+        }
+    }
 }
 
 /// `[p2p]`.

@@ -92,6 +92,34 @@ pub struct EngineInbox {
     finalized: broadcast::Sender<Arc<FinalizedEntry>>,
 }
 
+/// Why [`Engine::run`] returned.
+#[derive(Debug)]
+pub enum Stopped {
+    /// Shutdown was asked for, or the network stopped.
+    Shutdown,
+    /// This validator fell further behind than live catch-up reaches: the host should
+    /// sync the log from peers, recover a replica from the store and start a new engine
+    /// with what this one carries.
+    Resync(Carried),
+}
+
+/// What a resyncing engine hands to the next one.
+#[derive(Debug)]
+pub struct Carried {
+    /// The API's channels, still connected.
+    pub inbox: EngineInbox,
+    /// The unfinished work.
+    pub work: CarriedWork,
+}
+
+/// Transactions accepted but not final (mempool and own unfinished vertices), and when
+/// they were accepted (for the finality histogram).
+#[derive(Debug, Default)]
+pub struct CarriedWork {
+    transactions: Vec<Transaction>,
+    accepted_at: HashMap<TxId, Instant>,
+}
+
 /// Queued API commands (submits, lookups) before the API waits.
 const COMMAND_QUEUE: usize = 1024;
 /// Finalized entries buffered for subscribers; a slower one is told to resume.
@@ -184,7 +212,18 @@ pub struct Engine {
     finalized: broadcast::Sender<Arc<FinalizedEntry>>,
     /// The highest view seen, for the view-change counter.
     last_view: u64,
+    /// The executed sequence each validator last reported (its `Status` messages).
+    peer_executed: Vec<u64>,
+    /// Our executed sequence and when it last moved.
+    progress: (u64, Instant),
+    /// Behind by more than this, without progress, means resync.
+    resync_lag: u64,
+    /// Transactions a previous engine carried over, handed to the replica at start.
+    carried: Vec<Transaction>,
 }
+
+/// How long a validator far behind may go without executing before it resyncs.
+const RESYNC_AFTER: Duration = Duration::from_secs(2);
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -212,6 +251,8 @@ impl Engine {
     ) -> Engine {
         let (verified_tx, verified) = mpsc::channel::<Verified>(4096);
         let last_view = replica.view().0;
+        let executed = replica.last_executed().0;
+        let size = committee.size();
         Engine {
             replica,
             store,
@@ -228,16 +269,45 @@ impl Engine {
             status: inbox.status,
             finalized: inbox.finalized,
             last_view,
+            peer_executed: vec![0; size],
+            progress: (executed, Instant::now()),
+            resync_lag: u64::MAX,
+            carried: Vec::new(),
         }
     }
 
-    /// Runs until `shutdown` fires or the network stops.
-    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
-        let Some(mut commands) = self.inbox.take() else {
-            return;
-        };
-        let Some(mut verified) = self.verified.take() else {
-            return;
+    /// Resync when the validator is more than `lag` sequences behind what f + 1
+    /// validators report and does not execute for a while (live catch-up through commit
+    /// certificates reaches as far back as peers keep them).
+    pub fn resync_beyond(mut self, lag: u64) -> Engine {
+        self.resync_lag = lag;
+        self
+    }
+
+    /// Takes over the work a resyncing engine carried.
+    pub fn carry_over(mut self, work: CarriedWork) -> Engine {
+        self.carried = work.transactions;
+        self.accepted_at = work.accepted_at;
+        self
+    }
+
+    /// How far behind this validator is: the (f + 1)-th highest executed sequence other
+    /// validators report (at least one honest validator reached it) minus ours.
+    fn lag(&self) -> u64 {
+        let mut reported = self.peer_executed.clone();
+        reported.sort_unstable_by(|a, b| b.cmp(a));
+        let certain = reported
+            .get(self.committee.max_faulty())
+            .copied()
+            .unwrap_or(0);
+        certain.saturating_sub(self.replica.last_executed().0)
+    }
+
+    /// Runs until `shutdown` fires, the network stops, or the validator must resync.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Stopped {
+        let (Some(mut commands), Some(mut verified)) = (self.inbox.take(), self.verified.take())
+        else {
+            return Stopped::Shutdown;
         };
         let (raw_tx, raw_rx) = std::sync::mpsc::sync_channel::<(u16, Vec<u8>)>(4096);
         spawn_verifiers(
@@ -249,6 +319,19 @@ impl Engine {
         );
 
         self.apply(Input::Start).await;
+        let carried = std::mem::take(&mut self.carried);
+        if !carried.is_empty() {
+            let unfinished: Vec<Transaction> = carried
+                .into_iter()
+                .filter(|t| !matches!(self.store.transaction(&t.id()), Ok(Some(_))))
+                .collect();
+            tracing::info!(
+                count = unfinished.len(),
+                "re-proposing carried transactions"
+            );
+            self.apply(Input::Transactions(unfinished)).await;
+        }
+        let mut resync = false;
         loop {
             let next_timer = self.timers.values().min().copied();
             tokio::select! {
@@ -271,7 +354,18 @@ impl Engine {
                             .set(i64::try_from(self.network.connected().len()).unwrap_or(0));
                     }
                 },
-                Some(input) = verified.recv() => self.apply(input).await,
+                Some(input) = verified.recv() => {
+                    if let Input::Message { from, message: Message::Status { executed, .. } } = &input {
+                        if let Some(slot) = self.peer_executed.get_mut(from.as_usize()) {
+                            *slot = (*slot).max(executed.0);
+                        }
+                    }
+                    self.apply(input).await;
+                    if self.must_resync() {
+                        resync = true;
+                        break;
+                    }
+                }
                 Some(command) = commands.recv() => self.on_command(command).await,
                 () = sleep_until(next_timer) => {
                     let now = Instant::now();
@@ -284,7 +378,28 @@ impl Engine {
             }
         }
         drop(raw_tx);
+        if resync {
+            tracing::warn!(
+                lag = self.lag(),
+                executed = self.replica.last_executed().0,
+                "too far behind for live catch-up; resyncing from peers"
+            );
+            self.status.send_modify(|status| status.syncing = true);
+            let transactions = self.replica.unfinished_transactions();
+            return Stopped::Resync(Carried {
+                inbox: EngineInbox {
+                    commands,
+                    status: self.status,
+                    finalized: self.finalized,
+                },
+                work: CarriedWork {
+                    transactions,
+                    accepted_at: self.accepted_at,
+                },
+            });
+        }
         tracing::info!("engine stopped");
+        Stopped::Shutdown
     }
 
     async fn on_command(&mut self, command: Command) {
@@ -429,6 +544,13 @@ impl Engine {
         self.metrics
             .stable_checkpoint
             .set(i64::try_from(stable).unwrap_or(i64::MAX));
+        let executed = self.replica.last_executed().0;
+        if executed > self.progress.0 {
+            self.progress = (executed, Instant::now());
+        }
+        self.metrics
+            .sync_lag
+            .set(i64::try_from(self.lag()).unwrap_or(i64::MAX));
         let status = Status {
             view: view.0,
             primary: self.replica.primary(view).0,
@@ -438,6 +560,10 @@ impl Engine {
             syncing: false,
         };
         self.status.send_replace(status);
+    }
+
+    fn must_resync(&self) -> bool {
+        self.lag() > self.resync_lag && self.progress.1.elapsed() > RESYNC_AFTER
     }
 
     fn fetch(&self, from: ValidatorIndex, hashes: Vec<weft_crypto::Digest>) {

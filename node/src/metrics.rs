@@ -48,6 +48,10 @@ pub struct NodeMetrics {
     pub sync_entries: IntCounter,
     /// `weft_sync_rejected_batches_total`.
     pub sync_rejected: IntCounter,
+    /// `weft_sync_lag_sequences`.
+    pub sync_lag: IntGauge,
+    /// `weft_resyncs_total`.
+    pub resyncs: IntCounter,
 }
 
 impl NodeMetrics {
@@ -127,6 +131,14 @@ impl NodeMetrics {
                 "weft_sync_rejected_batches_total",
                 "Sync answers that failed a check (decoding, digest chain, signatures).",
             )?,
+            sync_lag: IntGauge::new(
+                "weft_sync_lag_sequences",
+                "How far the (f+1)-th most advanced other validator is ahead of this one.",
+            )?,
+            resyncs: IntCounter::new(
+                "weft_resyncs_total",
+                "Times the running validator fell too far behind and resynced from peers.",
+            )?,
         };
         registry.register(Box::new(metrics.transaction_finality.clone()))?;
         registry.register(Box::new(metrics.vertex_finality.clone()))?;
@@ -144,6 +156,8 @@ impl NodeMetrics {
         registry.register(Box::new(metrics.syncing.clone()))?;
         registry.register(Box::new(metrics.sync_entries.clone()))?;
         registry.register(Box::new(metrics.sync_rejected.clone()))?;
+        registry.register(Box::new(metrics.sync_lag.clone()))?;
+        registry.register(Box::new(metrics.resyncs.clone()))?;
         Ok(metrics)
     }
 }

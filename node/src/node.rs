@@ -14,7 +14,7 @@ use weft_proto::v1::ledger_server::LedgerServer;
 
 use crate::api::LedgerService;
 use crate::config::{ConfigError, Genesis, Home};
-use crate::engine::Engine;
+use crate::engine::{CarriedWork, Engine, Stopped};
 use crate::metrics::NodeMetrics;
 
 /// Why the node stopped with an error.
@@ -56,6 +56,7 @@ pub async fn run(home: &Path) -> Result<(), NodeError> {
     let home = Home::new(home);
     let config = home.load_config()?;
     let genesis = Genesis::load(&home.genesis_path())?;
+    // Checked now; loaded again for each replica (the signer takes the key).
     let keys = home.load_validator_key()?;
     let p2p = home.load_p2p_key()?;
     let index = config.index;
@@ -182,31 +183,47 @@ pub async fn run(home: &Path) -> Result<(), NodeError> {
         },
     ));
 
-    // State sync, then the replica recovered from the synced store, then the engine.
-    let synced = tokio::select! {
-        outcome = async {
-            metrics.syncing.set(1);
-            let outcome = tokio::select! {
-                outcome = crate::sync::catch_up(index, &network, &store, &committee, &limits, &metrics) => outcome,
-                never = crate::sync::serve_while_syncing(&network, &store) => match never {},
-            };
-            metrics.syncing.set(0);
-            outcome
-        } => Some(outcome),
-        () = termination() => None,
-    };
-    let mut engine_task = None;
-    if let Some(outcome) = synced {
+    // State sync, then a replica recovered from the synced store, then the engine; again
+    // whenever the engine finds itself too far behind for live catch-up.
+    let mut next_inbox = Some(engine_inbox);
+    let mut work = CarriedWork::default();
+    let mut first = true;
+    loop {
+        let synced = tokio::select! {
+            outcome = async {
+                metrics.syncing.set(1);
+                let outcome = tokio::select! {
+                    outcome = crate::sync::catch_up(index, &network, &store, &committee, &limits, &metrics) => outcome,
+                    never = crate::sync::serve_while_syncing(&network, &store) => match never {},
+                };
+                metrics.syncing.set(0);
+                outcome
+            } => Some(outcome),
+            () = termination() => None,
+        };
+        let Some(outcome) = synced else { break };
         tracing::info!(from = outcome.from, to = outcome.to, "state sync done");
+        if !first {
+            metrics.resyncs.inc();
+        }
+        first = false;
         let mut replica_config = ReplicaConfig::new(ValidatorIndex(index), committee.clone());
         replica_config.max_mempool_transactions = config.mempool.max_transactions;
-        let replica = Replica::recover(
-            replica_config,
-            Signer::ml_dsa_87(keys.secret),
-            store.as_ref(),
-        )
-        .map_err(|e| NodeError::Other(format!("recovering from {}: {e}", data_dir.display())));
-        let replica = match replica {
+        replica_config.decided_retention = config.consensus.decided_retention;
+        let recovered = home
+            .load_validator_key()
+            .map_err(NodeError::from)
+            .and_then(|keys| {
+                Replica::recover(
+                    replica_config,
+                    Signer::ml_dsa_87(keys.secret),
+                    store.as_ref(),
+                )
+                .map_err(|e| {
+                    NodeError::Other(format!("recovering from {}: {e}", data_dir.display()))
+                })
+            });
+        let replica = match recovered {
             Ok(replica) => replica,
             Err(error) => {
                 let _ = shutdown_tx.send(true);
@@ -214,17 +231,22 @@ pub async fn run(home: &Path) -> Result<(), NodeError> {
                 return Err(error);
             }
         };
+        let Some(inbox) = next_inbox.take() else {
+            break;
+        };
         let engine = Engine::new(
             replica,
-            engine_inbox,
+            inbox,
             store.clone(),
             network.clone(),
             committee.clone(),
             limits,
             metrics.clone(),
             config.mempool.max_transactions,
-        );
-        engine_task = Some(tokio::spawn(engine.run(shutdown_rx.clone())));
+        )
+        .resync_beyond(config.consensus.decided_retention / 2)
+        .carry_over(std::mem::take(&mut work));
+        let mut task = tokio::spawn(engine.run(shutdown_rx.clone()));
         health_reporter
             .set_serving::<LedgerServer<LedgerService>>()
             .await;
@@ -232,13 +254,31 @@ pub async fn run(home: &Path) -> Result<(), NodeError> {
             .set_service_status("", tonic_health::ServingStatus::Serving)
             .await;
         tracing::info!("serving");
-        termination().await;
+        let stopped = tokio::select! {
+            stopped = &mut task => stopped,
+            () = termination() => {
+                let _ = shutdown_tx.send(true);
+                let _ = task.await;
+                break;
+            }
+        };
+        match stopped {
+            Ok(Stopped::Resync(rest)) => {
+                health_reporter
+                    .set_not_serving::<LedgerServer<LedgerService>>()
+                    .await;
+                health_reporter
+                    .set_service_status("", tonic_health::ServingStatus::NotServing)
+                    .await;
+                next_inbox = Some(rest.inbox);
+                work = rest.work;
+            }
+            // The network stopped under the engine, or it panicked.
+            _ => break,
+        }
     }
     tracing::info!("shutting down");
     let _ = shutdown_tx.send(true);
-    if let Some(task) = engine_task {
-        let _ = task.await;
-    }
     network.shutdown().await;
     if let Ok(Err(error)) = grpc.await {
         tracing::warn!(%error, "gRPC server stopped with an error");

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use weft_network::{sign_binding, Libp2pKeypair};
 
 use crate::config::{
-    write_p2p_key, write_public, ConfigError, Genesis, GenesisValidator, Home, ListenConfig,
-    MempoolConfig, NodeConfig, P2pConfig,
+    write_p2p_key, write_public, ConfigError, ConsensusConfig, Genesis, GenesisValidator, Home,
+    ListenConfig, MempoolConfig, NodeConfig, P2pConfig,
 };
 
 /// What `weft testnet` writes.
@@ -125,6 +125,7 @@ pub fn write_testnet(options: &TestnetOptions) -> Result<Vec<PathBuf>, ConfigErr
                 })?,
             },
             mempool: MempoolConfig::default(),
+            consensus: ConsensusConfig::default(),
         };
         let toml = toml::to_string_pretty(&config).map_err(|e| ConfigError::Invalid {
             path: home.config_path(),
@@ -252,6 +253,7 @@ pub fn init(options: &InitOptions) -> Result<PathBuf, ConfigError> {
             listen: options.metrics_listen,
         },
         mempool: MempoolConfig::default(),
+        consensus: ConsensusConfig::default(),
     };
     let toml = toml::to_string_pretty(&config).map_err(|e| invalid(e.to_string()))?;
     // Keys first: they refuse to overwrite, so a half-initialized home is never reused.

@@ -42,6 +42,12 @@ impl Validators {
         }
     }
 
+    fn signal(&mut self, index: usize, signal: nix::sys::signal::Signal) {
+        let child = self.children[index].as_ref().expect("running");
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid"));
+        nix::sys::signal::kill(pid, signal).expect("signal");
+    }
+
     fn restart(&mut self, index: usize, home: &Path) {
         assert!(
             self.children[index].is_none(),
@@ -628,42 +634,7 @@ async fn a_killed_validator_catches_up_and_every_acknowledged_transaction_is_fin
     assert!(accepted.len() >= 500, "only {} accepted", accepted.len());
 
     // Every acknowledged transaction final, on every validator, exactly once.
-    let mut tip = 0;
-    for client in &mut clients[..3] {
-        tip = tip.max(status(client).await.last_finalized_sequence);
-    }
-    let mut logs = Vec::new();
-    for (index, client) in clients.iter_mut().enumerate() {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            let own_tip = status(client).await.last_finalized_sequence;
-            let (log, ids) = full_log(client, own_tip).await;
-            let finalized: std::collections::HashMap<&Vec<u8>, usize> =
-                ids.iter().fold(Default::default(), |mut counts, id| {
-                    *counts.entry(id).or_default() += 1;
-                    counts
-                });
-            if let Some((id, count)) = finalized.iter().find(|(_, count)| **count > 1) {
-                panic!("validator {index} finalized {} {count} times", hex(id));
-            }
-            let missing = accepted
-                .iter()
-                .filter(|id| !finalized.contains_key(id))
-                .count();
-            if missing == 0 && log.len() as u64 >= tip {
-                logs.push(log[..usize::try_from(tip).expect("tip")].to_vec());
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "validator {index}: {missing} acknowledged transactions never finalized"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-    for (index, log) in logs.iter().enumerate().skip(1) {
-        assert_eq!(log, &logs[0], "validator {index}'s log differs");
-    }
+    assert_final_exactly_once(&mut clients, &accepted).await;
     validators.stop_cleanly();
 }
 
@@ -784,6 +755,107 @@ async fn stopping_the_primary_changes_the_view_and_finalization_resumes() {
     let (ours, our_ids) = full_log(&mut clients[primary], tip).await;
     assert_eq!(ours, theirs, "the synced log is the survivors' log");
     assert_eq!(our_ids, their_ids);
+    validators.stop_cleanly();
+}
+
+/// Every id in `accepted` is finalized exactly once on every validator (nothing twice at
+/// all), and all logs agree up to the highest tip seen when the check starts.
+async fn assert_final_exactly_once(
+    clients: &mut [LedgerClient<tonic::transport::Channel>],
+    accepted: &[Vec<u8>],
+) {
+    let mut tip = 0;
+    for client in clients.iter_mut() {
+        tip = tip.max(status(client).await.last_finalized_sequence);
+    }
+    let mut logs = Vec::new();
+    for (index, client) in clients.iter_mut().enumerate() {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let own_tip = status(client).await.last_finalized_sequence;
+            let (log, ids) = full_log(client, own_tip).await;
+            let finalized: std::collections::HashMap<&Vec<u8>, usize> =
+                ids.iter().fold(Default::default(), |mut counts, id| {
+                    *counts.entry(id).or_default() += 1;
+                    counts
+                });
+            if let Some((id, count)) = finalized.iter().find(|(_, count)| **count > 1) {
+                panic!("validator {index} finalized {} {count} times", hex(id));
+            }
+            let missing = accepted
+                .iter()
+                .filter(|id| !finalized.contains_key(id))
+                .count();
+            if missing == 0 && log.len() as u64 >= tip {
+                logs.push(log[..usize::try_from(tip).expect("tip")].to_vec());
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "validator {index}: {missing} acknowledged transactions never finalized"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    for (index, log) in logs.iter().enumerate().skip(1) {
+        assert_eq!(log, &logs[0], "validator {index}'s log differs");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_validator_paused_past_the_kept_certificates_resyncs_while_running() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (homes, endpoints, metrics) = testnet_with_metrics(dir.path(), 4);
+    // Peers keep only 32 commit certificates, so a validator that misses more than that
+    // cannot catch up live and must resync from their logs.
+    for home in &homes {
+        let path = home.join("config.toml");
+        let config = std::fs::read_to_string(&path).expect("config");
+        assert!(config.contains("decided_retention = 1024"), "{config}");
+        std::fs::write(
+            &path,
+            config.replace("decided_retention = 1024", "decided_retention = 32"),
+        )
+        .expect("write config");
+    }
+    let mut validators = Validators::start(&homes);
+    let mut clients = Vec::new();
+    for endpoint in &endpoints {
+        clients.push(connect(endpoint).await);
+    }
+    wait_connected(&mut clients).await;
+    let victim: usize = 3;
+    assert_ne!(status(&mut clients[0]).await.primary_index, 3);
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = spawn_load(clients[..3].to_vec(), "pause load", stop.clone());
+    validators.signal(victim, nix::sys::signal::Signal::SIGSTOP);
+    let at_pause = status(&mut clients[0]).await.last_finalized_sequence;
+    for client in &mut clients[..3] {
+        wait_status(
+            client,
+            "the others finalize 100 sequences without it",
+            |s| s.last_finalized_sequence >= at_pause + 100,
+        )
+        .await;
+    }
+    validators.signal(victim, nix::sys::signal::Signal::SIGCONT);
+    let ahead = status(&mut clients[0]).await.last_finalized_sequence;
+    wait_status(
+        &mut clients[victim],
+        "the paused validator catches up",
+        |s| !s.syncing && s.last_finalized_sequence >= ahead,
+    )
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let accepted = load.await.expect("load task");
+    let body = scrape(&metrics[victim]).await;
+    let resyncs: f64 = body
+        .lines()
+        .find_map(|l| l.strip_prefix("weft_resyncs_total ")?.trim().parse().ok())
+        .expect("weft_resyncs_total");
+    assert!(resyncs >= 1.0, "caught up without resyncing: {body}");
+    assert_final_exactly_once(&mut clients, &accepted).await;
     validators.stop_cleanly();
 }
 
