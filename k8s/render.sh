@@ -23,7 +23,6 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 host() { echo "weft-$1-0.weft.$namespace.svc.cluster.local"; }
 for i in $(seq 0 $((n - 1))); do
-  b=$([ "$i" = 0 ] && echo 1 || echo 0)
   "$weft" init --home "$work/node$i" --index "$i" --chain-id "$chain" \
     --p2p-listen /ip4/0.0.0.0/udp/7000/quic-v1 \
     --p2p-external "/dns4/$(host "$i")/udp/7000/quic-v1" \
@@ -74,7 +73,7 @@ $(indent "$work/genesis.json")
 YAML
 for i in $(seq 0 $((n - 1))); do
   b=$([ "$i" = 0 ] && echo 1 || echo 0)
-  bootstrap=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["validators"][int(sys.argv[2])]["p2p_address"])' "$work/genesis.json" "$b")
+  bootstrap=$(sed -n 's/^ *"p2p_address": "\(.*\)",\{0,1\}$/\1/p' "$work/node$b/validator.json")
   sed -i "s|^bootstrap = \[\]|bootstrap = [\"$bootstrap\"]|" "$work/node$i/config.toml"
   cat <<YAML
 ---

@@ -447,6 +447,7 @@ async fn devnet(validators: u16, dir: PathBuf) -> Result<(), String> {
     let count = genesis.genesis.validators.len();
     let exe = std::env::current_exe().map_err(|e| format!("cannot find the weft binary: {e}"))?;
     let mut children = Vec::new();
+    let mut targets = Vec::new();
     for index in 0..count {
         let home = dir.join(format!("node{index}"));
         let config = Home::new(&home).load_config().map_err(|e| e.to_string())?;
@@ -468,9 +469,12 @@ async fn devnet(validators: u16, dir: PathBuf) -> Result<(), String> {
             home.join("node.log").display()
         );
         children.push(child);
+        targets.push(config.grpc.listen.to_string());
     }
     println!(
-        "devnet: {count} validators running; try\n  grpcurl -plaintext -d '{{\"payload\":\"aGVsbG8=\"}}' 127.0.0.1:50051 weft.v1.Ledger/SubmitTransaction\nCtrl-C stops them all."
+        "devnet: {count} validators running; try\n  grpcurl -plaintext -d '{{\"payload\":\"aGVsbG8=\"}}' 127.0.0.1:50051 weft.v1.Ledger/SubmitTransaction\n  {} bench --targets {} --rate 1000 --duration 10s\nCtrl-C stops them all.",
+        exe.display(),
+        targets.join(",")
     );
     crate::node::termination().await;
     println!("devnet: stopping");

@@ -148,6 +148,9 @@ fn config_header(index: u16, body: &str) -> String {
         "# The validator set is in genesis.json, the keys in keys/ (mode 0600)."
     );
     text.push_str(body);
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
     text
 }
 
@@ -215,6 +218,14 @@ pub fn init(options: &InitOptions) -> Result<PathBuf, ConfigError> {
         ));
     }
     weft_dag::ChainId::new(&options.chain_id).map_err(|e| invalid(e.to_string()))?;
+    for address in std::iter::once(&options.p2p_listen)
+        .chain(std::iter::once(&options.p2p_external))
+        .chain(&options.bootstrap)
+    {
+        address
+            .parse::<weft_network::Address>()
+            .map_err(|e| invalid(format!("{address:?} is not a multiaddr: {e}")))?;
+    }
     for path in [home.config_path(), home.genesis_path()] {
         if path.exists() {
             return Err(ConfigError::Invalid {
