@@ -1,6 +1,6 @@
 //! Prometheus metrics of the network layer, registered into the node's registry.
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
 
 use crate::Channel;
 
@@ -17,8 +17,9 @@ pub struct Metrics {
     pub dropped: IntCounterVec,
     /// `weft_network_peer_penalties_total{reason}`.
     pub penalties: IntCounterVec,
-    /// `weft_network_denied_connections_total`.
-    pub denied_connections: IntCounter,
+    /// `weft_network_denied_connections_total{direction}`: `inbound` (someone outside
+    /// the set, or banned, tried us) or `outbound` (we tried to reach a banned peer).
+    pub denied_connections: IntCounterVec,
     /// `weft_network_requests_total{kind, outcome}`.
     pub requests: IntCounterVec,
 }
@@ -59,9 +60,12 @@ impl Metrics {
                 ),
                 &["reason"],
             )?,
-            denied_connections: IntCounter::new(
-                "weft_network_denied_connections_total",
-                "Connections refused because the peer is not in the validator set or is banned.",
+            denied_connections: IntCounterVec::new(
+                Opts::new(
+                    "weft_network_denied_connections_total",
+                    "Connections refused because the peer is not in the validator set or is banned, by direction.",
+                ),
+                &["direction"],
             )?,
             requests: IntCounterVec::new(
                 Opts::new(

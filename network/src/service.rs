@@ -554,14 +554,20 @@ impl Service {
                 send_back_addr,
                 ..
             } => {
-                self.metrics.denied_connections.inc();
+                self.metrics
+                    .denied_connections
+                    .with_label_values(&["inbound"])
+                    .inc();
                 tracing::debug!(%send_back_addr, %cause, "inbound connection denied");
             }
             SwarmEvent::OutgoingConnectionError {
                 error: DialError::Denied { .. },
                 ..
             } => {
-                self.metrics.denied_connections.inc();
+                self.metrics
+                    .denied_connections
+                    .with_label_values(&["outbound"])
+                    .inc();
             }
             SwarmEvent::NewListenAddr { address, .. } => {
                 tracing::info!(%address, "listening");

@@ -280,7 +280,12 @@ async fn a_key_outside_the_set_can_neither_connect_nor_deliver() {
 
     let validator_zero = nodes[0].clone();
     wait_until("validator 0 denies the outsider", TIMEOUT, || {
-        validator_zero.metrics().denied_connections.get() > 0
+        validator_zero
+            .metrics()
+            .denied_connections
+            .with_label_values(&["inbound"])
+            .get()
+            > 0
     })
     .await;
     for _ in 0..10 {

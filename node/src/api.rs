@@ -393,6 +393,11 @@ impl Ledger for LedgerService {
                 finalized_unix_ms,
             }));
         }
+        if self.engine.status.borrow().syncing {
+            return Err(Status::unavailable(
+                "not finalized here yet, and this validator is syncing: its mempool is not readable; retry shortly",
+            ));
+        }
         if self.engine.is_pending(id).await {
             return Ok(Response::new(v1::GetTransactionResponse {
                 tx_id: id.0.as_bytes().to_vec(),
