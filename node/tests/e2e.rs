@@ -279,9 +279,10 @@ async fn submit_stream(
         if answer.code == Code::Ok as i32 {
             accepted.push(answer.tx_id);
         } else {
-            assert_eq!(
-                answer.code,
-                Code::ResourceExhausted as i32,
+            // Mempool full, or a payload this validator already holds or finalized.
+            assert!(
+                answer.code == Code::ResourceExhausted as i32
+                    || answer.code == Code::AlreadyExists as i32,
                 "unexpected refusal: {}",
                 answer.message
             );
@@ -573,13 +574,20 @@ fn spawn_load(
             if stop.load(std::sync::atomic::Ordering::SeqCst) {
                 break;
             }
-            let payloads = (0..50)
+            let payloads: Vec<Vec<u8>> = (0..50)
                 .map(|_| {
                     next += 1;
                     format!("{tag} {next}").into_bytes()
                 })
                 .collect();
             let target = round % clients.len();
+            // Every fifth batch also goes to a second validator, as a client retrying
+            // elsewhere would send it: both may accept it, and it must still be final once.
+            if round % 5 == 0 {
+                let twice: Vec<Vec<u8>> = payloads.clone();
+                let other = (target + 1) % clients.len();
+                accepted.extend(submit_stream(&mut clients[other], twice).await);
+            }
             accepted.extend(submit_stream(&mut clients[target], payloads).await);
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
