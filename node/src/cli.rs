@@ -92,32 +92,7 @@ pub enum Command {
     },
     /// Create a home folder for one validator of a new set: keys (mode 0600), config.toml,
     /// and validator.json, this validator's entry for the set's genesis.json.
-    Init {
-        /// The home folder to create.
-        #[arg(long)]
-        home: PathBuf,
-        /// This validator's index in the set.
-        #[arg(long)]
-        index: u16,
-        /// The chain id every signature names (the peer binding includes it).
-        #[arg(long)]
-        chain_id: String,
-        /// QUIC listen address (multiaddr).
-        #[arg(long, default_value = "/ip4/0.0.0.0/udp/7000/quic-v1")]
-        p2p_listen: String,
-        /// The address other validators reach this one at (multiaddr, without /p2p/).
-        #[arg(long)]
-        p2p_external: String,
-        /// gRPC listen address.
-        #[arg(long, default_value = "0.0.0.0:50051")]
-        grpc_listen: std::net::SocketAddr,
-        /// Metrics listen address.
-        #[arg(long, default_value = "0.0.0.0:9100")]
-        metrics_listen: std::net::SocketAddr,
-        /// Other validators' full addresses (ending in /p2p/<peer id>); one is enough.
-        #[arg(long, value_delimiter = ',')]
-        bootstrap: Vec<String>,
-    },
+    Init(crate::testnet::InitOptions),
     /// Assemble genesis.json from every validator's validator.json.
     Genesis {
         /// The chain id (must match what each validator signed).
@@ -298,36 +273,15 @@ pub fn main(cli: Cli) -> ExitCode {
             }
         }
         Command::Simulate { args } => simulate(args),
-        Command::Init {
-            home,
-            index,
-            chain_id,
-            p2p_listen,
-            p2p_external,
-            grpc_listen,
-            metrics_listen,
-            bootstrap,
-        } => {
-            let options = crate::testnet::InitOptions {
-                home,
-                index,
-                chain_id,
-                p2p_listen,
-                p2p_external,
-                grpc_listen,
-                metrics_listen,
-                bootstrap,
-            };
-            match crate::testnet::init(&options) {
-                Ok(entry) => {
-                    println!("home: {}", options.home.display());
-                    println!("genesis entry: {}", entry.display());
-                    println!("next: collect every validator.json, then `weft genesis --chain-id {} --out genesis.json ...` and copy genesis.json into each home", options.chain_id);
-                    ExitCode::SUCCESS
-                }
-                Err(error) => fail(error),
+        Command::Init(options) => match crate::testnet::init(&options) {
+            Ok(entry) => {
+                println!("home: {}", options.home.display());
+                println!("genesis entry: {}", entry.display());
+                println!("next: collect every validator.json, then `weft genesis --chain-id {} --out genesis.json ...` and copy genesis.json into each home", options.chain_id);
+                ExitCode::SUCCESS
             }
-        }
+            Err(error) => fail(error),
+        },
         Command::Genesis {
             chain_id,
             out,

@@ -410,6 +410,9 @@ impl Engine {
             } => {
                 let mut answers = Vec::with_capacity(transactions.len());
                 let mut admitted = Vec::new();
+                // Ids admitted from this batch: a payload twice in one batch is a
+                // duplicate, found without hashing the batch again for each entry.
+                let mut admitted_ids = std::collections::HashSet::new();
                 for transaction in transactions {
                     let id = transaction.id();
                     let finalized = self.store.transaction(&id).ok().flatten().is_some();
@@ -420,7 +423,7 @@ impl Engine {
                         answers.push(Admission::Duplicate);
                     } else if self.replica.mempool_len() + admitted.len() >= self.mempool_cap {
                         answers.push(Admission::Full);
-                    } else if admitted.iter().any(|t: &Transaction| t.id() == id) {
+                    } else if !admitted_ids.insert(id) {
                         answers.push(Admission::Duplicate);
                     } else {
                         if self.accepted_at.len() < ACCEPTED_AT_CAP {

@@ -35,6 +35,22 @@ fn other(context: &str) -> impl FnOnce(String) -> NodeError + '_ {
     move |e| NodeError::Other(format!("{context}: {e}"))
 }
 
+/// The health of the Ledger service and of the server as a whole ("").
+async fn set_health(reporter: &tonic_health::server::HealthReporter, serving: bool) {
+    let status = if serving {
+        tonic_health::ServingStatus::Serving
+    } else {
+        tonic_health::ServingStatus::NotServing
+    };
+    reporter
+        .set_service_status(
+            <LedgerServer<LedgerService> as tonic::server::NamedService>::NAME,
+            status,
+        )
+        .await;
+    reporter.set_service_status("", status).await;
+}
+
 /// Waits for SIGINT or SIGTERM.
 pub async fn termination() {
     let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
@@ -129,12 +145,7 @@ pub async fn run(home: &Path) -> Result<(), NodeError> {
     };
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     // Not serving until the finalized log is synced and the engine runs.
-    health_reporter
-        .set_not_serving::<LedgerServer<LedgerService>>()
-        .await;
-    health_reporter
-        .set_service_status("", tonic_health::ServingStatus::NotServing)
-        .await;
+    set_health(&health_reporter, false).await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(weft_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -247,12 +258,7 @@ pub async fn run(home: &Path) -> Result<(), NodeError> {
         .resync_beyond(config.consensus.decided_retention / 2)
         .carry_over(std::mem::take(&mut work));
         let mut task = tokio::spawn(engine.run(shutdown_rx.clone()));
-        health_reporter
-            .set_serving::<LedgerServer<LedgerService>>()
-            .await;
-        health_reporter
-            .set_service_status("", tonic_health::ServingStatus::Serving)
-            .await;
+        set_health(&health_reporter, true).await;
         tracing::info!("serving");
         let stopped = tokio::select! {
             stopped = &mut task => stopped,
@@ -264,12 +270,7 @@ pub async fn run(home: &Path) -> Result<(), NodeError> {
         };
         match stopped {
             Ok(Stopped::Resync(rest)) => {
-                health_reporter
-                    .set_not_serving::<LedgerServer<LedgerService>>()
-                    .await;
-                health_reporter
-                    .set_service_status("", tonic_health::ServingStatus::NotServing)
-                    .await;
+                set_health(&health_reporter, false).await;
                 next_inbox = Some(rest.inbox);
                 work = rest.work;
             }

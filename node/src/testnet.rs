@@ -179,24 +179,32 @@ pub fn generate_keys(home: &Path) -> Result<(weft_crypto::PublicKey, String), Co
     Ok((keys.public, p2p.public().to_peer_id().to_string()))
 }
 
-/// What `weft init` writes.
-#[derive(Debug, Clone)]
+/// What `weft init` writes (its command-line flags).
+#[derive(Debug, Clone, clap::Args)]
 pub struct InitOptions {
-    /// The new home folder.
+    /// The home folder to create.
+    #[arg(long)]
     pub home: PathBuf,
-    /// This validator's index.
+    /// This validator's index in the set.
+    #[arg(long)]
     pub index: u16,
-    /// The chain id.
+    /// The chain id every signature names (the peer binding includes it).
+    #[arg(long)]
     pub chain_id: String,
-    /// QUIC listen multiaddr.
+    /// QUIC listen address (multiaddr).
+    #[arg(long, default_value = "/ip4/0.0.0.0/udp/7000/quic-v1")]
     pub p2p_listen: String,
-    /// The multiaddr others dial (without `/p2p/`).
+    /// The address other validators reach this one at (multiaddr, without /p2p/).
+    #[arg(long)]
     pub p2p_external: String,
     /// gRPC listen address.
+    #[arg(long, default_value = "0.0.0.0:50051")]
     pub grpc_listen: std::net::SocketAddr,
     /// Metrics listen address.
+    #[arg(long, default_value = "0.0.0.0:9100")]
     pub metrics_listen: std::net::SocketAddr,
-    /// Other validators' full addresses.
+    /// Other validators' full addresses (ending in /p2p/<peer id>); one is enough.
+    #[arg(long, value_delimiter = ',')]
     pub bootstrap: Vec<String>,
 }
 

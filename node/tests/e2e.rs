@@ -395,37 +395,12 @@ async fn four_validators_finalize_a_thousand_transactions_identically() {
     assert!(tip > 0);
     let mut logs = Vec::new();
     for client in &mut clients {
-        let mut log = Vec::new();
-        let mut from = 1;
-        while from <= tip {
-            let entries = client
-                .list_finalized(v1::ListFinalizedRequest {
-                    from_sequence: from,
-                    limit: 0,
-                    include_transaction_ids: false,
-                })
-                .await
-                .expect("list")
-                .into_inner()
-                .entries;
-            assert!(!entries.is_empty());
-            for entry in entries {
-                if entry.sequence <= tip {
-                    from = entry.sequence + 1;
-                    log.push((
-                        entry.sequence,
-                        entry.anchor,
-                        entry.vertex_hashes,
-                        entry.state_digest,
-                    ));
-                }
-            }
-        }
-        logs.push(log);
+        logs.push(full_log(client, tip).await);
     }
     for log in &logs[1..] {
-        assert_eq!(log, &logs[0], "finalized sequences differ");
+        assert_eq!(log, &logs[0], "finalized sequences or transactions differ");
     }
+    let (logs, _): (Vec<_>, Vec<_>) = logs.into_iter().unzip();
 
     // Each vertex a client can check: encoded bytes hash to the hash asked for.
     let some_vertex = logs[0]
