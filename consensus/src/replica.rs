@@ -123,6 +123,59 @@ pub enum Mutant {
     CountParentVertices,
     /// Finality by per-author frontier instead of the exact finalized set.
     PerAuthorFrontier,
+    /// Finding 1: a primary's ordinary pre-prepare may take a sequence the NewView of
+    /// the view re-proposed (while its anchor's history is being fetched).
+    PrePrepareOverNewView,
+    /// Finding 2: view-change claims are not bounded to (h, h + W] and the decision
+    /// fills every sequence up to the highest claim.
+    UnboundedClaims,
+    /// Finding 3: the primary's own prepare counts toward the 2f, a second pre-prepare
+    /// for one (view, sequence) is ignored, anchor rounds need not increase in a view.
+    CountPrimaryPrepare,
+    /// Finding 4: the primary's pre-prepare claim is persisted after its anchor leaves,
+    /// and recovery resumes proposals from votes only.
+    ProposalNotDurable,
+    /// Finding 5: the new primary sends its NewView before the view's activation is
+    /// durable, and recovery neither restores the NewView nor re-counts its own view change.
+    NewViewNotDurable,
+    /// Finding 5: an empty store is treated as a fresh validator (signs from view 0,
+    /// round 0 at once).
+    WipedStoreSignsAtOnce,
+}
+
+impl Mutant {
+    /// Every mutant, in the order the simulator's tests run them.
+    pub const ALL: [Mutant; 9] = [
+        Mutant::NoDurableOwnVertex,
+        Mutant::CountParentVertices,
+        Mutant::PerAuthorFrontier,
+        Mutant::PrePrepareOverNewView,
+        Mutant::UnboundedClaims,
+        Mutant::CountPrimaryPrepare,
+        Mutant::ProposalNotDurable,
+        Mutant::NewViewNotDurable,
+        Mutant::WipedStoreSignsAtOnce,
+    ];
+
+    /// The command-line name (`--mutant NAME`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Mutant::NoDurableOwnVertex => "no-durable-own-vertex",
+            Mutant::CountParentVertices => "count-parent-vertices",
+            Mutant::PerAuthorFrontier => "per-author-frontier",
+            Mutant::PrePrepareOverNewView => "pre-prepare-over-new-view",
+            Mutant::UnboundedClaims => "unbounded-claims",
+            Mutant::CountPrimaryPrepare => "count-primary-prepare",
+            Mutant::ProposalNotDurable => "proposal-not-durable",
+            Mutant::NewViewNotDurable => "new-view-not-durable",
+            Mutant::WipedStoreSignsAtOnce => "wiped-store-signs-at-once",
+        }
+    }
+
+    /// Parses a command-line name.
+    pub fn parse(name: &str) -> Option<Mutant> {
+        Mutant::ALL.into_iter().find(|m| m.name() == name)
+    }
 }
 
 /// A configuration that cannot run.

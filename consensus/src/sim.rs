@@ -1520,12 +1520,10 @@ invalid-signatures, stale-replay, flooding, all";
                         }
                         "--seeds" => options.seeds = number("--seeds")?,
                         "--mutant" => {
-                            options.mutant = Some(match value.as_str() {
-                                "no-durable-own-vertex" => Mutant::NoDurableOwnVertex,
-                                "count-parent-vertices" => Mutant::CountParentVertices,
-                                "per-author-frontier" => Mutant::PerAuthorFrontier,
-                                other => return Err(format!("unknown mutant {other:?}")),
-                            })
+                            options.mutant = Some(
+                                Mutant::parse(&value)
+                                    .ok_or_else(|| format!("unknown mutant {value:?}"))?,
+                            )
                         }
                         "--seed-base" => options.seed_base = number("--seed-base")?,
                         "--transactions" => options.transactions = size("--transactions")?,
@@ -1581,11 +1579,7 @@ invalid-signatures, stale-replay, flooding, all";
             command.push_str(&format!(" --loss {}", self.loss));
         }
         if let Some(mutant) = self.mutant {
-            let name = match mutant {
-                Mutant::NoDurableOwnVertex => "no-durable-own-vertex",
-                Mutant::CountParentVertices => "count-parent-vertices",
-                Mutant::PerAuthorFrontier => "per-author-frontier",
-            };
+            let name = mutant.name();
             command.push_str(&format!(" --mutant {name}"));
         }
         for (on, flag) in [
