@@ -1,0 +1,177 @@
+//! Catch-up and retransmission (ARCHITECTURE.md, "Sync" and the liveness rules): the
+//! periodic re-send, fetches of missing vertices, `Status` answered with commit
+//! certificates, and `Decided` certificates taken from peers.
+
+use super::*;
+
+impl Replica {
+    pub(super) fn start(&mut self, now: TimestampMs, outputs: &mut Vec<Output>) {
+        self.view_started = now;
+        outputs.push(Output::SetTimer {
+            timer: Timer::Tick,
+            after_ms: self.config.tick_interval_ms,
+        });
+        self.retransmit(now, outputs);
+    }
+
+    /// Re-sends what peers may have lost, asks for what we miss.
+    pub(super) fn retransmit(&mut self, now: TimestampMs, outputs: &mut Vec<Output>) {
+        self.last_retransmit = now;
+        if let Some(own) = &self.own_latest {
+            outputs.push(Output::Broadcast(Message::Vertex(own.clone())));
+        }
+        if self.view_active {
+            for vote in self.own_votes.values() {
+                outputs.push(Output::Broadcast(Message::Vote(vote.clone())));
+            }
+        } else if let Some(view_change) = &self.own_view_change {
+            outputs.push(Output::Broadcast(view_change.clone()));
+        }
+        for checkpoint in self.own_checkpoints.values() {
+            outputs.push(Output::Broadcast(Message::Checkpoint(checkpoint.clone())));
+        }
+        outputs.push(Output::Broadcast(Message::Status {
+            view: self.view,
+            executed: self.finalizer.last_sequence(),
+        }));
+        let mut missing = self.dag.missing();
+        for anchor in self.awaiting_history.values() {
+            if !self.dag.contains(anchor) {
+                missing.push(*anchor);
+            }
+        }
+        for (sequence, anchor) in &self.committed {
+            if let Some(anchor) = anchor.filter(|a| !self.dag.contains(a)) {
+                if *sequence <= self.finalizer.last_sequence().next() {
+                    missing.push(anchor);
+                }
+            }
+        }
+        missing.sort_unstable();
+        missing.dedup();
+        missing.truncate(256);
+        if !missing.is_empty() {
+            let from = self.next_peer();
+            outputs.push(Output::Fetch {
+                from,
+                hashes: missing,
+            });
+        }
+    }
+
+    /// Anchors we may be fetching at once: committed or re-proposed sequences in flight.
+    pub(super) fn wanted_limit(&self) -> usize {
+        usize::try_from(4 * self.config.window).unwrap_or(usize::MAX)
+    }
+
+    /// Peers in turn, for fetches that may have failed.
+    pub(super) fn next_peer(&mut self) -> ValidatorIndex {
+        let n = self.config.committee.size();
+        self.fetch_rotation = (self.fetch_rotation + 1) % n;
+        let mut peer = self.fetch_rotation;
+        if peer == self.config.index.as_usize() {
+            peer = (peer + 1) % n;
+        }
+        ValidatorIndex(u16::try_from(peer).unwrap_or(0))
+    }
+
+    /// A peer tells where it is: help it catch up if we are ahead.
+    pub(super) fn on_status(
+        &mut self,
+        from: ValidatorIndex,
+        view: View,
+        executed: Sequence,
+        now: TimestampMs,
+        outputs: &mut Vec<Output>,
+    ) {
+        if from == self.config.index {
+            return;
+        }
+        // At most one answer per peer per retransmission interval unless it moved on: a
+        // replayed status must not make us resend certificates at its rate.
+        let Some(slot) = self.status_replies.get_mut(from.as_usize()) else {
+            return;
+        };
+        if executed <= slot.1 && now.0 < slot.0 .0 + self.config.retransmit_interval_ms / 2 {
+            return;
+        }
+        *slot = (now, executed);
+        let mut sent = 0;
+        let mut next = executed.next();
+        while next <= self.finalizer.last_sequence() && sent < 2 * self.config.window {
+            if let Some(certificate) = self.decided.get(&next) {
+                outputs.push(Output::Send {
+                    to: from,
+                    message: Message::Decided(certificate.clone()),
+                });
+                sent += 1;
+            }
+            next = next.next();
+        }
+        if view < self.view && self.view_active {
+            if let Some(new_view) = &self.new_view {
+                outputs.push(Output::Send {
+                    to: from,
+                    message: new_view.clone(),
+                });
+            }
+        }
+    }
+
+    /// A commit certificate from a peer: 2f + 1 distinct commit votes for one
+    /// (view, sequence, digest) prove the sequence committed, whatever our view.
+    pub(super) fn on_decided(
+        &mut self,
+        from: ValidatorIndex,
+        votes: Vec<SignedVote>,
+        outputs: &mut Vec<Output>,
+    ) {
+        let Some(first) = votes.first().map(|v| v.vote().clone()) else {
+            return;
+        };
+        let sequence = first.sequence;
+        let executed = self.finalizer.last_sequence();
+        if sequence <= executed
+            || sequence.0 > executed.0 + 2 * self.config.window
+            || self.committed.contains_key(&sequence)
+        {
+            return;
+        }
+        let voters: BTreeSet<ValidatorIndex> = votes
+            .iter()
+            .filter(|v| {
+                let v = v.vote();
+                v.phase == Phase::Commit
+                    && v.view == first.view
+                    && v.sequence == sequence
+                    && v.digest == first.digest
+                    && self.config.committee.contains(v.voter)
+            })
+            .map(|v| v.vote().voter)
+            .collect();
+        if voters.len() < self.config.committee.quorum() || voters.len() != votes.len() {
+            self.drops.invalid_view_messages += 1;
+            return;
+        }
+        let mut certificate = votes;
+        certificate.sort_by_key(|v| v.vote().voter);
+        self.mark_committed(sequence, first.digest, certificate, outputs);
+        // The last certificate of a batch: ask the same peer for the next batch at once,
+        // so catching up outpaces the others' progress.
+        if sequence.0 == executed.0 + 2 * self.config.window {
+            outputs.push(Output::Send {
+                to: from,
+                message: Message::Status {
+                    view: self.view,
+                    executed: Sequence(sequence.0),
+                },
+            });
+        }
+        if let Some(anchor) = first.digest.filter(|d| !self.dag.contains(d)) {
+            outputs.push(Output::Fetch {
+                from,
+                hashes: vec![anchor],
+            });
+        }
+    }
+}

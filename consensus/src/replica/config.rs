@@ -1,0 +1,217 @@
+//! The replica's parameters (ARCHITECTURE.md, "The protocol": W, K, L, R, D, T, T_tx) and
+//! the deliberate mutants the simulator's tests switch on.
+
+use weft_dag::{Committee, Limits, ValidatorIndex};
+
+/// Protocol parameters of one replica. Validated once, by [`ReplicaConfig::validate`].
+#[derive(Clone, Debug)]
+pub struct ReplicaConfig {
+    /// This replica's index.
+    pub index: ValidatorIndex,
+    /// The validator set.
+    pub committee: Committee,
+    /// Vertex limits.
+    pub limits: Limits,
+    /// D: the GC round trails the highest committed anchor by this many rounds.
+    pub gc_depth: u64,
+    /// W: sequences in flight above the stable checkpoint.
+    pub window: u64,
+    /// K: a checkpoint every K sequences.
+    pub checkpoint_interval: u64,
+    /// L: a pre-prepare whose round is more than L below ours is stale.
+    pub max_anchor_lag: u64,
+    /// R: pushed vertices more than R rounds above our own are dropped unbuffered.
+    pub max_round_lead: u64,
+    /// Most transactions per vertex.
+    pub max_batch_transactions: usize,
+    /// Most transactions waiting in the mempool.
+    pub max_mempool_transactions: usize,
+    /// With nothing to order, build a vertex after this long anyway.
+    pub idle_interval_ms: u64,
+    /// The heartbeat that checks deadlines.
+    pub tick_interval_ms: u64,
+    /// Re-send what peers may have lost this often.
+    pub retransmit_interval_ms: u64,
+    /// T: waiting this long without progress starts a view change.
+    pub view_change_timeout_ms: u64,
+    /// The cap of T's doubling.
+    pub max_view_change_timeout_ms: u64,
+    /// T_tx: an own transaction not final after this long starts a view change.
+    pub transaction_timeout_ms: u64,
+    /// Commit certificates kept for executed sequences, to help lagging peers.
+    pub decided_retention: u64,
+    /// Proven faults after which a validator's vertices are referenced only when needed.
+    pub ban_threshold: u32,
+    #[doc(hidden)]
+    /// Deliberate bugs for the simulator's checker tests. Always `None` in a node.
+    pub mutant: Option<Mutant>,
+}
+
+#[doc(hidden)]
+/// Deliberately broken rules, each a test that the simulator's checkers fire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mutant {
+    /// Send the own vertex without making it durable first.
+    NoDurableOwnVertex,
+    /// Advance rounds on 2f + 1 parent vertices instead of 2f + 1 parent authors.
+    CountParentVertices,
+    /// Finality by per-author frontier instead of the exact finalized set.
+    PerAuthorFrontier,
+    /// Finding 1: a primary's ordinary pre-prepare may take a sequence the NewView of
+    /// the view re-proposed (while its anchor's history is being fetched).
+    PrePrepareOverNewView,
+    /// Finding 2: view-change claims are not bounded to (h, h + W] and the decision
+    /// fills every sequence up to the highest claim.
+    UnboundedClaims,
+    /// Finding 3: the primary's own prepare counts toward the 2f, a second pre-prepare
+    /// for one (view, sequence) is ignored, anchor rounds need not increase in a view.
+    CountPrimaryPrepare,
+    /// Finding 4: the primary's pre-prepare claim is persisted after its anchor leaves,
+    /// and recovery resumes proposals from votes only.
+    ProposalNotDurable,
+    /// Finding 5: the new primary sends its NewView before the view's activation is
+    /// durable, and recovery neither restores the NewView nor re-counts its own view change.
+    NewViewNotDurable,
+    /// Finding 5: an empty store is treated as a fresh validator (signs from view 0,
+    /// round 0 at once).
+    WipedStoreSignsAtOnce,
+}
+
+impl Mutant {
+    /// Every mutant, in the order the simulator's tests run them.
+    pub const ALL: [Mutant; 9] = [
+        Mutant::NoDurableOwnVertex,
+        Mutant::CountParentVertices,
+        Mutant::PerAuthorFrontier,
+        Mutant::PrePrepareOverNewView,
+        Mutant::UnboundedClaims,
+        Mutant::CountPrimaryPrepare,
+        Mutant::ProposalNotDurable,
+        Mutant::NewViewNotDurable,
+        Mutant::WipedStoreSignsAtOnce,
+    ];
+
+    /// The command-line name (`--mutant NAME`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Mutant::NoDurableOwnVertex => "no-durable-own-vertex",
+            Mutant::CountParentVertices => "count-parent-vertices",
+            Mutant::PerAuthorFrontier => "per-author-frontier",
+            Mutant::PrePrepareOverNewView => "pre-prepare-over-new-view",
+            Mutant::UnboundedClaims => "unbounded-claims",
+            Mutant::CountPrimaryPrepare => "count-primary-prepare",
+            Mutant::ProposalNotDurable => "proposal-not-durable",
+            Mutant::NewViewNotDurable => "new-view-not-durable",
+            Mutant::WipedStoreSignsAtOnce => "wiped-store-signs-at-once",
+        }
+    }
+
+    /// Parses a command-line name.
+    pub fn parse(name: &str) -> Option<Mutant> {
+        Mutant::ALL.into_iter().find(|m| m.name() == name)
+    }
+}
+
+/// A configuration that cannot run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// The index is not in the validator set.
+    #[error("replica index {0} is not in the validator set")]
+    UnknownIndex(ValidatorIndex),
+    /// A parameter is out of range.
+    #[error("{name} must be {rule}")]
+    OutOfRange {
+        /// The parameter.
+        name: &'static str,
+        /// Its allowed range.
+        rule: &'static str,
+    },
+}
+
+impl ReplicaConfig {
+    /// Defaults for `index` in `committee`.
+    pub fn new(index: ValidatorIndex, committee: Committee) -> ReplicaConfig {
+        ReplicaConfig {
+            index,
+            committee,
+            limits: Limits::default(),
+            gc_depth: 50,
+            window: 8,
+            checkpoint_interval: 4,
+            max_anchor_lag: 10,
+            max_round_lead: 100,
+            max_batch_transactions: 1_000,
+            max_mempool_transactions: 100_000,
+            idle_interval_ms: 50,
+            tick_interval_ms: 50,
+            retransmit_interval_ms: 300,
+            view_change_timeout_ms: 1_000,
+            max_view_change_timeout_ms: 8_000,
+            transaction_timeout_ms: 5_000,
+            decided_retention: 1_024,
+            ban_threshold: 3,
+            mutant: None,
+        }
+    }
+
+    /// Refuses configurations that cannot run.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !self.committee.contains(self.index) {
+            return Err(ConfigError::UnknownIndex(self.index));
+        }
+        let checks = [
+            (self.gc_depth >= 2, "gc_depth", "at least 2"),
+            (
+                self.gc_depth <= self.limits.max_parent_depth,
+                "gc_depth",
+                "at most limits.max_parent_depth",
+            ),
+            (
+                self.checkpoint_interval >= 1,
+                "checkpoint_interval",
+                "at least 1",
+            ),
+            (
+                self.window >= 2 * self.checkpoint_interval,
+                "window",
+                "at least twice checkpoint_interval",
+            ),
+            (self.max_anchor_lag >= 1, "max_anchor_lag", "at least 1"),
+            (
+                self.max_round_lead >= self.gc_depth,
+                "max_round_lead",
+                "at least gc_depth",
+            ),
+            (
+                self.max_batch_transactions >= 1
+                    && self.max_batch_transactions <= self.limits.max_transactions,
+                "max_batch_transactions",
+                "between 1 and limits.max_transactions",
+            ),
+            (self.idle_interval_ms >= 1, "idle_interval_ms", "at least 1"),
+            (self.tick_interval_ms >= 1, "tick_interval_ms", "at least 1"),
+            (
+                self.view_change_timeout_ms >= self.tick_interval_ms,
+                "view_change_timeout_ms",
+                "at least tick_interval_ms",
+            ),
+            (
+                self.max_view_change_timeout_ms >= self.view_change_timeout_ms,
+                "max_view_change_timeout_ms",
+                "at least view_change_timeout_ms",
+            ),
+            (
+                self.decided_retention >= 2 * self.window,
+                "decided_retention",
+                "at least twice window",
+            ),
+            (self.ban_threshold >= 1, "ban_threshold", "at least 1"),
+        ];
+        for (ok, name, rule) in checks {
+            if !ok {
+                return Err(ConfigError::OutOfRange { name, rule });
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,256 @@
+//! Persist before send, and recovery (ARCHITECTURE.md, "Recovery"): the replica-state
+//! records, their encodings, and [`Replica::recover`].
+
+use super::*;
+
+/// Why a replica could not be rebuilt from its store.
+#[derive(Debug, thiserror::Error)]
+pub enum RecoverError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The store failed.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    /// The finalized log does not replay.
+    #[error("finalized log does not replay: {0}")]
+    Log(#[from] ExecuteError),
+    /// A replica-state record is damaged.
+    #[error("replica state record {key} is damaged: {reason}")]
+    Damaged {
+        /// The record.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// The vertices the signing record in `store` refers to (our own latest vertex, which
+/// [`Replica::recover`] needs so that the next vertex is built in a later round). A host
+/// that wipes its data (`weft reset-state`) keeps these and the replica-state records.
+pub fn signing_record_vertices(store: &dyn Store) -> Result<Vec<Digest>, RecoverError> {
+    let Some(bytes) = store.replica_state(keys::OWN_LATEST)? else {
+        return Ok(Vec::new());
+    };
+    let hash = <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| RecoverError::Damaged {
+        key: String::from_utf8_lossy(keys::OWN_LATEST).into_owned(),
+        reason: "not 32 bytes".into(),
+    })?;
+    Ok(vec![Digest::from_bytes(hash)])
+}
+
+/// Keys of the replica-state records.
+pub(super) mod keys {
+    pub const VIEW: &[u8] = b"view";
+    pub const VIEW_CHANGE: &[u8] = b"view-change";
+    pub const NEW_VIEW: &[u8] = b"new-view";
+    pub const CLAIMS: &[u8] = b"claims";
+    pub const STABLE: &[u8] = b"stable";
+    pub const OWN_LATEST: &[u8] = b"own/latest";
+
+    pub fn vote(phase: crate::messages::Phase, view: u64, sequence: u64) -> Vec<u8> {
+        format!("vote/{phase:?}/{view}/{sequence}").into_bytes()
+    }
+}
+type ClaimSets = (BTreeMap<Sequence, Claim>, BTreeMap<Sequence, Vec<Claim>>);
+
+pub(super) fn decode_claims(bytes: &[u8]) -> Result<ClaimSets, String> {
+    let mut reader = Reader::new(bytes);
+    let prepared = crate::view_change::read_claims(&mut reader).map_err(|e| e.to_string())?;
+    let pre_prepared = crate::view_change::read_claims(&mut reader).map_err(|e| e.to_string())?;
+    reader.finish().map_err(|e| e.to_string())?;
+    let mut q: BTreeMap<Sequence, Vec<Claim>> = BTreeMap::new();
+    for claim in pre_prepared {
+        q.entry(claim.sequence).or_default().push(claim);
+    }
+    Ok((prepared.into_iter().map(|c| (c.sequence, c)).collect(), q))
+}
+
+pub(super) fn encode_view(view: View, active: bool) -> Vec<u8> {
+    let mut writer = Writer::with_capacity(9);
+    writer.u64(view.0);
+    writer.u8(u8::from(active));
+    writer.finish()
+}
+
+pub(super) fn encode_stable(stable: &StableCheckpoint) -> Vec<u8> {
+    let mut writer = Writer::with_capacity(64 + 5_000 * stable.certificate.len());
+    writer.u64(stable.sequence.0);
+    writer.raw(stable.state_digest.as_bytes());
+    crate::messages::write_certificate(&mut writer, &stable.certificate);
+    writer.finish()
+}
+
+pub(super) fn decode_stable(bytes: &[u8]) -> Result<StableCheckpoint, String> {
+    let mut reader = Reader::new(bytes);
+    let sequence = Sequence(reader.u64("sequence").map_err(|e| e.to_string())?);
+    let state_digest = Digest::from_bytes(reader.array("digest").map_err(|e| e.to_string())?);
+    let certificate = crate::messages::read_certificate(&mut reader).map_err(|e| e.to_string())?;
+    reader.finish().map_err(|e| e.to_string())?;
+    Ok(StableCheckpoint {
+        sequence,
+        state_digest,
+        certificate,
+    })
+}
+
+impl Replica {
+    /// Rebuilds a replica from what it persisted: the finalized log, its view and
+    /// whether it was changing view, its prepared and pre-prepared claims, its votes in
+    /// that view, its stable checkpoint and its own latest vertex. What it signed before
+    /// the crash constrains what it signs after: it never votes twice for one slot, never
+    /// builds a second vertex for a round it built, never goes back a view.
+    pub fn recover(
+        config: ReplicaConfig,
+        signer: Signer,
+        store: &dyn Store,
+    ) -> Result<Replica, RecoverError> {
+        let mut replica = Replica::new(config, signer)?;
+        let limits = replica.config.limits;
+        // The finalized log.
+        if let Some(head) = store.log_head()? {
+            let mut entries = Vec::new();
+            let mut from = Sequence(1);
+            while from <= head.sequence {
+                let chunk = store.finalized_range(from, 1_024)?;
+                let Some(last) = chunk.last() else { break };
+                from = last.sequence.next();
+                entries.extend(chunk);
+            }
+            let mut rounds = std::collections::HashMap::new();
+            for entry in &entries {
+                for hash in entry.anchor.iter().chain(entry.vertices.iter()) {
+                    if let Some(vertex) = store.vertex(hash)? {
+                        rounds.insert(*hash, vertex.vertex().round);
+                    }
+                }
+            }
+            replica.finalizer =
+                Finalizer::restore(replica.config.gc_depth, entries, |h| rounds.get(h).copied())?;
+            if replica.config.mutant == Some(Mutant::PerAuthorFrontier) {
+                replica.finalizer.use_per_author_frontier_mutant();
+            }
+            replica.dag.set_gc_round(replica.finalizer.gc_round());
+        }
+        let damaged = |key: &[u8], reason: String| RecoverError::Damaged {
+            key: String::from_utf8_lossy(key).into_owned(),
+            reason,
+        };
+        if let Some(bytes) = store.replica_state(keys::STABLE)? {
+            replica.stable = decode_stable(&bytes).map_err(|e| damaged(keys::STABLE, e))?;
+        }
+        if let Some(bytes) = store.replica_state(keys::VIEW)? {
+            let mut reader = Reader::new(&bytes);
+            let view = reader
+                .u64("view")
+                .map_err(|e| damaged(keys::VIEW, e.to_string()))?;
+            let active = reader
+                .u8("active")
+                .map_err(|e| damaged(keys::VIEW, e.to_string()))?;
+            replica.view = View(view);
+            replica.view_active = active == 1;
+        }
+        if let Some(bytes) = store.replica_state(keys::CLAIMS)? {
+            let (prepared, pre_prepared) =
+                decode_claims(&bytes).map_err(|e| damaged(keys::CLAIMS, e))?;
+            replica.prepared_claims = prepared;
+            replica.pre_prepared_claims = pre_prepared;
+        }
+        if !replica.view_active {
+            if let Some(bytes) = store.replica_state(keys::VIEW_CHANGE)? {
+                let message = Message::from_wire(&bytes, &limits)
+                    .map_err(|e| damaged(keys::VIEW_CHANGE, e.to_string()))?;
+                if let Message::ViewChange { view_change, .. } = &message {
+                    if view_change.body().view == replica.view {
+                        replica.own_view_change = Some(message);
+                    }
+                }
+            }
+        } else if let Some(bytes) = store.replica_state(keys::NEW_VIEW)? {
+            let message = Message::from_wire(&bytes, &limits)
+                .map_err(|e| damaged(keys::NEW_VIEW, e.to_string()))?;
+            if let Message::NewView(new_view) = &message {
+                if new_view.new_view.body().view == replica.view {
+                    replica.next_proposal = new_view
+                        .new_view
+                        .body()
+                        .proposals
+                        .last()
+                        .map_or(new_view.new_view.body().stable_sequence, |p| p.0)
+                        .next();
+                    replica.new_view = Some(message);
+                }
+            }
+        }
+        // Our votes in this view: never sign another digest for those slots.
+        let executed = replica.finalizer.last_sequence().0;
+        let horizon = replica.stable.sequence.0.max(executed) + 2 * replica.config.window;
+        for sequence in (executed + 1)..=horizon {
+            for phase in [Phase::Prepare, Phase::Commit] {
+                let key = keys::vote(phase, replica.view.0, sequence);
+                let Some(bytes) = store.replica_state(&key)? else {
+                    continue;
+                };
+                let vote =
+                    SignedVote::from_wire(&bytes).map_err(|e| damaged(&key, e.to_string()))?;
+                let s = Sequence(sequence);
+                match phase {
+                    Phase::Prepare => {
+                        replica.pre_prepares.insert(s, vote.vote().digest);
+                    }
+                    Phase::Commit => {
+                        replica.pre_prepares.insert(s, vote.vote().digest);
+                        replica.commit_sent.insert(s);
+                    }
+                }
+                replica.vote_keys.entry(s).or_default().push(key);
+                replica.own_votes.insert((s, phase), vote.clone());
+                let tracker = match phase {
+                    Phase::Prepare => &mut replica.prepares,
+                    Phase::Commit => &mut replica.commits,
+                };
+                tracker.add(vote);
+            }
+        }
+        if replica.primary(replica.view) == replica.config.index {
+            let proposed = replica.pre_prepares.keys().next_back().copied();
+            if let Some(last) = proposed {
+                replica.next_proposal = replica.next_proposal.max(last.next());
+            }
+            replica.next_proposal = replica
+                .next_proposal
+                .max(replica.finalizer.last_sequence().next());
+        }
+        // Our own latest vertex: the next one must be in a later round.
+        if let Some(bytes) = store.replica_state(keys::OWN_LATEST)? {
+            let hash = Digest::from_bytes(
+                <[u8; 32]>::try_from(bytes.as_slice())
+                    .map_err(|_| damaged(keys::OWN_LATEST, "not 32 bytes".into()))?,
+            );
+            let vertex = store.vertex(&hash)?.ok_or_else(|| {
+                damaged(keys::OWN_LATEST, "names a vertex the store lacks".into())
+            })?;
+            replica.own_latest = Some(vertex.clone());
+            if vertex.vertex().round >= replica.dag.gc_round() {
+                // Its ancestors arrive by fetch from peers (see Input::Start).
+                let _ = replica.dag.insert(vertex);
+            }
+        }
+        Ok(replica)
+    }
+
+    /// P and Q, in the view-change claim codec.
+    pub(super) fn encode_claims(&self) -> Vec<u8> {
+        let prepared: Vec<Claim> = self.prepared_claims.values().copied().collect();
+        let pre_prepared: Vec<Claim> = self
+            .pre_prepared_claims
+            .values()
+            .flatten()
+            .copied()
+            .collect();
+        let mut writer = Writer::with_capacity(64 * (prepared.len() + pre_prepared.len()) + 4);
+        crate::view_change::write_claims(&mut writer, &prepared);
+        crate::view_change::write_claims(&mut writer, &pre_prepared);
+        writer.finish()
+    }
+}

@@ -1,0 +1,388 @@
+//! The replica: one validator's protocol state, driven by [`Replica::handle`].
+//!
+//! Normal case (PBFT on DAG anchors):
+//!
+//! 1. **Vertices.** A replica builds its vertex for round r + 1 once it holds vertices from
+//!    a quorum of distinct authors of round r (authors, not vertices: an equivocator signs
+//!    many vertices for one round), and it has something to order (its mempool,
+//!    transactions or a proposal in round r), or its idle timer fired. The vertex
+//!    references the author's own latest vertex first, then the latest accepted vertex of
+//!    every other author (round r where there is one, older otherwise), so a slow honest
+//!    validator's vertices are not left out by the others' choice of parents.
+//! 2. **Pre-prepare.** The primary of view v puts (v, s) in its next vertex, for the next
+//!    sequence s inside the window (h, h + W] above the stable checkpoint h.
+//! 3. **Prepare.** A replica prepares (v, s, d) when the anchor is accepted (its whole
+//!    history above the GC round is held), it is in view v, the anchor is by v's
+//!    primary, it has no other pre-prepare for (v, s), and the anchor is not stale (its
+//!    round is at least the replica's own round minus L).
+//! 4. **Commit.** Prepared = pre-prepare + 2f matching prepares: the replica sends a
+//!    commit. Committed = 2f + 1 matching commits.
+//! 5. **Execution.** Sequences execute strictly in order through the dag crate's
+//!    [`Finalizer`]; a committed anchor that is not held yet is fetched first.
+//! 6. **Checkpoints.** After executing a multiple of K, a replica signs
+//!    `Checkpoint(s, state digest)`; 2f + 1 matching ones make s the stable checkpoint h,
+//!    which moves the window. W >= 2K keeps the primary proposing while the next
+//!    checkpoint gathers signatures. Votes, pre-prepares and DAG rounds below are
+//!    released, so memory stays bounded on an endless run.
+//!
+//! View change (TOCS 2002, with claims; the rule itself is in [`crate::view_change`]):
+//!
+//! - A replica moves to v + 1 when it has been waiting for T without executing anything
+//!   (a pre-prepare or committed sequence outstanding, or unanchored transactions in the
+//!   DAG while the primary stays quiet), when one of its own transactions is not final
+//!   after `T_tx` (a censoring primary), or on proof that the primary equivocated.
+//! - It persists the new view and its claims, then broadcasts `ViewChange`. It joins the
+//!   smallest view that f + 1 others announce above its own. Its timer for v + 2 starts
+//!   only once 2f + 1 view changes for v + 1 are in. T doubles on every expiry, up to a
+//!   cap, and goes back to its base when a sequence executes in an active view.
+//! - The new primary sends `NewView` once the view changes it holds decide every
+//!   sequence; every replica recomputes the decision from the same view changes and
+//!   prepares each re-proposed anchor once it holds its history (fetched from a replica
+//!   that claimed it).
+//!
+//! Liveness under loss: a periodic tick re-sends the replica's latest vertex, its votes
+//! for unexecuted sequences, its unstable checkpoints, its view change and a `Status`;
+//! peers that are ahead answer a status with commit certificates (`Decided`), peers in a
+//! later view with the `NewView` that started it. Missing ancestors are fetched again
+//! from the next peer.
+//!
+//! Persist before send: every message the replica signs leaves as [`Output::Persist`]
+//! first, then as a send; the host executes outputs in order. A replica rebuilt by
+//! [`Replica::recover`] finds its view, claims, votes and own latest vertex, so it never
+//! signs a message that conflicts with one it signed before the crash.
+
+mod catch_up;
+mod checkpoints;
+mod config;
+mod durable;
+mod io;
+mod ordering;
+mod vertices;
+mod view_change;
+
+pub use config::{ConfigError, Mutant, ReplicaConfig};
+pub use durable::{signing_record_vertices, RecoverError};
+pub use io::{DropCounters, Evidence, Input, MemoryFootprint, Output, StableCheckpoint, Timer};
+
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+
+use weft_crypto::Digest;
+use weft_dag::codec::{Reader, Writer};
+use weft_dag::store::{Store, StoreBatch, StoreError};
+use weft_dag::{
+    Dag, DagConfig, ExecuteError, Finalizer, InsertError, ParentRef, Proposal, Round, Sequence,
+    SignedVertex, TimestampMs, Transaction, TxId, ValidatorIndex, Vertex, View,
+};
+
+use crate::messages::{
+    Checkpoint, Message, NewViewMessage, Phase, SignedCheckpoint, SignedVote, Vote,
+};
+use crate::quorum::{VoteOutcome, VoteTracker};
+use crate::view_change::{decide, Claim, NewView, Signed, SignedViewChange, ViewChange};
+use crate::Signer;
+use durable::{encode_stable, encode_view, keys};
+use vertices::OwnPending;
+
+/// One validator's protocol state.
+#[derive(Debug)]
+pub struct Replica {
+    config: ReplicaConfig,
+    signer: Signer,
+    dag: Dag,
+    finalizer: Finalizer,
+    view: View,
+    /// False between our view change and the new view's `NewView`.
+    view_active: bool,
+    view_started: TimestampMs,
+    own_latest: Option<SignedVertex>,
+    /// Every vertex reachable from our own latest vertex (so we reference the rest).
+    own_history: HashSet<Digest>,
+    /// Latest accepted vertex per author (the first version, if it equivocated).
+    latest_by_author: Vec<Option<ParentRef>>,
+    mempool: VecDeque<Transaction>,
+    /// Ids in the mempool or in our own vertices that are not final yet.
+    mempool_ids: HashSet<TxId>,
+    own_pending: BTreeMap<Round, OwnPending>,
+    next_proposal: Sequence,
+    /// Pre-prepares accepted in the current view: sequence -> anchor (or null).
+    pre_prepares: BTreeMap<Sequence, Option<Digest>>,
+    /// Re-proposed anchors whose history we are fetching before we prepare them.
+    awaiting_history: BTreeMap<Sequence, Digest>,
+    prepares: VoteTracker,
+    commits: VoteTracker,
+    commit_sent: HashSet<Sequence>,
+    /// Our own signed votes in the current view, re-sent on every retransmission.
+    own_votes: BTreeMap<(Sequence, Phase), SignedVote>,
+    committed: BTreeMap<Sequence, Option<Digest>>,
+    /// Commit certificates of executed sequences, for lagging peers.
+    decided: BTreeMap<Sequence, Vec<SignedVote>>,
+    /// P: the highest-view prepared claim per sequence above the stable checkpoint.
+    prepared_claims: BTreeMap<Sequence, Claim>,
+    /// Q: pre-prepared claims per sequence (highest view per digest).
+    pre_prepared_claims: BTreeMap<Sequence, Vec<Claim>>,
+    /// The latest view change of each validator, for views above ours (or ours while
+    /// it is not active).
+    view_changes: BTreeMap<ValidatorIndex, (SignedViewChange, Vec<SignedCheckpoint>)>,
+    own_view_change: Option<Message>,
+    new_view: Option<Message>,
+    timeout_ms: u64,
+    progress_deadline: Option<TimestampMs>,
+    last_retransmit: TimestampMs,
+    fetch_rotation: usize,
+    idle_fired: bool,
+    idle_armed: bool,
+    drops: DropCounters,
+    faults: Vec<u32>,
+    /// The NoDurableOwnVertex mutant's unwritten own vertex.
+    deferred_own: Option<StoreBatch>,
+    /// A checkpoint quorum contradicted our own state here: more than f are faulty.
+    diverged: Option<Sequence>,
+    /// When we last answered each peer's status, and for which executed sequence.
+    status_replies: Vec<(TimestampMs, Sequence)>,
+    /// Equivocation slots whose evidence we forwarded (pruned below the GC round).
+    forwarded: BTreeSet<(ValidatorIndex, Round)>,
+    /// The stable checkpoint h.
+    stable: StableCheckpoint,
+    /// Checkpoint signatures above h, by sequence.
+    checkpoints: BTreeMap<Sequence, BTreeMap<ValidatorIndex, SignedCheckpoint>>,
+    /// Our own signed checkpoints not yet stable.
+    own_checkpoints: BTreeMap<Sequence, SignedCheckpoint>,
+    /// Vote records on disk, deleted once a stable checkpoint covers them.
+    vote_keys: BTreeMap<Sequence, Vec<Vec<u8>>>,
+}
+
+impl Replica {
+    /// A fresh replica (no durable state yet).
+    pub fn new(config: ReplicaConfig, signer: Signer) -> Result<Replica, ConfigError> {
+        config.validate()?;
+        let committee = config.committee.clone();
+        let quorum = committee.quorum();
+        let dag = Dag::new(
+            committee.clone(),
+            DagConfig {
+                limits: config.limits,
+                max_pending_per_author: usize::try_from(config.gc_depth).unwrap_or(usize::MAX),
+            },
+        );
+        let mut finalizer = Finalizer::new(config.gc_depth);
+        if config.mutant == Some(Mutant::PerAuthorFrontier) {
+            finalizer.use_per_author_frontier_mutant();
+        }
+        Ok(Replica {
+            finalizer,
+            dag,
+            signer,
+            view: View(0),
+            view_active: true,
+            view_started: TimestampMs(0),
+            own_latest: None,
+            own_history: HashSet::new(),
+            latest_by_author: vec![None; committee.size()],
+            mempool: VecDeque::new(),
+            mempool_ids: HashSet::new(),
+            own_pending: BTreeMap::new(),
+            next_proposal: Sequence(1),
+            pre_prepares: BTreeMap::new(),
+            awaiting_history: BTreeMap::new(),
+            prepares: VoteTracker::new(Phase::Prepare, quorum - 1),
+            commits: VoteTracker::new(Phase::Commit, quorum),
+            commit_sent: HashSet::new(),
+            own_votes: BTreeMap::new(),
+            committed: BTreeMap::new(),
+            decided: BTreeMap::new(),
+            prepared_claims: BTreeMap::new(),
+            pre_prepared_claims: BTreeMap::new(),
+            view_changes: BTreeMap::new(),
+            own_view_change: None,
+            new_view: None,
+            timeout_ms: config.view_change_timeout_ms,
+            progress_deadline: None,
+            last_retransmit: TimestampMs(0),
+            fetch_rotation: 0,
+            idle_fired: false,
+            idle_armed: false,
+            drops: DropCounters::default(),
+            faults: vec![0; committee.size()],
+            forwarded: BTreeSet::new(),
+            diverged: None,
+            deferred_own: None,
+            status_replies: vec![(TimestampMs(0), Sequence(0)); committee.size()],
+            stable: StableCheckpoint::default(),
+            checkpoints: BTreeMap::new(),
+            own_checkpoints: BTreeMap::new(),
+            vote_keys: BTreeMap::new(),
+            config,
+        })
+    }
+
+    /// This replica's index.
+    pub fn index(&self) -> ValidatorIndex {
+        self.config.index
+    }
+
+    /// The current view.
+    pub fn view(&self) -> View {
+        self.view
+    }
+
+    /// False while the replica is changing view.
+    pub fn view_active(&self) -> bool {
+        self.view_active
+    }
+
+    /// The last executed sequence.
+    pub fn last_executed(&self) -> Sequence {
+        self.finalizer.last_sequence()
+    }
+
+    /// The stable checkpoint.
+    pub fn stable_checkpoint(&self) -> &StableCheckpoint {
+        &self.stable
+    }
+
+    /// Sizes of the in-memory state.
+    pub fn memory(&self) -> MemoryFootprint {
+        MemoryFootprint {
+            dag_vertices: self.dag.len(),
+            waiting_vertices: self.dag.waiting_len(),
+            vote_slots: self.prepares.slots() + self.commits.slots(),
+            checkpoint_slots: self.checkpoints.len(),
+            decided_slots: self.decided.len(),
+            view_changes: self.view_changes.len(),
+        }
+    }
+
+    /// A one-line summary of the replica's progress, for diagnosing a failing seed.
+    pub fn describe(&self) -> String {
+        format!(
+            "view {}{} executed {} stable {} committed {:?} pre-prepared {:?} awaiting {:?} own round {:?} dag {} waiting {} missing {} mempool {} pending-own {} deadline {:?} drops {:?}",
+            self.view.0,
+            if self.view_active { "" } else { " (changing)" },
+            self.finalizer.last_sequence(),
+            self.stable.sequence,
+            self.committed.keys().take(5).collect::<Vec<_>>(),
+            self.pre_prepares.keys().take(5).collect::<Vec<_>>(),
+            self.awaiting_history.keys().take(5).collect::<Vec<_>>(),
+            self.own_latest.as_ref().map(|v| v.vertex().round.0),
+            self.dag.len(),
+            self.dag.waiting_len(),
+            self.dag.missing().len(),
+            self.mempool.len(),
+            self.own_pending.len(),
+            self.progress_deadline,
+            self.drops,
+        )
+    }
+
+    /// The checkpoint at which a quorum contradicted our executed state, if one did: the
+    /// validator set has more than f faulty members and this node must stop.
+    pub fn diverged(&self) -> Option<Sequence> {
+        self.diverged
+    }
+
+    /// What was dropped and why.
+    pub fn drops(&self) -> &DropCounters {
+        &self.drops
+    }
+
+    /// Proven faults per validator.
+    pub fn faults(&self) -> &[u32] {
+        &self.faults
+    }
+
+    /// Every transaction this replica still owes the ledger: its mempool and those in its
+    /// own vertices that are not final yet, oldest first. For a host that replaces the
+    /// replica (state sync) and hands them to the new one; re-proposing one that was
+    /// finalized meanwhile is harmless, the finalizer deduplicates.
+    pub fn unfinished_transactions(&self) -> Vec<Transaction> {
+        self.own_pending
+            .values()
+            .flat_map(|pending| pending.transactions.iter().cloned())
+            .chain(self.mempool.iter().cloned())
+            .collect()
+    }
+
+    /// Transactions waiting to be put in a vertex.
+    pub fn mempool_len(&self) -> usize {
+        self.mempool.len()
+    }
+
+    /// True when the transaction is finalized (within the dedup horizon).
+    pub fn is_transaction_finalized(&self, id: &TxId) -> bool {
+        self.finalizer.is_transaction_finalized(id)
+    }
+
+    /// True when the transaction waits in the mempool.
+    pub fn is_transaction_pending(&self, id: &TxId) -> bool {
+        self.mempool_ids.contains(id)
+    }
+
+    /// The primary of `view`: round-robin over the validator set.
+    pub fn primary(&self, view: View) -> ValidatorIndex {
+        let n = self.config.committee.size() as u64;
+        ValidatorIndex(u16::try_from(view.0 % n).unwrap_or(0))
+    }
+
+    /// Accepted vertices by hash, from memory (hosts answer fetches from their store).
+    pub fn vertices(&self, hashes: &[Digest]) -> Vec<SignedVertex> {
+        hashes
+            .iter()
+            .filter_map(|h| self.dag.get(h).cloned())
+            .collect()
+    }
+
+    /// Feeds one input at time `now`; returns what the host must do, in order.
+    pub fn handle(&mut self, now: TimestampMs, input: Input) -> Vec<Output> {
+        let mut outputs = Vec::new();
+        match input {
+            Input::Start => self.start(now, &mut outputs),
+            Input::Message { from, message } => self.on_message(from, message, now, &mut outputs),
+            Input::Fetched { from, vertices } => {
+                for vertex in vertices {
+                    self.insert_vertex(from, vertex, false, now, &mut outputs);
+                }
+            }
+            Input::Transactions(transactions) => self.add_transactions(transactions),
+            Input::Timer(Timer::Idle) => {
+                self.idle_armed = false;
+                self.idle_fired = true;
+            }
+            Input::Timer(Timer::Tick) => {
+                outputs.push(Output::SetTimer {
+                    timer: Timer::Tick,
+                    after_ms: self.config.tick_interval_ms,
+                });
+                if now.0 >= self.last_retransmit.0 + self.config.retransmit_interval_ms {
+                    self.retransmit(now, &mut outputs);
+                }
+            }
+        }
+        self.execute_committed(now, &mut outputs);
+        self.check_deadlines(now, &mut outputs);
+        self.maybe_build_vertex(now, &mut outputs);
+        outputs
+    }
+
+    fn on_message(
+        &mut self,
+        from: ValidatorIndex,
+        message: Message,
+        now: TimestampMs,
+        outputs: &mut Vec<Output>,
+    ) {
+        match message {
+            Message::Vertex(vertex) => self.insert_vertex(from, vertex, true, now, outputs),
+            Message::Vote(vote) => self.on_vote(vote, now, outputs),
+            Message::Checkpoint(checkpoint) => self.on_checkpoint(checkpoint, outputs),
+            Message::ViewChange {
+                view_change,
+                certificate,
+            } => self.on_view_change(from, view_change, certificate, now, outputs),
+            Message::NewView(new_view) => self.on_new_view(*new_view, now, outputs),
+            Message::Status { view, executed } => {
+                self.on_status(from, view, executed, now, outputs);
+            }
+            Message::Decided(votes) => self.on_decided(from, votes, outputs),
+        }
+    }
+}

@@ -1,0 +1,322 @@
+//! The DAG side (ARCHITECTURE.md, "Vertex" and "Accepting vertices"): the mempool,
+//! inserting and accepting vertices, and building our own.
+
+use super::*;
+
+/// One of our own vertices whose transactions are not final yet.
+#[derive(Clone, Debug)]
+pub(super) struct OwnPending {
+    pub(super) hash: Digest,
+    pub(super) created_at: TimestampMs,
+    pub(super) transactions: Vec<Transaction>,
+}
+
+impl Replica {
+    pub(super) fn add_transactions(&mut self, transactions: Vec<Transaction>) {
+        for transaction in transactions {
+            let id = transaction.id();
+            if self.finalizer.is_transaction_finalized(&id) || self.mempool_ids.contains(&id) {
+                continue;
+            }
+            if self.mempool.len() >= self.config.max_mempool_transactions {
+                self.drops.mempool_full += 1;
+                continue;
+            }
+            self.mempool_ids.insert(id);
+            self.mempool.push_back(transaction);
+        }
+    }
+
+    pub(super) fn insert_vertex(
+        &mut self,
+        from: ValidatorIndex,
+        vertex: SignedVertex,
+        pushed: bool,
+        now: TimestampMs,
+        outputs: &mut Vec<Output>,
+    ) {
+        // Pushed vertices are taken only up to R rounds above our own: a flood of future
+        // rounds is dropped before it costs memory.
+        let own_round = self.own_latest.as_ref().map_or(0, |v| v.vertex().round.0);
+        if pushed && vertex.vertex().round.0 > own_round + self.config.max_round_lead {
+            self.drops.future_vertices += 1;
+            return;
+        }
+        match self.dag.insert(vertex) {
+            Ok(report) => {
+                if let Some(equivocation) = report.equivocation {
+                    self.on_evidence(Evidence::Equivocation(Box::new(equivocation)), now, outputs);
+                }
+                if !report.missing.is_empty() {
+                    outputs.push(Output::Fetch {
+                        from,
+                        hashes: report.missing.iter().map(|p| p.hash).collect(),
+                    });
+                }
+                for hash in report.accepted {
+                    self.on_accepted(&hash, now, outputs);
+                }
+            }
+            Err(InsertError::UnwantedEquivocation(evidence)) => {
+                self.on_evidence(Evidence::Equivocation(evidence), now, outputs);
+            }
+            Err(InsertError::BelowGcRound { .. }) => {}
+            Err(_) => self.drops.invalid_vertices += 1,
+        }
+    }
+
+    pub(super) fn banned(&self, author: ValidatorIndex) -> bool {
+        self.faults
+            .get(author.as_usize())
+            .is_some_and(|f| *f >= self.config.ban_threshold)
+    }
+
+    pub(super) fn on_accepted(
+        &mut self,
+        hash: &Digest,
+        now: TimestampMs,
+        outputs: &mut Vec<Output>,
+    ) {
+        let Some(vertex) = self.dag.get(hash).cloned() else {
+            return;
+        };
+        let body = vertex.vertex();
+        // Every accepted vertex is stored: peers fetch histories from our store, the
+        // finalized log names them, and recovery replays them.
+        if body.author != self.config.index {
+            let mut batch = StoreBatch::new();
+            batch.put_vertex(vertex.clone());
+            outputs.push(Output::Persist(batch));
+        }
+        let slot = &mut self.latest_by_author[body.author.as_usize()];
+        if slot.is_none_or(|latest| latest.round < body.round) {
+            *slot = Some(vertex.as_parent());
+        }
+        if let Some(proposal) = body.proposal {
+            self.on_pre_prepare(&vertex, proposal, now, outputs);
+        }
+        let ready: Vec<Sequence> = self
+            .awaiting_history
+            .iter()
+            .filter(|(_, anchor)| *anchor == hash)
+            .map(|(s, _)| *s)
+            .collect();
+        for sequence in ready {
+            self.awaiting_history.remove(&sequence);
+            self.prepare(sequence, Some(*hash), now, outputs);
+        }
+    }
+
+    /// Rule 1: build the next vertex when a quorum of the previous round is held and
+    /// there is something to order (or the idle timer fired).
+    pub(super) fn maybe_build_vertex(&mut self, now: TimestampMs, outputs: &mut Vec<Output>) {
+        let next_round = match &self.own_latest {
+            None => Round(0),
+            Some(latest) => latest.vertex().round.next(),
+        };
+        // Backpressure: at most 2D rounds above the GC round. Beyond, only the primary
+        // builds, and only to propose the anchor that moves the GC round.
+        let cap = self.finalizer.gc_round().0 + 2 * self.config.gc_depth;
+        if next_round.0 > cap && !self.wants_to_propose() {
+            return;
+        }
+        if let Some(previous) = next_round.previous() {
+            let authors = self.dag.round_vertices(previous);
+            let mut distinct: Vec<ValidatorIndex> =
+                authors.iter().map(|v| v.vertex().author).collect();
+            if self.config.mutant != Some(Mutant::CountParentVertices) {
+                distinct.dedup();
+            }
+            if distinct.len() < self.config.committee.quorum() {
+                return;
+            }
+            let has_work = !self.mempool.is_empty()
+                || self.idle_fired
+                || authors
+                    .iter()
+                    .any(|v| !v.vertex().transactions.is_empty() || v.vertex().proposal.is_some())
+                || self.wants_to_propose();
+            if !has_work {
+                if !self.idle_armed {
+                    self.idle_armed = true;
+                    outputs.push(Output::SetTimer {
+                        timer: Timer::Idle,
+                        after_ms: self.config.idle_interval_ms,
+                    });
+                }
+                return;
+            }
+        }
+        self.build_vertex(next_round, now, outputs);
+    }
+
+    pub(super) fn wants_to_propose(&self) -> bool {
+        self.view_active
+            && self.primary(self.view) == self.config.index
+            && self.in_window(self.next_proposal)
+            && !self.nothing_to_anchor()
+    }
+
+    /// True when no accepted vertex outside the finalized set carries transactions: the
+    /// primary then has nothing to anchor.
+    pub(super) fn nothing_to_anchor(&self) -> bool {
+        // Idle rounds still need an anchor now and then, or the GC round never moves and
+        // an idle DAG grows without bound.
+        let own_round = self.own_latest.as_ref().map_or(0, |v| v.vertex().round.0);
+        let gc_lag = own_round.saturating_sub(self.finalizer.gc_round().0);
+        if gc_lag > self.config.gc_depth + self.config.gc_depth / 2 {
+            return false;
+        }
+        self.mempool.is_empty()
+            && self.latest_by_author.iter().flatten().all(|p| {
+                self.finalizer.is_finalized(&p.hash)
+                    || p.round < self.finalizer.gc_round()
+                    || self
+                        .dag
+                        .get(&p.hash)
+                        .is_none_or(|v| v.vertex().transactions.is_empty())
+            })
+    }
+
+    pub(super) fn build_vertex(
+        &mut self,
+        round: Round,
+        now: TimestampMs,
+        outputs: &mut Vec<Output>,
+    ) {
+        let index = self.config.index;
+        let mut parents = Vec::new();
+        if let Some(previous) = round.previous() {
+            if let Some(own) = &self.own_latest {
+                parents.push(own.as_parent());
+            }
+            let lowest =
+                Round(round.0.saturating_sub(self.config.gc_depth)).max(self.dag.gc_round());
+            let mut in_previous: BTreeMap<ValidatorIndex, Vec<ParentRef>> = BTreeMap::new();
+            for vertex in self.dag.round_vertices(previous) {
+                in_previous
+                    .entry(vertex.vertex().author)
+                    .or_default()
+                    .push(vertex.as_parent());
+            }
+            // Previous-round authors we can leave out and still reach a quorum.
+            let mut spare = in_previous
+                .len()
+                .saturating_sub(self.config.committee.quorum());
+            for author in self.config.committee.indices().filter(|a| *a != index) {
+                // The author's vertex of the previous round; otherwise its latest older
+                // vertex that our history does not reach yet (a slow validator). A banned
+                // author is referenced only when the quorum needs it.
+                if self.banned(author) {
+                    if !in_previous.contains_key(&author) {
+                        continue;
+                    }
+                    if spare > 0 {
+                        spare -= 1;
+                        continue;
+                    }
+                }
+                let older = self.latest_by_author[author.as_usize()].filter(|latest| {
+                    latest.round < previous
+                        && latest.round >= lowest
+                        && !self.own_history.contains(&latest.hash)
+                });
+                match in_previous.get(&author) {
+                    Some(versions) if self.config.mutant == Some(Mutant::CountParentVertices) => {
+                        parents.extend(versions.iter().copied());
+                    }
+                    Some(versions) => parents.extend(versions.first().copied()),
+                    None => parents.extend(older),
+                }
+            }
+        }
+        let created_at = parents
+            .iter()
+            .filter_map(|p| self.dag.get(&p.hash))
+            .map(|v| v.vertex().created_at)
+            .fold(now, TimestampMs::max);
+        // Propose only with something to order: empty anchors would keep every replica
+        // building empty rounds forever.
+        let proposal = (self.view_active
+            && self.primary(self.view) == index
+            && self.in_window(self.next_proposal)
+            && round.0 > 0
+            && !self.nothing_to_anchor())
+        .then_some(Proposal {
+            view: self.view,
+            sequence: self.next_proposal,
+        });
+        let take = self.mempool.len().min(self.config.max_batch_transactions);
+        let transactions: Vec<Transaction> = self.mempool.drain(..take).collect();
+        let vertex = Vertex {
+            chain_id: self.config.committee.chain_id().clone(),
+            epoch: self.config.committee.epoch(),
+            author: index,
+            round,
+            created_at,
+            proposal,
+            parents,
+            transactions,
+        };
+        let signed = vertex.signed_by(|context, bytes| self.signer.sign(context, bytes));
+        if self.config.mutant.is_none() {
+            if let Err(error) = signed
+                .vertex()
+                .check_structure(&self.config.committee, &self.config.limits)
+            {
+                debug_assert!(false, "built an invalid vertex: {error}");
+                return;
+            }
+        }
+        if proposal.is_some() {
+            self.next_proposal = self.next_proposal.next();
+        }
+        if !signed.vertex().transactions.is_empty() {
+            self.own_pending.insert(
+                round,
+                OwnPending {
+                    hash: signed.hash(),
+                    created_at: now,
+                    transactions: signed.vertex().transactions.clone(),
+                },
+            );
+        }
+        // Persist before send: the own vertex is durable before anyone can see it, so a
+        // restarted replica never signs a second vertex for this round.
+        let mut batch = StoreBatch::new();
+        batch.put_vertex(signed.clone());
+        batch.put_replica_state(keys::OWN_LATEST, signed.hash().as_bytes());
+        if self.config.mutant == Some(Mutant::NoDurableOwnVertex) {
+            // The mutant writes each own vertex only when it builds the next one.
+            if let Some(previous) = self.deferred_own.replace(batch) {
+                outputs.push(Output::Persist(previous));
+            }
+        } else {
+            outputs.push(Output::Persist(batch));
+        }
+        outputs.push(Output::Broadcast(Message::Vertex(signed.clone())));
+        self.add_to_own_history(&signed);
+        self.own_latest = Some(signed.clone());
+        self.idle_fired = false;
+        self.insert_vertex(index, signed, false, now, outputs);
+    }
+
+    pub(super) fn add_to_own_history(&mut self, vertex: &SignedVertex) {
+        let mut stack = vec![vertex.hash()];
+        while let Some(hash) = stack.pop() {
+            if !self.own_history.insert(hash) {
+                continue;
+            }
+            if let Some(v) = self.dag.get(&hash) {
+                stack.extend(v.vertex().parents.iter().map(|p| p.hash));
+            }
+        }
+        let gc = self.dag.gc_round();
+        if gc.0 > 0 {
+            let dag = &self.dag;
+            self.own_history.retain(|h| {
+                dag.get(h).is_some_and(|v| v.vertex().round >= gc) || *h == vertex.hash()
+            });
+        }
+    }
+}

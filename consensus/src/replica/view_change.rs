@@ -1,0 +1,345 @@
+//! View change (ARCHITECTURE.md, "View change"): timers, `ViewChange`, the new primary's
+//! `NewView`, and entering a view.
+
+use super::*;
+
+impl Replica {
+    /// True while something should be making progress: the view-change timer runs.
+    pub(super) fn waiting(&self) -> bool {
+        if !self.view_active {
+            // A replica that announced a later view has given up on ours too: it counts
+            // (otherwise a lost view change could leave us waiting without a timer).
+            let joined = self
+                .view_changes
+                .values()
+                .filter(|(vc, _)| vc.body().view >= self.view)
+                .count();
+            return joined >= self.config.committee.quorum();
+        }
+        !self.pre_prepares.is_empty()
+            || !self.committed.is_empty()
+            || !self.awaiting_history.is_empty()
+            || !self.nothing_to_anchor()
+    }
+
+    pub(super) fn check_deadlines(&mut self, now: TimestampMs, outputs: &mut Vec<Output>) {
+        if !self.waiting() {
+            self.progress_deadline = None;
+        } else {
+            match self.progress_deadline {
+                None => self.progress_deadline = Some(TimestampMs(now.0 + self.timeout_ms)),
+                Some(deadline) if now >= deadline => {
+                    self.timeout_ms =
+                        (self.timeout_ms * 2).min(self.config.max_view_change_timeout_ms);
+                    self.start_view_change(self.view.next(), now, outputs);
+                    return;
+                }
+                Some(_) => {}
+            }
+        }
+        // A primary that leaves our own transactions out is replaced too.
+        let oldest = self.own_pending.values().map(|o| o.created_at).min();
+        if let Some(created) = oldest {
+            let since = created.max(self.view_started);
+            if self.view_active && now.0 >= since.0 + self.config.transaction_timeout_ms {
+                self.start_view_change(self.view.next(), now, outputs);
+            }
+        }
+    }
+
+    /// Moves to `target` (never backwards): persist, then announce.
+    pub(super) fn start_view_change(
+        &mut self,
+        target: View,
+        now: TimestampMs,
+        outputs: &mut Vec<Output>,
+    ) {
+        if target <= self.view {
+            return;
+        }
+        self.view = target;
+        self.view_active = false;
+        self.view_started = now;
+        self.progress_deadline = None;
+        self.pre_prepares.clear();
+        self.awaiting_history.clear();
+        self.commit_sent.clear();
+        self.own_votes.clear();
+        self.new_view = None;
+        self.prepares.release_views_below(target);
+        self.commits.release_views_below(target);
+        let stable = self.stable.sequence;
+        let view_change = ViewChange {
+            chain_id: self.config.committee.chain_id().clone(),
+            epoch: self.config.committee.epoch(),
+            view: target,
+            stable_sequence: stable,
+            stable_digest: self.stable.state_digest,
+            prepared: self
+                .prepared_claims
+                .range(stable.next()..)
+                .map(|(_, c)| *c)
+                .collect(),
+            pre_prepared: self
+                .pre_prepared_claims
+                .range(stable.next()..)
+                .flat_map(|(_, c)| c.iter().copied())
+                .collect(),
+            replica: self.config.index,
+        };
+        let signed = Signed::sign_with(view_change, &self.signer);
+        let message = Message::ViewChange {
+            view_change: signed.clone(),
+            certificate: self.stable.certificate.clone(),
+        };
+        let mut batch = StoreBatch::new();
+        batch.put_replica_state(keys::VIEW, &encode_view(target, false));
+        batch.put_replica_state(keys::VIEW_CHANGE, &message.to_wire());
+        outputs.push(Output::Persist(batch));
+        outputs.push(Output::Broadcast(message.clone()));
+        self.own_view_change = Some(message);
+        self.view_changes
+            .insert(self.config.index, (signed, self.stable.certificate.clone()));
+        self.view_changes
+            .retain(|_, (vc, _)| vc.body().view >= target);
+        self.try_new_view(now, outputs);
+    }
+
+    pub(super) fn on_view_change(
+        &mut self,
+        from: ValidatorIndex,
+        view_change: SignedViewChange,
+        certificate: Vec<SignedCheckpoint>,
+        now: TimestampMs,
+        outputs: &mut Vec<Output>,
+    ) {
+        let body = view_change.body();
+        let (view, sender) = (body.view, body.replica);
+        if view < self.view || (view == self.view && self.view_active) {
+            // The sender is behind: the new view that started ours brings it here (once
+            // per retransmission interval, whatever the rate of stale view changes).
+            let Some(slot) = self.status_replies.get_mut(from.as_usize()) else {
+                return;
+            };
+            let due = now.0 >= slot.0 .0 + self.config.retransmit_interval_ms / 2;
+            if due {
+                slot.0 = now;
+            }
+            if due && self.view_active && from != self.config.index {
+                if let Some(new_view) = &self.new_view {
+                    outputs.push(Output::Send {
+                        to: from,
+                        message: new_view.clone(),
+                    });
+                }
+            }
+            return;
+        }
+        if !self.certifies(body.stable_sequence, &body.stable_digest, &certificate) {
+            self.drops.invalid_view_messages += 1;
+            return;
+        }
+        if self
+            .view_changes
+            .get(&sender)
+            .is_some_and(|(held, _)| held.body().view >= view)
+        {
+            return;
+        }
+        self.view_changes.insert(sender, (view_change, certificate));
+        // Join the smallest view that f + 1 others announce above ours.
+        let mut announced: Vec<View> = self
+            .view_changes
+            .iter()
+            .filter(|(i, (vc, _))| **i != self.config.index && vc.body().view > self.view)
+            .map(|(_, (vc, _))| vc.body().view)
+            .collect();
+        announced.sort_unstable_by(|a, b| b.cmp(a));
+        if let Some(join) = announced.get(self.config.committee.max_faulty()) {
+            self.start_view_change(*join, now, outputs);
+        }
+        self.try_new_view(now, outputs);
+    }
+
+    /// The new primary announces the view once its view changes decide every sequence.
+    pub(super) fn try_new_view(&mut self, now: TimestampMs, outputs: &mut Vec<Output>) {
+        if self.view_active || self.primary(self.view) != self.config.index {
+            return;
+        }
+        let chosen: Vec<&(SignedViewChange, Vec<SignedCheckpoint>)> = self
+            .view_changes
+            .values()
+            .filter(|(vc, _)| vc.body().view == self.view)
+            .collect();
+        let bodies: Vec<&ViewChange> = chosen.iter().map(|(vc, _)| vc.body()).collect();
+        let Some(decision) = decide(&bodies, self.config.committee.max_faulty()) else {
+            return;
+        };
+        let certificate = chosen
+            .iter()
+            .find(|(vc, _)| vc.body().replica == decision.stable_from)
+            .map(|(_, c)| c.clone())
+            .unwrap_or_default();
+        let new_view = NewView {
+            chain_id: self.config.committee.chain_id().clone(),
+            epoch: self.config.committee.epoch(),
+            view: self.view,
+            primary: self.config.index,
+            stable_sequence: decision.stable_sequence,
+            stable_digest: decision.stable_digest,
+            proposals: decision.proposals,
+            view_changes: chosen.iter().map(|(vc, _)| vc.hash()).collect(),
+        };
+        let message = NewViewMessage {
+            new_view: Signed::sign_with(new_view, &self.signer),
+            view_changes: chosen.iter().map(|(vc, _)| vc.clone()).collect(),
+            certificate,
+        };
+        let wire = Message::NewView(Box::new(message.clone()));
+        let mut batch = StoreBatch::new();
+        batch.put_replica_state(keys::NEW_VIEW, &wire.to_wire());
+        outputs.push(Output::Persist(batch));
+        outputs.push(Output::Broadcast(wire));
+        self.enter_view(message, now, outputs);
+    }
+
+    pub(super) fn on_new_view(
+        &mut self,
+        message: NewViewMessage,
+        now: TimestampMs,
+        outputs: &mut Vec<Output>,
+    ) {
+        let body = message.new_view.body();
+        if body.view < self.view || (body.view == self.view && self.view_active) {
+            return;
+        }
+        if !self.new_view_checks_out(&message) {
+            self.drops.invalid_view_messages += 1;
+            return;
+        }
+        self.enter_view(message, now, outputs);
+    }
+
+    /// Recomputes the primary's decision from the view changes it names.
+    pub(super) fn new_view_checks_out(&self, message: &NewViewMessage) -> bool {
+        let body = message.new_view.body();
+        if body.primary != self.primary(body.view)
+            || message.view_changes.len() != body.view_changes.len()
+        {
+            return false;
+        }
+        let mut senders = BTreeSet::new();
+        for (vc, hash) in message.view_changes.iter().zip(&body.view_changes) {
+            if vc.hash() != *hash
+                || vc.body().view != body.view
+                || !senders.insert(vc.body().replica)
+                || !self.config.committee.contains(vc.body().replica)
+            {
+                return false;
+            }
+        }
+        let bodies: Vec<&ViewChange> = message.view_changes.iter().map(|vc| vc.body()).collect();
+        let Some(decision) = decide(&bodies, self.config.committee.max_faulty()) else {
+            return false;
+        };
+        decision.stable_sequence == body.stable_sequence
+            && decision.stable_digest == body.stable_digest
+            && decision.proposals == body.proposals
+            && self.certifies(
+                body.stable_sequence,
+                &body.stable_digest,
+                &message.certificate,
+            )
+    }
+
+    /// Starts the new view: adopt its checkpoint, pre-prepare every re-proposed sequence
+    /// (null ones at once, anchors once their history is held).
+    pub(super) fn enter_view(
+        &mut self,
+        message: NewViewMessage,
+        now: TimestampMs,
+        outputs: &mut Vec<Output>,
+    ) {
+        let body = message.new_view.body().clone();
+        self.view = body.view;
+        self.view_active = true;
+        self.view_started = now;
+        self.progress_deadline = None;
+        self.pre_prepares.clear();
+        self.awaiting_history.clear();
+        self.commit_sent.clear();
+        self.own_votes.clear();
+        self.own_view_change = None;
+        self.prepares.release_views_below(body.view);
+        self.commits.release_views_below(body.view);
+        self.view_changes
+            .retain(|_, (vc, _)| vc.body().view > body.view);
+        let mut batch = StoreBatch::new();
+        batch.put_replica_state(keys::VIEW, &encode_view(body.view, true));
+        outputs.push(Output::Persist(batch));
+        if body.stable_sequence > self.stable.sequence {
+            self.adopt_stable(
+                StableCheckpoint {
+                    sequence: body.stable_sequence,
+                    state_digest: body.stable_digest,
+                    certificate: message.certificate.clone(),
+                },
+                outputs,
+            );
+        }
+        let last = body
+            .proposals
+            .last()
+            .map_or(body.stable_sequence, |(s, _)| *s);
+        self.next_proposal = last.max(self.finalizer.last_sequence()).next();
+        // Which view-change senders can serve each re-proposed anchor.
+        let wire = Message::NewView(Box::new(message.clone()));
+        self.new_view = Some(wire);
+        for (sequence, digest) in body.proposals {
+            if sequence <= self.finalizer.last_sequence() {
+                continue;
+            }
+            match digest {
+                Some(anchor) if !self.dag.contains(&anchor) => {
+                    self.awaiting_history.insert(sequence, anchor);
+                    self.dag.want(anchor, self.wanted_limit());
+                    let holder = message
+                        .view_changes
+                        .iter()
+                        .map(|vc| vc.body())
+                        .find(|vc| {
+                            vc.replica != self.config.index
+                                && vc.pre_prepared.iter().any(|c| c.digest == Some(anchor))
+                        })
+                        .map(|vc| vc.replica);
+                    let from = holder.unwrap_or_else(|| self.next_peer());
+                    outputs.push(Output::Fetch {
+                        from,
+                        hashes: vec![anchor],
+                    });
+                }
+                _ => self.prepare(sequence, digest, now, outputs),
+            }
+        }
+        // Pre-prepares of this view that arrived before we entered it.
+        if let Some(latest) = self.latest_by_author[self.primary(body.view).as_usize()] {
+            let lowest = latest.round.0.saturating_sub(2 * self.config.window + 2);
+            let mut early = Vec::new();
+            for round in (lowest..=latest.round.0).map(Round) {
+                for vertex in self.dag.round_vertices(round) {
+                    let v = vertex.vertex();
+                    if v.author == self.primary(body.view)
+                        && v.proposal.is_some_and(|p| p.view == body.view)
+                    {
+                        early.push((*vertex).clone());
+                    }
+                }
+            }
+            for vertex in early {
+                if let Some(proposal) = vertex.vertex().proposal {
+                    self.on_pre_prepare(&vertex, proposal, now, outputs);
+                }
+            }
+        }
+    }
+}
