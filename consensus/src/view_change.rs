@@ -32,6 +32,34 @@ use crate::messages::{read_optional_digest, write_optional_digest, MessageError}
 pub const MAX_CLAIMS: usize = 4_096;
 /// Most view changes carried by a new view (the largest supported validator set).
 pub const MAX_VALIDATORS: usize = 1_024;
+/// Most pre-prepared (Q) claims per sequence in one view change: the newest digest and
+/// the one the sender's prepared claim names. P holds at most one claim per sequence, so
+/// with the window rule P has at most W claims and Q at most 2W.
+pub const MAX_Q_PER_SEQUENCE: usize = 2;
+
+/// Why a view change's claims are refused (the whole view change is then invalid).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ClaimError {
+    /// A claim outside (h, h + W] of the sender's stable checkpoint h.
+    #[error("claim for sequence {sequence} outside ({stable}, {stable} + W]")]
+    OutsideWindow {
+        /// The claimed sequence.
+        sequence: Sequence,
+        /// The sender's stable checkpoint.
+        stable: Sequence,
+    },
+    /// A claim from a view at or above the view change's own view.
+    #[error("claim from view {claim} in a view change to view {view}")]
+    FutureView {
+        /// The claim's view.
+        claim: View,
+        /// The view change's view.
+        view: View,
+    },
+    /// Two prepared claims for one sequence, or too many pre-prepared ones.
+    #[error("too many claims for sequence {0}")]
+    TooMany(Sequence),
+}
 
 /// "In `view` I (pre-)prepared `digest` (null when `None`) for `sequence`."
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -167,6 +195,46 @@ pub struct ViewChange {
 
 /// A signed view change.
 pub type SignedViewChange = Signed<ViewChange>;
+
+impl ViewChange {
+    /// The window rule on claims: every claim lies in (h, h + W] above the sender's
+    /// stable checkpoint h and comes from a view below this view change's; P names a
+    /// sequence at most once, Q at most [`MAX_Q_PER_SEQUENCE`] times (so P is at most W
+    /// long and Q at most 2W). Without it one far claim (h + 5,000, or near `u64::MAX`)
+    /// makes every honest primary's NewView undecodable or its decision endless (finding
+    /// 2 of the review).
+    pub fn check_claims(&self, window: u64) -> Result<(), ClaimError> {
+        let stable = self.stable_sequence;
+        let top = stable.0.checked_add(window);
+        let mut prepared: BTreeMap<Sequence, usize> = BTreeMap::new();
+        let mut pre_prepared: BTreeMap<Sequence, usize> = BTreeMap::new();
+        for (claims, counts, most) in [
+            (&self.prepared, &mut prepared, 1),
+            (&self.pre_prepared, &mut pre_prepared, MAX_Q_PER_SEQUENCE),
+        ] {
+            for claim in claims {
+                if claim.sequence <= stable || top.is_none_or(|top| claim.sequence.0 > top) {
+                    return Err(ClaimError::OutsideWindow {
+                        sequence: claim.sequence,
+                        stable,
+                    });
+                }
+                if claim.view >= self.view {
+                    return Err(ClaimError::FutureView {
+                        claim: claim.view,
+                        view: self.view,
+                    });
+                }
+                let count = counts.entry(claim.sequence).or_insert(0);
+                *count += 1;
+                if *count > most {
+                    return Err(ClaimError::TooMany(claim.sequence));
+                }
+            }
+        }
+        Ok(())
+    }
+}
 
 pub(crate) fn write_claims(writer: &mut Writer, claims: &[Claim]) {
     writer.u16(u16::try_from(claims.len()).unwrap_or(u16::MAX));
@@ -350,18 +418,31 @@ pub struct Decision {
 /// committed to d), so A1 fails for every other digest and B fails.
 ///
 /// `view_changes` must all be for one view and from distinct senders.
-pub fn decide(view_changes: &[&ViewChange], max_faulty: usize) -> Option<Decision> {
+///
+/// `window` is W: the decision never reaches past h + W (claims beyond are ignored; valid
+/// view changes have none, see [`ViewChange::check_claims`]). `None` is the old,
+/// unbounded rule, kept only for the `UnboundedClaims` mutant (capped so the simulator
+/// still terminates).
+pub fn decide(
+    view_changes: &[&ViewChange],
+    max_faulty: usize,
+    window: Option<u64>,
+) -> Option<Decision> {
     let quorum = 2 * max_faulty + 1;
     if view_changes.len() < quorum {
         return None;
     }
     let top = view_changes.iter().max_by_key(|vc| vc.stable_sequence)?;
     let (h, h_digest, h_from) = (top.stable_sequence, top.stable_digest, top.replica);
+    let limit = match window {
+        Some(window) => h.0.checked_add(window)?,
+        None => h.0.saturating_add(2 * MAX_CLAIMS as u64),
+    };
     let max_s = view_changes
         .iter()
         .flat_map(|vc| vc.prepared.iter())
         .map(|c| c.sequence)
-        .filter(|s| *s > h)
+        .filter(|s| *s > h && s.0 <= limit)
         .max()
         .unwrap_or(h);
     // The prepared claim of each sender per sequence (the highest view wins).
@@ -411,7 +492,10 @@ pub fn decide(view_changes: &[&ViewChange], max_faulty: usize) -> Option<Decisio
             None => return None,
         };
         proposals.push((n, decision));
-        n = n.next();
+        match n.0.checked_add(1) {
+            Some(next) => n = Sequence(next),
+            None => break,
+        }
     }
     Some(Decision {
         stable_sequence: h,
@@ -471,7 +555,7 @@ mod tests {
             vc(2, 4, vec![], vec![]),
         ];
         let refs: Vec<&ViewChange> = set.iter().collect();
-        let decision = decide(&refs, 1).expect("decides");
+        let decision = decide(&refs, 1, Some(8)).expect("decides");
         assert_eq!(decision.stable_sequence, Sequence(4));
         assert_eq!(decision.proposals, vec![(Sequence(5), p.digest)]);
     }
@@ -486,7 +570,7 @@ mod tests {
             vc(2, 4, vec![], vec![]),
         ];
         let refs: Vec<&ViewChange> = set.iter().collect();
-        assert_eq!(decide(&refs, 1), None);
+        assert_eq!(decide(&refs, 1, Some(8)), None);
         // With a second voucher it decides: 5 is null, 6 is the claim.
         let set = [
             vc(0, 4, vec![p], vec![p]),
@@ -494,7 +578,7 @@ mod tests {
             vc(2, 4, vec![], vec![]),
         ];
         let refs: Vec<&ViewChange> = set.iter().collect();
-        let decision = decide(&refs, 1).expect("decides");
+        let decision = decide(&refs, 1, Some(8)).expect("decides");
         assert_eq!(
             decision.proposals,
             vec![(Sequence(5), None), (Sequence(6), p.digest)]
@@ -511,7 +595,7 @@ mod tests {
             vc(2, 4, vec![], vec![new]),
         ];
         let refs: Vec<&ViewChange> = set.iter().collect();
-        let decision = decide(&refs, 1).expect("decides");
+        let decision = decide(&refs, 1, Some(8)).expect("decides");
         assert_eq!(decision.proposals, vec![(Sequence(5), new.digest)]);
     }
 
@@ -519,6 +603,6 @@ mod tests {
     fn fewer_than_a_quorum_never_decides() {
         let set = [vc(0, 0, vec![], vec![]), vc(1, 0, vec![], vec![])];
         let refs: Vec<&ViewChange> = set.iter().collect();
-        assert_eq!(decide(&refs, 1), None);
+        assert_eq!(decide(&refs, 1, Some(8)), None);
     }
 }

@@ -66,16 +66,22 @@ impl Round {
 }
 
 impl Sequence {
-    /// The next sequence.
+    /// The next sequence (saturating: `u64::MAX` is its own successor, so arithmetic on
+    /// peer-supplied sequences never wraps; bounds are checked before it matters).
     pub fn next(self) -> Sequence {
-        Sequence(self.0 + 1)
+        Sequence(self.0.saturating_add(1))
+    }
+
+    /// `self + n`, or `None` on overflow.
+    pub fn checked_add(self, n: u64) -> Option<Sequence> {
+        self.0.checked_add(n).map(Sequence)
     }
 }
 
 impl View {
-    /// The next view.
+    /// The next view (saturating, like [`Sequence::next`]).
     pub fn next(self) -> View {
-        View(self.0 + 1)
+        View(self.0.saturating_add(1))
     }
 }
 

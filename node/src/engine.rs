@@ -519,10 +519,7 @@ impl Engine {
                     );
                     self.metrics
                         .equivocations
-                        .with_label_values(&[match evidence {
-                            weft_consensus::replica::Evidence::Equivocation(_) => "vertex",
-                            weft_consensus::replica::Evidence::DoubleVote(_) => "vote",
-                        }])
+                        .with_label_values(&[evidence.kind()])
                         .inc();
                 }
             }

@@ -35,9 +35,9 @@ impl Replica {
             executed: self.finalizer.last_sequence(),
         }));
         let mut missing = self.dag.missing();
-        for anchor in self.awaiting_history.values() {
-            if !self.dag.contains(anchor) {
-                missing.push(*anchor);
+        for slot in self.log.values() {
+            if let Some(anchor) = slot.digest.filter(|a| !self.dag.contains(a)) {
+                missing.push(anchor);
             }
         }
         for (sequence, anchor) in &self.committed {

@@ -10,6 +10,7 @@ impl Replica {
         &mut self,
         sequence: Sequence,
         state_digest: Digest,
+        now: TimestampMs,
         outputs: &mut Vec<Output>,
     ) {
         let checkpoint = Checkpoint {
@@ -24,12 +25,17 @@ impl Replica {
             self.own_checkpoints.insert(sequence, checkpoint.clone());
         }
         outputs.push(Output::Broadcast(Message::Checkpoint(checkpoint.clone())));
-        self.on_checkpoint(checkpoint, outputs);
+        self.on_checkpoint(checkpoint, now, outputs);
     }
 
     /// Collects checkpoint signatures for sequences in (h, h + W + K]; 2f + 1 matching
     /// make the sequence stable. Anything further ahead is dropped, not buffered.
-    pub(super) fn on_checkpoint(&mut self, signed: SignedCheckpoint, outputs: &mut Vec<Output>) {
+    pub(super) fn on_checkpoint(
+        &mut self,
+        signed: SignedCheckpoint,
+        now: TimestampMs,
+        outputs: &mut Vec<Output>,
+    ) {
         let checkpoint = signed.checkpoint();
         let (sequence, signer, digest) = (
             checkpoint.sequence,
@@ -72,6 +78,8 @@ impl Replica {
             },
             outputs,
         );
+        // Pre-prepares that were above our window until now.
+        self.rescan_pre_prepares(now, outputs);
     }
 
     /// Moves h and releases what lies below it.

@@ -156,12 +156,26 @@ impl Replica {
             replica.prepared_claims = prepared;
             replica.pre_prepared_claims = pre_prepared;
         }
+        let mutant = replica.config.mutant;
+        let mut new_view = None;
         if !replica.view_active {
             if let Some(bytes) = store.replica_state(keys::VIEW_CHANGE)? {
                 let message = Message::from_wire(&bytes, &limits)
                     .map_err(|e| damaged(keys::VIEW_CHANGE, e.to_string()))?;
-                if let Message::ViewChange { view_change, .. } = &message {
+                if let Message::ViewChange {
+                    view_change,
+                    certificate,
+                } = &message
+                {
                     if view_change.body().view == replica.view {
+                        // Our own view change counts toward the new view again (a new
+                        // primary that restarted must not wait for a quorum without it).
+                        if mutant != Some(Mutant::NewViewNotDurable) {
+                            replica.view_changes.insert(
+                                replica.config.index,
+                                (view_change.clone(), certificate.clone()),
+                            );
+                        }
                         replica.own_view_change = Some(message);
                     }
                 }
@@ -169,17 +183,24 @@ impl Replica {
         } else if let Some(bytes) = store.replica_state(keys::NEW_VIEW)? {
             let message = Message::from_wire(&bytes, &limits)
                 .map_err(|e| damaged(keys::NEW_VIEW, e.to_string()))?;
-            if let Message::NewView(new_view) = &message {
-                if new_view.new_view.body().view == replica.view {
-                    replica.next_proposal = new_view
-                        .new_view
-                        .body()
-                        .proposals
-                        .last()
-                        .map_or(new_view.new_view.body().stable_sequence, |p| p.0)
-                        .next();
+            if let Message::NewView(body) = &message {
+                if body.new_view.body().view == replica.view {
+                    new_view = Some((**body).clone());
                     replica.new_view = Some(message);
                 }
+            }
+        }
+        // The NewView's decisions are the pre-prepares of their sequences in this view.
+        let mut ignored = Vec::new();
+        if let Some(message) = &new_view {
+            let body = message.new_view.body();
+            replica.next_proposal = body
+                .proposals
+                .last()
+                .map_or(body.stable_sequence, |p| p.0)
+                .next();
+            if mutant != Some(Mutant::NewViewNotDurable) {
+                replica.install_new_view(message, &mut ignored);
             }
         }
         // Our votes in this view: never sign another digest for those slots.
@@ -194,14 +215,17 @@ impl Replica {
                 let vote =
                     SignedVote::from_wire(&bytes).map_err(|e| damaged(&key, e.to_string()))?;
                 let s = Sequence(sequence);
-                match phase {
-                    Phase::Prepare => {
-                        replica.pre_prepares.insert(s, vote.vote().digest);
-                    }
-                    Phase::Commit => {
-                        replica.pre_prepares.insert(s, vote.vote().digest);
-                        replica.commit_sent.insert(s);
-                    }
+                let state = match phase {
+                    Phase::Prepare => SlotState::PrePrepared,
+                    Phase::Commit => SlotState::Prepared,
+                };
+                let slot = replica.log.entry(s).or_insert(Slot {
+                    source: Source::Primary { round: Round(0) },
+                    digest: vote.vote().digest,
+                    state,
+                });
+                if slot.state != SlotState::Prepared {
+                    slot.state = state;
                 }
                 replica.vote_keys.entry(s).or_default().push(key);
                 replica.own_votes.insert((s, phase), vote.clone());
@@ -212,8 +236,25 @@ impl Replica {
                 tracker.add(vote);
             }
         }
+        // The anchors' rounds, for the round-order rule (entries from votes).
+        let rounds: Vec<(Sequence, Round)> = replica
+            .log
+            .iter()
+            .filter_map(|(s, slot)| {
+                let hash = slot.digest?;
+                let vertex = store.vertex(&hash).ok().flatten()?;
+                Some((*s, vertex.vertex().round))
+            })
+            .collect();
+        for (sequence, round) in rounds {
+            if let Some(slot) = replica.log.get_mut(&sequence) {
+                if let Source::Primary { .. } = slot.source {
+                    slot.source = Source::Primary { round };
+                }
+            }
+        }
         if replica.primary(replica.view) == replica.config.index {
-            let proposed = replica.pre_prepares.keys().next_back().copied();
+            let proposed = replica.log.keys().next_back().copied();
             if let Some(last) = proposed {
                 replica.next_proposal = replica.next_proposal.max(last.next());
             }
@@ -235,6 +276,48 @@ impl Replica {
                 // Its ancestors arrive by fetch from peers (see Input::Start).
                 let _ = replica.dag.insert(vertex);
             }
+        }
+        // A primary resumes proposing above everything it ever proposed in this view:
+        // its latest vertex's proposal and its pre-prepared claims of this view are
+        // durable with the anchors that carry them (finding 4: recovering from votes
+        // alone re-proposed sequences already proposed, a double pre-prepare).
+        if replica.primary(replica.view) == replica.config.index
+            && mutant != Some(Mutant::ProposalNotDurable)
+        {
+            let view = replica.view;
+            let mut proposed: Vec<(Sequence, Digest)> = replica
+                .pre_prepared_claims
+                .values()
+                .flatten()
+                .filter(|c| c.view == view)
+                .filter_map(|c| c.digest.map(|d| (c.sequence, d)))
+                .collect();
+            if let Some(own) = &replica.own_latest {
+                if let Some(p) = own.vertex().proposal.filter(|p| p.view == view) {
+                    proposed.push((p.sequence, own.hash()));
+                }
+            }
+            for (sequence, digest) in proposed {
+                replica.next_proposal = replica.next_proposal.max(sequence.next());
+                if sequence <= replica.finalizer.last_sequence() {
+                    continue;
+                }
+                let Some(round) = store.vertex(&digest)?.map(|v| v.vertex().round) else {
+                    continue;
+                };
+                if round == Round(0) || replica.log.contains_key(&sequence) {
+                    continue;
+                }
+                replica.log.insert(
+                    sequence,
+                    Slot {
+                        source: Source::Primary { round },
+                        digest: Some(digest),
+                        state: SlotState::PrePrepared,
+                    },
+                );
+            }
+            replica.next_proposal = replica.next_proposal.max(replica.stable.sequence.next());
         }
         Ok(replica)
     }

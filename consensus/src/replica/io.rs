@@ -6,7 +6,8 @@ use weft_crypto::Digest;
 use weft_dag::store::StoreBatch;
 use weft_dag::{FinalizedEntry, Sequence, SignedVertex, Transaction, ValidatorIndex};
 
-use crate::messages::{Message, SignedCheckpoint};
+use crate::messages::{Message, SignedCheckpoint, SignedVote};
+use crate::view_change::SignedNewView;
 
 /// Timers the replica asks the host for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -83,6 +84,46 @@ pub enum Evidence {
     Equivocation(Box<weft_dag::Equivocation>),
     /// Two votes for one (phase, view, sequence).
     DoubleVote(Box<crate::quorum::DoubleVote>),
+    /// Two pre-prepares of one primary that cannot both stand: two anchors for one
+    /// (view, sequence), an anchor for a sequence its NewView decided, or anchor rounds
+    /// that do not increase with the sequence.
+    ConflictingPrePrepares(Box<ConflictingPrePrepares>),
+    /// A prepare signed by the primary of its own view (the primary only pre-prepares).
+    PrimaryPrepare(Box<SignedVote>),
+}
+
+/// A signed pre-prepare: the primary's vertex carrying a proposal, or the NewView that
+/// decided the sequence.
+#[derive(Clone, Debug)]
+pub enum PrePrepareProof {
+    /// A vertex with `proposal: Some((view, sequence))`.
+    Vertex(SignedVertex),
+    /// The view's NewView, which decided `sequence`.
+    NewView {
+        /// The signed NewView.
+        new_view: SignedNewView,
+        /// The sequence it decided.
+        sequence: Sequence,
+    },
+}
+
+impl PrePrepareProof {
+    /// Who signed it.
+    pub fn signer(&self) -> ValidatorIndex {
+        match self {
+            PrePrepareProof::Vertex(vertex) => vertex.vertex().author,
+            PrePrepareProof::NewView { new_view, .. } => new_view.body().primary,
+        }
+    }
+}
+
+/// Two pre-prepares by one primary in one view that contradict each other.
+#[derive(Clone, Debug)]
+pub struct ConflictingPrePrepares {
+    /// The one taken first.
+    pub first: PrePrepareProof,
+    /// The contradicting vertex.
+    pub second: SignedVertex,
 }
 
 impl Evidence {
@@ -91,6 +132,18 @@ impl Evidence {
         match self {
             Evidence::Equivocation(e) => e.author(),
             Evidence::DoubleVote(d) => d.first.vote().voter,
+            Evidence::ConflictingPrePrepares(c) => c.second.vertex().author,
+            Evidence::PrimaryPrepare(vote) => vote.vote().voter,
+        }
+    }
+
+    /// A short name for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Evidence::Equivocation(_) => "vertex",
+            Evidence::DoubleVote(_) => "vote",
+            Evidence::ConflictingPrePrepares(_) => "pre_prepare",
+            Evidence::PrimaryPrepare(_) => "primary_prepare",
         }
     }
 }
@@ -104,6 +157,8 @@ pub struct DropCounters {
     pub future_vertices: u64,
     /// Votes and checkpoints for another view or outside the window.
     pub out_of_window_messages: u64,
+    /// Votes no honest validator signs (a prepare by the view's primary).
+    pub invalid_votes: u64,
     /// View changes, new views and certificates that do not check out.
     pub invalid_view_messages: u64,
     /// Mempool full.

@@ -62,7 +62,10 @@ mod view_change;
 
 pub use config::{ConfigError, Mutant, ReplicaConfig};
 pub use durable::{signing_record_vertices, RecoverError};
-pub use io::{DropCounters, Evidence, Input, MemoryFootprint, Output, StableCheckpoint, Timer};
+pub use io::{
+    ConflictingPrePrepares, DropCounters, Evidence, Input, MemoryFootprint, Output,
+    PrePrepareProof, StableCheckpoint, Timer,
+};
 
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 
@@ -81,6 +84,7 @@ use crate::quorum::{VoteOutcome, VoteTracker};
 use crate::view_change::{decide, Claim, NewView, Signed, SignedViewChange, ViewChange};
 use crate::Signer;
 use durable::{encode_stable, encode_view, keys};
+use ordering::{Slot, SlotState, Source};
 use vertices::OwnPending;
 
 /// One validator's protocol state.
@@ -104,13 +108,10 @@ pub struct Replica {
     mempool_ids: HashSet<TxId>,
     own_pending: BTreeMap<Round, OwnPending>,
     next_proposal: Sequence,
-    /// Pre-prepares accepted in the current view: sequence -> anchor (or null).
-    pre_prepares: BTreeMap<Sequence, Option<Digest>>,
-    /// Re-proposed anchors whose history we are fetching before we prepare them.
-    awaiting_history: BTreeMap<Sequence, Digest>,
+    /// The log of the current view: each sequence's pre-prepare, its source and state.
+    log: BTreeMap<Sequence, Slot>,
     prepares: VoteTracker,
     commits: VoteTracker,
-    commit_sent: HashSet<Sequence>,
     /// Our own signed votes in the current view, re-sent on every retransmission.
     own_votes: BTreeMap<(Sequence, Phase), SignedVote>,
     committed: BTreeMap<Sequence, Option<Digest>>,
@@ -182,11 +183,9 @@ impl Replica {
             mempool_ids: HashSet::new(),
             own_pending: BTreeMap::new(),
             next_proposal: Sequence(1),
-            pre_prepares: BTreeMap::new(),
-            awaiting_history: BTreeMap::new(),
+            log: BTreeMap::new(),
             prepares: VoteTracker::new(Phase::Prepare, quorum - 1),
             commits: VoteTracker::new(Phase::Commit, quorum),
-            commit_sent: HashSet::new(),
             own_votes: BTreeMap::new(),
             committed: BTreeMap::new(),
             decided: BTreeMap::new(),
@@ -261,8 +260,8 @@ impl Replica {
             self.finalizer.last_sequence(),
             self.stable.sequence,
             self.committed.keys().take(5).collect::<Vec<_>>(),
-            self.pre_prepares.keys().take(5).collect::<Vec<_>>(),
-            self.awaiting_history.keys().take(5).collect::<Vec<_>>(),
+            self.log.iter().filter(|(_, s)| s.state != SlotState::AwaitingHistory).map(|(s, _)| *s).take(5).collect::<Vec<_>>(),
+            self.log.iter().filter(|(_, s)| s.state == SlotState::AwaitingHistory).map(|(s, _)| *s).take(5).collect::<Vec<_>>(),
             self.own_latest.as_ref().map(|v| v.vertex().round.0),
             self.dag.len(),
             self.dag.waiting_len(),
@@ -373,7 +372,7 @@ impl Replica {
         match message {
             Message::Vertex(vertex) => self.insert_vertex(from, vertex, true, now, outputs),
             Message::Vote(vote) => self.on_vote(vote, now, outputs),
-            Message::Checkpoint(checkpoint) => self.on_checkpoint(checkpoint, outputs),
+            Message::Checkpoint(checkpoint) => self.on_checkpoint(checkpoint, now, outputs),
             Message::ViewChange {
                 view_change,
                 certificate,

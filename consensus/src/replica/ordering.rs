@@ -3,6 +3,52 @@
 
 use super::*;
 
+/// Where the pre-prepare of a sequence in the current view came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Source {
+    /// The view's NewView decided it (a re-proposed anchor, or null): the NewView is the
+    /// pre-prepare, no vertex may take the sequence in this view.
+    NewView,
+    /// The primary's vertex of this round carries the proposal.
+    Primary {
+        /// The anchor's round (strictly increasing with the sequence in a view).
+        round: Round,
+    },
+}
+
+/// How far a log entry got in the current view.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum SlotState {
+    /// Pre-prepared, but the anchor's history is not held yet: no prepare sent.
+    AwaitingHistory,
+    /// Our prepare went out (or we are the primary).
+    PrePrepared,
+    /// Prepared: our commit went out.
+    Prepared,
+}
+
+/// PBFT's log entry for one sequence of the current view. The log is emptied at every
+/// view change (claims carry what matters across views) and entries leave it when the
+/// sequence executes.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Slot {
+    /// NewView or primary.
+    pub(super) source: Source,
+    /// The anchor, or null.
+    pub(super) digest: Option<Digest>,
+    /// How far it got.
+    pub(super) state: SlotState,
+}
+
+impl Slot {
+    fn primary_round(&self) -> Option<Round> {
+        match self.source {
+            Source::Primary { round } => Some(round),
+            Source::NewView => None,
+        }
+    }
+}
+
 impl Replica {
     /// (executed, h + W]: not executed yet, and inside the window above the stable
     /// checkpoint h. Anything else is dropped without buffering.
@@ -26,7 +72,18 @@ impl Replica {
         sequence.0 > executed && sequence.0 <= base + 2 * self.config.window
     }
 
-    /// Rule 3: prepare an accepted anchor of the current primary, once per (view, sequence).
+    /// Rule 3: the pre-prepare carried by an accepted vertex of the current primary.
+    ///
+    /// - Only inside our own window (executed, h + W]: what we prepare is what our view
+    ///   change will claim, and claims must lie in (h, h + W] of our own h (an early
+    ///   pre-prepare is taken again by [`Replica::rescan_pre_prepares`] once h moves).
+    /// - Never for a sequence the view's NewView decided: the NewView *is* its
+    ///   pre-prepare (finding 1 of the review: otherwise a Byzantine primary gives a
+    ///   replica still fetching the re-proposed anchor a second one, and that claim later
+    ///   outranks the committed one).
+    /// - One pre-prepare per (view, sequence), anchor rounds strictly increasing with
+    ///   the sequence in a view: anything else is the primary's signed contradiction,
+    ///   reported as evidence and answered by a view change (finding 3).
     pub(super) fn on_pre_prepare(
         &mut self,
         anchor: &SignedVertex,
@@ -36,35 +93,174 @@ impl Replica {
     ) {
         let body = anchor.vertex();
         let own_round = self.own_latest.as_ref().map_or(0, |v| v.vertex().round.0);
-        let stale = body.round.0 + self.config.max_anchor_lag < own_round;
+        let stale = body.round.0.saturating_add(self.config.max_anchor_lag) < own_round;
+        let mutant = self.config.mutant;
+        let in_range = if mutant == Some(Mutant::UnboundedClaims) {
+            self.accepts(proposal.sequence)
+        } else {
+            self.in_window(proposal.sequence)
+        };
         if proposal.view != self.view
             || !self.view_active
             || body.author != self.primary(proposal.view)
-            || !self.accepts(proposal.sequence)
-            || self.pre_prepares.contains_key(&proposal.sequence)
+            || !in_range
             || stale
         {
             return;
         }
-        self.prepare(proposal.sequence, Some(anchor.hash()), now, outputs);
+        let hash = anchor.hash();
+        let sequence = proposal.sequence;
+        if let Some(slot) = self.log.get(&sequence).copied() {
+            match slot.source {
+                Source::Primary { .. } if slot.digest == Some(hash) => return,
+                Source::NewView
+                    if mutant == Some(Mutant::PrePrepareOverNewView)
+                        && slot.state == SlotState::AwaitingHistory =>
+                {
+                    // The old rule: the re-proposed anchor was not a pre-prepare yet.
+                    self.log.remove(&sequence);
+                }
+                _ if mutant == Some(Mutant::CountPrimaryPrepare)
+                    || mutant == Some(Mutant::PrePrepareOverNewView) =>
+                {
+                    return;
+                }
+                _ => {
+                    let first = self.pre_prepare_proof(sequence, slot);
+                    self.on_conflicting_pre_prepares(first, anchor.clone(), now, outputs);
+                    return;
+                }
+            }
+        }
+        if mutant != Some(Mutant::CountPrimaryPrepare) {
+            // Anchor rounds strictly increase with the sequence within a view.
+            let below = self
+                .log
+                .range(..sequence)
+                .rev()
+                .find_map(|(s, slot)| slot.primary_round().map(|r| (*s, r)));
+            let above = self
+                .log
+                .range(sequence.next()..)
+                .find_map(|(s, slot)| slot.primary_round().map(|r| (*s, r)));
+            let conflict = below
+                .filter(|(_, round)| *round >= body.round)
+                .or(above.filter(|(_, round)| *round <= body.round));
+            if let Some((other, _)) = conflict {
+                if let Some(slot) = self.log.get(&other).copied() {
+                    let first = self.pre_prepare_proof(other, slot);
+                    self.on_conflicting_pre_prepares(first, anchor.clone(), now, outputs);
+                }
+                return;
+            }
+        }
+        self.log.insert(
+            sequence,
+            Slot {
+                source: Source::Primary { round: body.round },
+                digest: Some(hash),
+                state: SlotState::AwaitingHistory,
+            },
+        );
+        self.prepare(sequence, now, outputs);
     }
 
-    /// Accepts (view, sequence, digest) as pre-prepared and votes for it (the primary's
-    /// own pre-prepare counts as its vote).
-    pub(super) fn prepare(
+    /// The signed object that is the pre-prepare of `slot`: the primary's vertex, or the
+    /// view's NewView.
+    fn pre_prepare_proof(&self, sequence: Sequence, slot: Slot) -> Option<PrePrepareProof> {
+        match slot.source {
+            Source::Primary { .. } => slot
+                .digest
+                .and_then(|d| self.dag.get(&d))
+                .map(|v| PrePrepareProof::Vertex(v.clone())),
+            Source::NewView => match &self.new_view {
+                Some(Message::NewView(message)) => Some(PrePrepareProof::NewView {
+                    new_view: message.new_view.clone(),
+                    sequence,
+                }),
+                _ => None,
+            },
+        }
+    }
+
+    /// The primary signed two pre-prepares that cannot both stand: evidence, and a view
+    /// change (the evidence travels on so the others move too).
+    fn on_conflicting_pre_prepares(
         &mut self,
-        sequence: Sequence,
-        digest: Option<Digest>,
+        first: Option<PrePrepareProof>,
+        second: SignedVertex,
         now: TimestampMs,
         outputs: &mut Vec<Output>,
     ) {
-        if self.pre_prepares.contains_key(&sequence) || sequence <= self.finalizer.last_sequence() {
+        let Some(first) = first else {
+            return;
+        };
+        if let PrePrepareProof::Vertex(vertex) = &first {
+            outputs.push(Output::Broadcast(Message::Vertex(vertex.clone())));
+        }
+        outputs.push(Output::Broadcast(Message::Vertex(second.clone())));
+        let evidence =
+            Evidence::ConflictingPrePrepares(Box::new(ConflictingPrePrepares { first, second }));
+        self.on_evidence(evidence, now, outputs);
+    }
+
+    /// The pre-prepares of the current view that are in the DAG but were not taken when
+    /// they arrived: before we entered the view, or above our window before h moved.
+    pub(super) fn rescan_pre_prepares(&mut self, now: TimestampMs, outputs: &mut Vec<Output>) {
+        if !self.view_active {
             return;
         }
-        self.pre_prepares.insert(sequence, digest);
-        self.add_claim(sequence, digest, false);
+        let primary = self.primary(self.view);
+        let Some(latest) = self.latest_by_author[primary.as_usize()] else {
+            return;
+        };
+        let lowest = latest
+            .round
+            .0
+            .saturating_sub(2 * self.config.window + 2 + self.config.max_anchor_lag);
+        let mut early = Vec::new();
+        for round in (lowest..=latest.round.0).map(Round) {
+            for vertex in self.dag.round_vertices(round) {
+                let v = vertex.vertex();
+                if v.author == primary
+                    && v.proposal
+                        .is_some_and(|p| p.view == self.view && !self.log.contains_key(&p.sequence))
+                {
+                    early.push((*vertex).clone());
+                }
+            }
+        }
+        for vertex in early {
+            if let Some(proposal) = vertex.vertex().proposal {
+                self.on_pre_prepare(&vertex, proposal, now, outputs);
+            }
+        }
+    }
+
+    /// Votes for the pre-prepare in the log at `sequence` once its anchor's history is
+    /// held (the primary's own pre-prepare stands in for its vote). Persist before send:
+    /// the vote and the Q claim it implies are one batch.
+    pub(super) fn prepare(
+        &mut self,
+        sequence: Sequence,
+        now: TimestampMs,
+        outputs: &mut Vec<Output>,
+    ) {
+        let Some(slot) = self.log.get(&sequence).copied() else {
+            return;
+        };
+        if slot.state != SlotState::AwaitingHistory || sequence <= self.finalizer.last_sequence() {
+            return;
+        }
+        if slot.digest.is_some_and(|d| !self.dag.contains(&d)) {
+            return;
+        }
+        if let Some(entry) = self.log.get_mut(&sequence) {
+            entry.state = SlotState::PrePrepared;
+        }
+        self.add_claim(sequence, slot.digest, false);
         if self.primary(self.view) != self.config.index {
-            let vote = self.sign_vote(Phase::Prepare, sequence, digest);
+            let vote = self.sign_vote(Phase::Prepare, sequence, slot.digest);
             self.send_vote(vote, now, outputs);
         } else {
             let mut batch = StoreBatch::new();
@@ -84,13 +280,15 @@ impl Replica {
         if prepared {
             self.prepared_claims.insert(sequence, claim);
         } else {
+            let keep = self.prepared_claims.get(&sequence).map(|p| p.digest);
             let claims = self.pre_prepared_claims.entry(sequence).or_default();
             claims.retain(|c| c.digest != digest);
             claims.push(claim);
-            // A handful of digests per sequence is all a view change needs; older ones
-            // go first.
-            if claims.len() > 4 {
-                claims.sort_by_key(|c| c.view);
+            // At most MAX_Q_PER_SEQUENCE digests per sequence (a view change's lists stay
+            // within 2W): the newest, and always the one our prepared claim names, so the
+            // claim keeps its voucher (A2 of the decision rule).
+            while claims.len() > crate::view_change::MAX_Q_PER_SEQUENCE {
+                claims.sort_by_key(|c| (Some(c.digest) == keep, c.view));
                 claims.remove(0);
             }
         }
@@ -148,6 +346,17 @@ impl Replica {
             self.drops.out_of_window_messages += 1;
             return;
         }
+        // The primary pre-prepares, it never prepares: a prepare it signed in its own
+        // view is a proven fault and never counts toward the 2f (finding 3: counted, it
+        // lets a second anchor prepare in the same view).
+        if phase == Phase::Prepare
+            && vote.vote().voter == self.primary(view)
+            && self.config.mutant != Some(Mutant::CountPrimaryPrepare)
+        {
+            self.drops.invalid_votes += 1;
+            self.on_evidence(Evidence::PrimaryPrepare(Box::new(vote)), now, outputs);
+            return;
+        }
         let tracker = match phase {
             Phase::Prepare => &mut self.prepares,
             Phase::Commit => &mut self.commits,
@@ -164,26 +373,31 @@ impl Replica {
         }
     }
 
-    /// Rule 4: prepared = our pre-prepare + 2f matching prepares -> send a commit.
+    /// Rule 4: prepared = the pre-prepare in our log + 2f matching prepares from
+    /// validators other than the primary -> send a commit (and claim P).
     pub(super) fn check_prepared(
         &mut self,
         sequence: Sequence,
         now: TimestampMs,
         outputs: &mut Vec<Output>,
     ) {
-        let Some(digest) = self.pre_prepares.get(&sequence).copied() else {
+        let Some(slot) = self.log.get(&sequence).copied() else {
             return;
         };
         if !self.view_active
-            || self.commit_sent.contains(&sequence)
-            || self.prepares.count(self.view, sequence, digest.as_ref())
+            || slot.state != SlotState::PrePrepared
+            || self
+                .prepares
+                .count(self.view, sequence, slot.digest.as_ref())
                 < self.config.committee.quorum() - 1
         {
             return;
         }
-        self.commit_sent.insert(sequence);
-        self.add_claim(sequence, digest, true);
-        let vote = self.sign_vote(Phase::Commit, sequence, digest);
+        if let Some(entry) = self.log.get_mut(&sequence) {
+            entry.state = SlotState::Prepared;
+        }
+        self.add_claim(sequence, slot.digest, true);
+        let vote = self.sign_vote(Phase::Commit, sequence, slot.digest);
         self.send_vote(vote, now, outputs);
     }
 
@@ -258,9 +472,7 @@ impl Replica {
             self.own_pending
                 .retain(|_, own| !vertices.contains(&own.hash));
             self.committed.remove(&next);
-            self.pre_prepares.remove(&next);
-            self.awaiting_history.remove(&next);
-            self.commit_sent.remove(&next);
+            self.log.remove(&next);
             self.own_votes.retain(|(s, _), _| *s > next);
             self.prepares.release_through(next);
             self.commits.release_through(next);
@@ -273,7 +485,7 @@ impl Replica {
             let state_digest = entry.state_digest;
             outputs.push(Output::Finalized(entry));
             if checkpoint_due {
-                self.send_checkpoint(next, state_digest, outputs);
+                self.send_checkpoint(next, state_digest, now, outputs);
             }
             if self.view_active {
                 // Progress: T goes back to its base and the wait starts over.
@@ -327,7 +539,9 @@ impl Replica {
         let primary_proven_faulty = culprit == self.primary(self.view)
             && match &evidence {
                 Evidence::Equivocation(e) => e.second.vertex().proposal.is_some(),
-                Evidence::DoubleVote(_) => true,
+                Evidence::DoubleVote(_) | Evidence::ConflictingPrePrepares(_) => true,
+                // Ignored, it harms nothing: no reason to leave the view.
+                Evidence::PrimaryPrepare(_) => false,
             };
         // The primary's equivocation travels on, once per slot, so every replica sees it.
         if let Evidence::Equivocation(e) = &evidence {

@@ -95,15 +95,17 @@ impl Replica {
         if let Some(proposal) = body.proposal {
             self.on_pre_prepare(&vertex, proposal, now, outputs);
         }
+        // Pre-prepares waiting for this anchor's history (NewView re-proposals).
         let ready: Vec<Sequence> = self
-            .awaiting_history
+            .log
             .iter()
-            .filter(|(_, anchor)| *anchor == hash)
+            .filter(|(_, slot)| {
+                slot.state == SlotState::AwaitingHistory && slot.digest.as_ref() == Some(hash)
+            })
             .map(|(s, _)| *s)
             .collect();
         for sequence in ready {
-            self.awaiting_history.remove(&sequence);
-            self.prepare(sequence, Some(*hash), now, outputs);
+            self.prepare(sequence, now, outputs);
         }
     }
 
@@ -268,8 +270,24 @@ impl Replica {
                 return;
             }
         }
-        if proposal.is_some() {
+        // The primary's pre-prepare is its vertex: the log entry and the Q claim are made
+        // here and persisted in the same batch as the vertex, before it leaves (finding
+        // 4: a primary killed in between re-proposed the sequence after a restart).
+        let durable_claim =
+            proposal.is_some() && self.config.mutant != Some(Mutant::ProposalNotDurable);
+        if let Some(proposal) = proposal {
             self.next_proposal = self.next_proposal.next();
+            if durable_claim {
+                self.log.insert(
+                    proposal.sequence,
+                    Slot {
+                        source: Source::Primary { round },
+                        digest: Some(signed.hash()),
+                        state: SlotState::PrePrepared,
+                    },
+                );
+                self.add_claim(proposal.sequence, Some(signed.hash()), false);
+            }
         }
         if !signed.vertex().transactions.is_empty() {
             self.own_pending.insert(
@@ -286,6 +304,9 @@ impl Replica {
         let mut batch = StoreBatch::new();
         batch.put_vertex(signed.clone());
         batch.put_replica_state(keys::OWN_LATEST, signed.hash().as_bytes());
+        if durable_claim {
+            batch.put_replica_state(keys::CLAIMS, &self.encode_claims());
+        }
         if self.config.mutant == Some(Mutant::NoDurableOwnVertex) {
             // The mutant writes each own vertex only when it builds the next one.
             if let Some(previous) = self.deferred_own.replace(batch) {

@@ -2,6 +2,7 @@
 //! `NewView`, and entering a view.
 
 use super::*;
+use crate::view_change::Decision;
 
 impl Replica {
     /// True while something should be making progress: the view-change timer runs.
@@ -16,10 +17,7 @@ impl Replica {
                 .count();
             return joined >= self.config.committee.quorum();
         }
-        !self.pre_prepares.is_empty()
-            || !self.committed.is_empty()
-            || !self.awaiting_history.is_empty()
-            || !self.nothing_to_anchor()
+        !self.log.is_empty() || !self.committed.is_empty() || !self.nothing_to_anchor()
     }
 
     pub(super) fn check_deadlines(&mut self, now: TimestampMs, outputs: &mut Vec<Output>) {
@@ -61,28 +59,30 @@ impl Replica {
         self.view_active = false;
         self.view_started = now;
         self.progress_deadline = None;
-        self.pre_prepares.clear();
-        self.awaiting_history.clear();
-        self.commit_sent.clear();
+        self.log.clear();
         self.own_votes.clear();
         self.new_view = None;
         self.prepares.release_views_below(target);
         self.commits.release_views_below(target);
         let stable = self.stable.sequence;
+        let top = stable
+            .checked_add(self.config.window)
+            .unwrap_or(Sequence(u64::MAX));
         let view_change = ViewChange {
             chain_id: self.config.committee.chain_id().clone(),
             epoch: self.config.committee.epoch(),
             view: target,
             stable_sequence: stable,
             stable_digest: self.stable.state_digest,
+            // Claims in (h, h + W] only (what we prepared always is: see on_pre_prepare).
             prepared: self
                 .prepared_claims
-                .range(stable.next()..)
+                .range(stable.next()..=top)
                 .map(|(_, c)| *c)
                 .collect(),
             pre_prepared: self
                 .pre_prepared_claims
-                .range(stable.next()..)
+                .range(stable.next()..=top)
                 .flat_map(|(_, c)| c.iter().copied())
                 .collect(),
             replica: self.config.index,
@@ -135,7 +135,9 @@ impl Replica {
             }
             return;
         }
-        if !self.certifies(body.stable_sequence, &body.stable_digest, &certificate) {
+        if !self.certifies(body.stable_sequence, &body.stable_digest, &certificate)
+            || !self.claims_valid(body)
+        {
             self.drops.invalid_view_messages += 1;
             return;
         }
@@ -161,6 +163,19 @@ impl Replica {
         self.try_new_view(now, outputs);
     }
 
+    /// The window rule on a view change's claims (the UnboundedClaims mutant skips it).
+    pub(super) fn claims_valid(&self, view_change: &ViewChange) -> bool {
+        self.config.mutant == Some(Mutant::UnboundedClaims)
+            || view_change.check_claims(self.config.window).is_ok()
+    }
+
+    /// The decision rule with this replica's W (unbounded for the UnboundedClaims mutant).
+    pub(super) fn decide(&self, view_changes: &[&ViewChange]) -> Option<Decision> {
+        let window =
+            (self.config.mutant != Some(Mutant::UnboundedClaims)).then_some(self.config.window);
+        decide(view_changes, self.config.committee.max_faulty(), window)
+    }
+
     /// The new primary announces the view once its view changes decide every sequence.
     pub(super) fn try_new_view(&mut self, now: TimestampMs, outputs: &mut Vec<Output>) {
         if self.view_active || self.primary(self.view) != self.config.index {
@@ -172,7 +187,7 @@ impl Replica {
             .filter(|(vc, _)| vc.body().view == self.view)
             .collect();
         let bodies: Vec<&ViewChange> = chosen.iter().map(|(vc, _)| vc.body()).collect();
-        let Some(decision) = decide(&bodies, self.config.committee.max_faulty()) else {
+        let Some(decision) = self.decide(&bodies) else {
             return;
         };
         let certificate = chosen
@@ -196,11 +211,30 @@ impl Replica {
             certificate,
         };
         let wire = Message::NewView(Box::new(message.clone()));
-        let mut batch = StoreBatch::new();
+        if self.config.mutant == Some(Mutant::NewViewNotDurable) {
+            // The old order: the NewView leaves before the view's activation is durable.
+            let mut batch = StoreBatch::new();
+            batch.put_replica_state(keys::NEW_VIEW, &wire.to_wire());
+            outputs.push(Output::Persist(batch));
+            outputs.push(Output::Broadcast(wire));
+            self.enter_view(message, now, outputs);
+            return;
+        }
+        // The NewView and the view's activation are durable together before it leaves:
+        // a primary restarted after sending it finds the view active with this NewView,
+        // never decides (and signs) a second one (finding 5).
+        let mut outputs_after = Vec::new();
+        self.enter_view(message, now, &mut outputs_after);
+        let Some(Output::Persist(activation)) = outputs_after.first_mut() else {
+            debug_assert!(false, "enter_view persists the view first");
+            return;
+        };
+        let mut batch = std::mem::take(activation);
+        outputs_after.remove(0);
         batch.put_replica_state(keys::NEW_VIEW, &wire.to_wire());
         outputs.push(Output::Persist(batch));
         outputs.push(Output::Broadcast(wire));
-        self.enter_view(message, now, outputs);
+        outputs.extend(outputs_after);
     }
 
     pub(super) fn on_new_view(
@@ -234,12 +268,13 @@ impl Replica {
                 || vc.body().view != body.view
                 || !senders.insert(vc.body().replica)
                 || !self.config.committee.contains(vc.body().replica)
+                || !self.claims_valid(vc.body())
             {
                 return false;
             }
         }
         let bodies: Vec<&ViewChange> = message.view_changes.iter().map(|vc| vc.body()).collect();
-        let Some(decision) = decide(&bodies, self.config.committee.max_faulty()) else {
+        let Some(decision) = self.decide(&bodies) else {
             return false;
         };
         decision.stable_sequence == body.stable_sequence
@@ -252,8 +287,11 @@ impl Replica {
             )
     }
 
-    /// Starts the new view: adopt its checkpoint, pre-prepare every re-proposed sequence
-    /// (null ones at once, anchors once their history is held).
+    /// Starts the new view. The NewView is the pre-prepare of every sequence it decides:
+    /// each goes into the log with source NewView (null ones prepared at once, anchors
+    /// once their history is held); no vertex may take those sequences in this view.
+    /// The view's activation and the NewView are durable in one batch, the first output,
+    /// so a restart rebuilds the same log (`durable::recover`).
     pub(super) fn enter_view(
         &mut self,
         message: NewViewMessage,
@@ -265,17 +303,19 @@ impl Replica {
         self.view_active = true;
         self.view_started = now;
         self.progress_deadline = None;
-        self.pre_prepares.clear();
-        self.awaiting_history.clear();
-        self.commit_sent.clear();
+        self.log.clear();
         self.own_votes.clear();
         self.own_view_change = None;
         self.prepares.release_views_below(body.view);
         self.commits.release_views_below(body.view);
         self.view_changes
             .retain(|_, (vc, _)| vc.body().view > body.view);
+        let wire = Message::NewView(Box::new(message.clone()));
         let mut batch = StoreBatch::new();
         batch.put_replica_state(keys::VIEW, &encode_view(body.view, true));
+        if self.config.mutant != Some(Mutant::NewViewNotDurable) {
+            batch.put_replica_state(keys::NEW_VIEW, &wire.to_wire());
+        }
         outputs.push(Output::Persist(batch));
         if body.stable_sequence > self.stable.sequence {
             self.adopt_stable(
@@ -291,54 +331,54 @@ impl Replica {
             .proposals
             .last()
             .map_or(body.stable_sequence, |(s, _)| *s);
-        self.next_proposal = last.max(self.finalizer.last_sequence()).next();
-        // Which view-change senders can serve each re-proposed anchor.
-        let wire = Message::NewView(Box::new(message.clone()));
+        self.next_proposal = last
+            .max(self.finalizer.last_sequence())
+            .max(self.stable.sequence)
+            .next();
         self.new_view = Some(wire);
-        for (sequence, digest) in body.proposals {
-            if sequence <= self.finalizer.last_sequence() {
-                continue;
-            }
-            match digest {
-                Some(anchor) if !self.dag.contains(&anchor) => {
-                    self.awaiting_history.insert(sequence, anchor);
-                    self.dag.want(anchor, self.wanted_limit());
-                    let holder = message
-                        .view_changes
-                        .iter()
-                        .map(|vc| vc.body())
-                        .find(|vc| {
-                            vc.replica != self.config.index
-                                && vc.pre_prepared.iter().any(|c| c.digest == Some(anchor))
-                        })
-                        .map(|vc| vc.replica);
-                    let from = holder.unwrap_or_else(|| self.next_peer());
-                    outputs.push(Output::Fetch {
-                        from,
-                        hashes: vec![anchor],
-                    });
-                }
-                _ => self.prepare(sequence, digest, now, outputs),
-            }
+        self.install_new_view(&message, outputs);
+        let decided: Vec<Sequence> = self.log.keys().copied().collect();
+        for sequence in decided {
+            self.prepare(sequence, now, outputs);
         }
         // Pre-prepares of this view that arrived before we entered it.
-        if let Some(latest) = self.latest_by_author[self.primary(body.view).as_usize()] {
-            let lowest = latest.round.0.saturating_sub(2 * self.config.window + 2);
-            let mut early = Vec::new();
-            for round in (lowest..=latest.round.0).map(Round) {
-                for vertex in self.dag.round_vertices(round) {
-                    let v = vertex.vertex();
-                    if v.author == self.primary(body.view)
-                        && v.proposal.is_some_and(|p| p.view == body.view)
-                    {
-                        early.push((*vertex).clone());
-                    }
-                }
+        self.rescan_pre_prepares(now, outputs);
+    }
+
+    /// The NewView's decisions as log entries (state AwaitingHistory: `prepare` moves
+    /// them on once the anchor is held), and fetches of the anchors we lack from view-
+    /// change senders that claimed them.
+    pub(super) fn install_new_view(&mut self, message: &NewViewMessage, outputs: &mut Vec<Output>) {
+        let body = message.new_view.body();
+        for (sequence, digest) in &body.proposals {
+            let (sequence, digest) = (*sequence, *digest);
+            if sequence <= self.finalizer.last_sequence() || sequence <= self.stable.sequence {
+                continue;
             }
-            for vertex in early {
-                if let Some(proposal) = vertex.vertex().proposal {
-                    self.on_pre_prepare(&vertex, proposal, now, outputs);
-                }
+            self.log.insert(
+                sequence,
+                Slot {
+                    source: Source::NewView,
+                    digest,
+                    state: SlotState::AwaitingHistory,
+                },
+            );
+            if let Some(anchor) = digest.filter(|a| !self.dag.contains(a)) {
+                self.dag.want(anchor, self.wanted_limit());
+                let holder = message
+                    .view_changes
+                    .iter()
+                    .map(|vc| vc.body())
+                    .find(|vc| {
+                        vc.replica != self.config.index
+                            && vc.pre_prepared.iter().any(|c| c.digest == Some(anchor))
+                    })
+                    .map(|vc| vc.replica);
+                let from = holder.unwrap_or_else(|| self.next_peer());
+                outputs.push(Output::Fetch {
+                    from,
+                    hashes: vec![anchor],
+                });
             }
         }
     }
