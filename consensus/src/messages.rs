@@ -16,7 +16,9 @@
 
 use weft_crypto::{Digest, SecretKey, Signature, SigningContext, SIGNATURE_BYTES};
 use weft_dag::codec::{read_chain_header, write_chain_header, DecodeError, Reader, Writer};
-use weft_dag::{ChainId, Committee, Epoch, Limits, Sequence, SignedVertex, ValidatorIndex, View};
+use weft_dag::{
+    ChainId, Committee, Epoch, Limits, Round, Sequence, SignedVertex, ValidatorIndex, View,
+};
 
 use crate::view_change::{Signed, SignedNewView, SignedViewChange};
 
@@ -47,6 +49,9 @@ pub enum Message {
         view: View,
         /// The sender's last executed sequence.
         executed: Sequence,
+        /// The round of the sender's own latest vertex (none before its first): a
+        /// replica whose store was wiped learns from 2f + 1 of these where it may sign.
+        round: Option<Round>,
     },
     /// A commit certificate: 2f + 1 matching commit votes for one sequence.
     Decided(Vec<SignedVote>),
@@ -150,10 +155,21 @@ impl Message {
                 }
                 write_certificate(&mut writer, &message.certificate);
             }
-            Message::Status { view, executed } => {
+            Message::Status {
+                view,
+                executed,
+                round,
+            } => {
                 writer.u8(5);
                 writer.u64(view.0);
                 writer.u64(executed.0);
+                match round {
+                    None => writer.u8(0),
+                    Some(round) => {
+                        writer.u8(1);
+                        writer.u64(round.0);
+                    }
+                }
             }
             Message::Decided(votes) => {
                 writer.u8(6);
@@ -203,6 +219,16 @@ impl Message {
             5 => Message::Status {
                 view: View(reader.u64("view")?),
                 executed: Sequence(reader.u64("executed")?),
+                round: match reader.u8("round tag")? {
+                    0 => None,
+                    1 => Some(Round(reader.u64("round")?)),
+                    tag => {
+                        return Err(DecodeError::Invalid {
+                            field: "round tag",
+                            reason: format!("{tag} is neither 0 nor 1"),
+                        })
+                    }
+                },
             },
             6 => {
                 let raw = u64::from(reader.u16("vote count")?);

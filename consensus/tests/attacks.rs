@@ -584,3 +584,85 @@ fn evidence_names_the_primary() {
         .collect();
     assert_eq!(culprits, vec![v(0)]);
 }
+
+/// Finding 5, second half (rule: an empty store is not a fresh validator; it signs
+/// nothing until 2f + 1 peers told it their view and round, then only above them).
+/// Replica 3 restarts from an empty store (keys kept, no `reset-state`): it must not
+/// re-sign a round-0 vertex at once, and once peers report view 2 it must not vote in
+/// view 2 (it may have voted there before the wipe).
+fn wiped_restart(mutant: Option<Mutant>) -> (Vec<Output>, Vec<Output>) {
+    let (committee, _) = committee(4);
+    let mut config = ReplicaConfig::new(v(3), committee.clone());
+    config.mutant = mutant;
+    let store = MemoryStore::new();
+    let replica = Replica::recover(config.clone(), Signer::Placeholder, &store).expect("recovers");
+    let mut node = Node {
+        replica,
+        store,
+        config,
+        now: 5_000,
+    };
+    let mut started = node.step(Input::Start);
+    for (peer, view, round) in [(0, 2, 7), (1, 2, 9), (2, 1, 8)] {
+        started.extend(node.deliver(
+            peer,
+            Message::Status {
+                view: View(view),
+                executed: Sequence(0),
+                round: Some(Round(round)),
+            },
+        ));
+    }
+    let d = Digest::of(b"anchor of sequence 2");
+    let claim = Claim {
+        sequence: Sequence(2),
+        view: View(0),
+        digest: Some(d),
+    };
+    let vcs = vec![
+        view_change(&committee, 0, 2, vec![claim], vec![claim]),
+        view_change(&committee, 1, 2, vec![], vec![claim]),
+        view_change(&committee, 2, 2, vec![], vec![]),
+    ];
+    let new_view = NewView {
+        chain_id: committee.chain_id().clone(),
+        epoch: Epoch(0),
+        view: View(2),
+        primary: v(2),
+        stable_sequence: Sequence(0),
+        stable_digest: Digest::default(),
+        proposals: vec![(Sequence(1), None), (Sequence(2), Some(d))],
+        view_changes: vcs.iter().map(Signed::hash).collect(),
+    };
+    let entered = node.deliver(
+        2,
+        Message::NewView(Box::new(NewViewMessage {
+            new_view: Signed::sign_with(new_view, &Signer::Placeholder),
+            view_changes: vcs,
+            certificate: Vec::new(),
+        })),
+    );
+    assert_eq!(node.replica.view(), View(2));
+    (started, entered)
+}
+
+#[test]
+fn a_wiped_replica_signs_only_above_what_2f_plus_1_peers_report() {
+    let own_vertices = |outputs: &[Output]| {
+        sent(outputs)
+            .into_iter()
+            .filter(|m| matches!(m, Message::Vertex(vx) if vx.vertex().author == v(3)))
+            .count()
+    };
+    let (started, entered) = wiped_restart(None);
+    assert_eq!(own_vertices(&started), 0, "signed a vertex before learning");
+    assert!(
+        votes(&entered, Phase::Prepare).is_empty(),
+        "voted in view 2"
+    );
+    // The old rule: a round-0 vertex at once (a second one for that round) and a vote in
+    // a view it may already have voted in.
+    let (started, entered) = wiped_restart(Some(Mutant::WipedStoreSignsAtOnce));
+    assert_eq!(own_vertices(&started), 1);
+    assert_eq!(votes(&entered, Phase::Prepare).len(), 1);
+}

@@ -30,10 +30,9 @@ impl Replica {
         for checkpoint in self.own_checkpoints.values() {
             outputs.push(Output::Broadcast(Message::Checkpoint(checkpoint.clone())));
         }
-        outputs.push(Output::Broadcast(Message::Status {
-            view: self.view,
-            executed: self.finalizer.last_sequence(),
-        }));
+        outputs.push(Output::Broadcast(
+            self.status(self.finalizer.last_sequence()),
+        ));
         let mut missing = self.dag.missing();
         for slot in self.log.values() {
             if let Some(anchor) = slot.digest.filter(|a| !self.dag.contains(a)) {
@@ -76,6 +75,15 @@ impl Replica {
     }
 
     /// A peer tells where it is: help it catch up if we are ahead.
+    /// Our `Status`: view, the given executed sequence, and our own latest round.
+    pub(super) fn status(&self, executed: Sequence) -> Message {
+        Message::Status {
+            view: self.view,
+            executed,
+            round: self.own_latest.as_ref().map(|v| v.vertex().round),
+        }
+    }
+
     pub(super) fn on_status(
         &mut self,
         from: ValidatorIndex,
@@ -161,10 +169,7 @@ impl Replica {
         if sequence.0 == executed.0 + 2 * self.config.window {
             outputs.push(Output::Send {
                 to: from,
-                message: Message::Status {
-                    view: self.view,
-                    executed: Sequence(sequence.0),
-                },
+                message: self.status(sequence),
             });
         }
         if let Some(anchor) = first.digest.filter(|d| !self.dag.contains(d)) {

@@ -47,6 +47,7 @@ pub(super) mod keys {
     pub const CLAIMS: &[u8] = b"claims";
     pub const STABLE: &[u8] = b"stable";
     pub const OWN_LATEST: &[u8] = b"own/latest";
+    pub const FLOOR: &[u8] = b"floor";
 
     pub fn vote(phase: crate::messages::Phase, view: u64, sequence: u64) -> Vec<u8> {
         format!("vote/{phase:?}/{view}/{sequence}").into_bytes()
@@ -106,6 +107,7 @@ impl Replica {
         store: &dyn Store,
     ) -> Result<Replica, RecoverError> {
         let mut replica = Replica::new(config, signer)?;
+        replica.restore_floor(store)?;
         let limits = replica.config.limits;
         // The finalized log.
         if let Some(head) = store.log_head()? {
@@ -335,5 +337,148 @@ impl Replica {
         crate::view_change::write_claims(&mut writer, &prepared);
         crate::view_change::write_claims(&mut writer, &pre_prepared);
         writer.finish()
+    }
+}
+
+/// Where a replica whose signing record was lost may sign again, learned from 2f + 1
+/// peers' `Status` (ARCHITECTURE.md, "Recovery": an empty store is not a fresh
+/// validator).
+///
+/// Safety: a vertex we signed at round R had parents by 2f + 1 authors of round R - 1,
+/// at least f of them honest others, whose own rounds are now >= R - 1; 2f + 1 of the 3f
+/// others include at least one of them, so R <= `round` + 1 and we sign only from
+/// `round` + 2. A vote we signed in view w needed the view active: w = 0 or 2f + 1 view
+/// changes for w, at least f from honest others, so again one reporter is at view >= w,
+/// i.e. w <= `view`: we vote only above `view` (in view `view` itself too when no
+/// reporter holds any vertex: then no pre-prepare can have existed). A view change we
+/// signed was for at most `view` + 1 (its timer needs 2f + 1 view changes for the view
+/// below), so we announce only from `view` + 2, and lead (NewView) only above `view`.
+/// A reporter may lie upward: that only delays this replica, which counts as faulty
+/// until then anyway.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct SigningFloor {
+    /// The highest view reported.
+    pub(super) view: View,
+    /// The highest own-latest round reported (none: no reporter holds a vertex).
+    pub(super) round: Option<Round>,
+}
+
+impl SigningFloor {
+    fn encode(&self) -> Vec<u8> {
+        let mut writer = Writer::with_capacity(17);
+        writer.u64(self.view.0);
+        match self.round {
+            None => writer.u8(0),
+            Some(round) => {
+                writer.u8(1);
+                writer.u64(round.0);
+            }
+        }
+        writer.finish()
+    }
+
+    fn decode(bytes: &[u8]) -> Result<SigningFloor, String> {
+        let mut reader = Reader::new(bytes);
+        let view = View(reader.u64("view").map_err(|e| e.to_string())?);
+        let round = match reader.u8("round tag").map_err(|e| e.to_string())? {
+            0 => None,
+            _ => Some(Round(reader.u64("round").map_err(|e| e.to_string())?)),
+        };
+        reader.finish().map_err(|e| e.to_string())?;
+        Ok(SigningFloor { view, round })
+    }
+}
+
+impl Replica {
+    /// True while this replica may not sign anything yet (it is learning its floor).
+    pub(super) fn learning(&self) -> bool {
+        self.learning.is_some()
+    }
+
+    /// May we sign prepares, commits or a pre-prepare in `view`?
+    pub(super) fn may_vote_in(&self, view: View) -> bool {
+        match (&self.learning, &self.floor) {
+            (Some(_), _) => false,
+            (None, None) => true,
+            (None, Some(floor)) if floor.round.is_none() => view >= floor.view,
+            (None, Some(floor)) => view > floor.view,
+        }
+    }
+
+    /// May we sign a view change for `view`?
+    pub(super) fn may_announce(&self, view: View) -> bool {
+        match (&self.learning, &self.floor) {
+            (Some(_), _) => false,
+            (None, None) => true,
+            (None, Some(floor)) => view.0 >= floor.view.0.saturating_add(2),
+        }
+    }
+
+    /// May we sign the NewView of `view`?
+    pub(super) fn may_lead(&self, view: View) -> bool {
+        match (&self.learning, &self.floor) {
+            (Some(_), _) => false,
+            (None, None) => true,
+            (None, Some(floor)) => view > floor.view,
+        }
+    }
+
+    /// The lowest round our next vertex may have.
+    pub(super) fn lowest_own_round(&self) -> Round {
+        self.floor
+            .and_then(|f| f.round)
+            .map_or(Round(0), |r| Round(r.0.saturating_add(2)))
+    }
+
+    /// Records a peer's status while learning; with 2f + 1 peers the floor is set and
+    /// made durable, and the replica may sign above it.
+    pub(super) fn learn_from_status(
+        &mut self,
+        from: ValidatorIndex,
+        view: View,
+        round: Option<Round>,
+        outputs: &mut Vec<Output>,
+    ) {
+        let quorum = self.config.committee.quorum();
+        let Some(reports) = self.learning.as_mut() else {
+            return;
+        };
+        if from == self.config.index || !self.config.committee.contains(from) {
+            return;
+        }
+        reports.insert(from, (view, round));
+        if reports.len() < quorum {
+            return;
+        }
+        let floor = SigningFloor {
+            view: reports.values().map(|(v, _)| *v).max().unwrap_or(View(0)),
+            round: reports.values().filter_map(|(_, r)| *r).max(),
+        };
+        self.learning = None;
+        self.floor = Some(floor);
+        let mut batch = StoreBatch::new();
+        batch.put_replica_state(keys::FLOOR, &floor.encode());
+        outputs.push(Output::Persist(batch));
+    }
+
+    /// The floor from the store, or learning mode when the store holds no signing
+    /// record at all (an empty store is not a fresh validator).
+    pub(super) fn restore_floor(&mut self, store: &dyn Store) -> Result<(), RecoverError> {
+        if let Some(bytes) = store.replica_state(keys::FLOOR)? {
+            self.floor =
+                Some(
+                    SigningFloor::decode(&bytes).map_err(|reason| RecoverError::Damaged {
+                        key: String::from_utf8_lossy(keys::FLOOR).into_owned(),
+                        reason,
+                    })?,
+                );
+            return Ok(());
+        }
+        let no_record = store.replica_state(keys::OWN_LATEST)?.is_none()
+            && store.replica_state(keys::VIEW)?.is_none();
+        if no_record && self.config.mutant != Some(Mutant::WipedStoreSignsAtOnce) {
+            self.learning = Some(BTreeMap::new());
+        }
+        Ok(())
     }
 }

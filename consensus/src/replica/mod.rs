@@ -83,7 +83,7 @@ use crate::messages::{
 use crate::quorum::{VoteOutcome, VoteTracker};
 use crate::view_change::{decide, Claim, NewView, Signed, SignedViewChange, ViewChange};
 use crate::Signer;
-use durable::{encode_stable, encode_view, keys};
+use durable::{encode_stable, encode_view, keys, SigningFloor};
 use ordering::{Slot, SlotState, Source};
 use vertices::OwnPending;
 
@@ -138,6 +138,13 @@ pub struct Replica {
     deferred_own: Option<StoreBatch>,
     /// A checkpoint quorum contradicted our own state here: more than f are faulty.
     diverged: Option<Sequence>,
+    /// Set while a replica without a signing record (an empty store is not a fresh
+    /// validator) learns from 2f + 1 peers' status where it may sign: peer -> (view,
+    /// round of its own latest vertex).
+    learning: Option<BTreeMap<ValidatorIndex, (View, Option<Round>)>>,
+    /// What it learned: it signs only above it (none for a replica that never lost its
+    /// signing record).
+    floor: Option<SigningFloor>,
     /// When we last answered each peer's status, and for which executed sequence.
     status_replies: Vec<(TimestampMs, Sequence)>,
     /// Equivocation slots whose evidence we forwarded (pruned below the GC round).
@@ -204,6 +211,8 @@ impl Replica {
             faults: vec![0; committee.size()],
             forwarded: BTreeSet::new(),
             diverged: None,
+            learning: None,
+            floor: None,
             deferred_own: None,
             status_replies: vec![(TimestampMs(0), Sequence(0)); committee.size()],
             stable: StableCheckpoint::default(),
@@ -378,7 +387,12 @@ impl Replica {
                 certificate,
             } => self.on_view_change(from, view_change, certificate, now, outputs),
             Message::NewView(new_view) => self.on_new_view(*new_view, now, outputs),
-            Message::Status { view, executed } => {
+            Message::Status {
+                view,
+                executed,
+                round,
+            } => {
+                self.learn_from_status(from, view, round, outputs);
                 self.on_status(from, view, executed, now, outputs);
             }
             Message::Decided(votes) => self.on_decided(from, votes, outputs),

@@ -252,7 +252,7 @@ impl Replica {
         if slot.state != SlotState::AwaitingHistory || sequence <= self.finalizer.last_sequence() {
             return;
         }
-        if slot.digest.is_some_and(|d| !self.dag.contains(&d)) {
+        if slot.digest.is_some_and(|d| !self.dag.contains(&d)) || !self.may_vote_in(self.view) {
             return;
         }
         if let Some(entry) = self.log.get_mut(&sequence) {
@@ -385,6 +385,7 @@ impl Replica {
             return;
         };
         if !self.view_active
+            || !self.may_vote_in(self.view)
             || slot.state != SlotState::PrePrepared
             || self
                 .prepares

@@ -112,10 +112,14 @@ impl Replica {
     /// Rule 1: build the next vertex when a quorum of the previous round is held and
     /// there is something to order (or the idle timer fired).
     pub(super) fn maybe_build_vertex(&mut self, now: TimestampMs, outputs: &mut Vec<Output>) {
+        if self.learning() {
+            return;
+        }
         let next_round = match &self.own_latest {
             None => Round(0),
             Some(latest) => latest.vertex().round.next(),
-        };
+        }
+        .max(self.lowest_own_round());
         // Backpressure: at most 2D rounds above the GC round. Beyond, only the primary
         // builds, and only to propose the anchor that moves the GC round.
         let cap = self.finalizer.gc_round().0 + 2 * self.config.gc_depth;
@@ -153,7 +157,8 @@ impl Replica {
     }
 
     pub(super) fn wants_to_propose(&self) -> bool {
-        self.view_active
+        self.may_vote_in(self.view)
+            && self.view_active
             && self.primary(self.view) == self.config.index
             && self.in_window(self.next_proposal)
             && !self.nothing_to_anchor()
@@ -243,6 +248,7 @@ impl Replica {
             && self.primary(self.view) == index
             && self.in_window(self.next_proposal)
             && round.0 > 0
+            && self.may_vote_in(self.view)
             && !self.nothing_to_anchor())
         .then_some(Proposal {
             view: self.view,

@@ -87,6 +87,17 @@ impl Replica {
                 .collect(),
             replica: self.config.index,
         };
+        if !self.may_announce(target) {
+            // A replica that lost its signing record follows the view without signing a
+            // view change it may already have signed (see durable::SigningFloor).
+            let mut batch = StoreBatch::new();
+            batch.put_replica_state(keys::VIEW, &encode_view(target, false));
+            outputs.push(Output::Persist(batch));
+            self.view_changes
+                .retain(|_, (vc, _)| vc.body().view >= target);
+            self.try_new_view(now, outputs);
+            return;
+        }
         let signed = Signed::sign_with(view_change, &self.signer);
         let message = Message::ViewChange {
             view_change: signed.clone(),
@@ -178,7 +189,10 @@ impl Replica {
 
     /// The new primary announces the view once its view changes decide every sequence.
     pub(super) fn try_new_view(&mut self, now: TimestampMs, outputs: &mut Vec<Output>) {
-        if self.view_active || self.primary(self.view) != self.config.index {
+        if self.view_active
+            || self.primary(self.view) != self.config.index
+            || !self.may_lead(self.view)
+        {
             return;
         }
         let chosen: Vec<&(SignedViewChange, Vec<SignedCheckpoint>)> = self
