@@ -18,8 +18,10 @@
 pub mod messages;
 pub mod quorum;
 pub mod replica;
+mod signed;
 mod signer;
 pub mod sim;
 pub mod view_change;
 
+pub use signed::{Body, Signed};
 pub use signer::Signer;

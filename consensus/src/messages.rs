@@ -7,20 +7,23 @@
 //!
 //! ```text
 //! chain_id  u8 length, bytes       epoch     u64
+//! phase     u8: 0 prepare, 1 commit (it also picks the signing context)
 //! view      u64                    sequence  u64
 //! digest    u8 tag: 0 = null sequence, 1 = followed by the anchor hash [32]
 //! voter     u16
 //! ```
 //!
-//! A checkpoint is `chain_id, epoch, sequence u64, state digest [32], signer u16`.
+//! A checkpoint is `chain_id, epoch, sequence u64, state digest [32], signer u16`. Every
+//! signed type travels in the one envelope [`crate::Signed`].
 
-use weft_crypto::{Digest, SecretKey, Signature, SigningContext, SIGNATURE_BYTES};
+use weft_crypto::{Digest, SecretKey, SigningContext, SIGNATURE_BYTES};
 use weft_dag::codec::{read_chain_header, write_chain_header, DecodeError, Reader, Writer};
 use weft_dag::{
     ChainId, Committee, Epoch, Limits, Round, Sequence, SignedVertex, ValidatorIndex, View,
 };
 
-use crate::view_change::{Signed, SignedNewView, SignedViewChange};
+use crate::signed::{Body, Signed};
+use crate::view_change::{SignedNewView, SignedViewChange};
 
 /// Everything replicas send each other.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,8 +71,6 @@ pub struct NewViewMessage {
     pub certificate: Vec<SignedCheckpoint>,
 }
 
-/// Largest view change or new view body accepted on the wire.
-const MAX_BODY_BYTES: usize = 1 << 20;
 /// Most checkpoint signatures in a certificate or commit votes in a decided message.
 const MAX_CERTIFICATE: usize = crate::view_change::MAX_VALIDATORS;
 
@@ -197,18 +198,18 @@ impl Message {
                 let rest = reader.take("vote", reader.remaining())?;
                 Message::Vote(SignedVote::from_wire(rest)?)
             }
-            2 => Message::Checkpoint(SignedCheckpoint::read_wire(&mut reader)?),
+            2 => Message::Checkpoint(Signed::read_wire(&mut reader)?),
             3 => Message::ViewChange {
-                view_change: Signed::read_wire(&mut reader, MAX_BODY_BYTES)?,
+                view_change: Signed::read_wire(&mut reader)?,
                 certificate: read_certificate(&mut reader)?,
             },
             4 => {
-                let new_view = Signed::read_wire(&mut reader, MAX_BODY_BYTES)?;
+                let new_view = Signed::read_wire(&mut reader)?;
                 let raw = u64::from(reader.u16("view change count")?);
                 let count = reader.count("view changes", raw, MAX_CERTIFICATE, 4)?;
                 let mut view_changes = Vec::with_capacity(count);
                 for _ in 0..count {
-                    view_changes.push(Signed::read_wire(&mut reader, MAX_BODY_BYTES)?);
+                    view_changes.push(Signed::read_wire(&mut reader)?);
                 }
                 Message::NewView(Box::new(NewViewMessage {
                     new_view,
@@ -267,7 +268,7 @@ pub(crate) fn read_certificate(
     let count = reader.count("certificate", raw, MAX_CERTIFICATE, 2 + SIGNATURE_BYTES)?;
     let mut certificate = Vec::with_capacity(count);
     for _ in 0..count {
-        certificate.push(SignedCheckpoint::read_wire(reader)?);
+        certificate.push(Signed::read_wire(reader)?);
     }
     Ok(certificate)
 }
@@ -349,10 +350,14 @@ pub(crate) fn read_optional_digest(reader: &mut Reader<'_>) -> Result<Option<Dig
 }
 
 impl Vote {
-    /// The canonical bytes that are signed (the phase is in the signing context).
+    /// The canonical bytes that are signed.
     pub fn encode(&self) -> Vec<u8> {
         let mut writer = Writer::with_capacity(128);
         write_chain_header(&mut writer, &self.chain_id, self.epoch);
+        writer.u8(match self.phase {
+            Phase::Prepare => 0,
+            Phase::Commit => 1,
+        });
         writer.u64(self.view.0);
         writer.u64(self.sequence.0);
         write_optional_digest(&mut writer, self.digest.as_ref());
@@ -360,10 +365,20 @@ impl Vote {
         writer.finish()
     }
 
-    /// Decodes a vote of `phase`.
-    pub fn decode(phase: Phase, bytes: &[u8]) -> Result<Vote, DecodeError> {
+    /// Decodes a vote.
+    pub fn decode(bytes: &[u8]) -> Result<Vote, DecodeError> {
         let mut reader = Reader::new(bytes);
         let (chain_id, epoch) = read_chain_header(&mut reader)?;
+        let phase = match reader.u8("phase")? {
+            0 => Phase::Prepare,
+            1 => Phase::Commit,
+            other => {
+                return Err(DecodeError::Invalid {
+                    field: "phase",
+                    reason: format!("{other} is neither 0 nor 1"),
+                })
+            }
+        };
         let vote = Vote {
             chain_id,
             epoch,
@@ -380,22 +395,12 @@ impl Vote {
     /// Signs the vote. ML-DSA signing is randomized: persist the result and re-send it,
     /// never sign the same vote twice.
     pub fn sign(self, secret: &SecretKey) -> SignedVote {
-        self.signed_by(|context, bytes| secret.sign(context, bytes))
+        Signed::sign(self, secret)
     }
 
     /// Signs the vote with `signer` (see [`Vote::sign`]).
     pub fn sign_with(self, signer: &crate::Signer) -> SignedVote {
-        self.signed_by(|context, bytes| signer.sign(context, bytes))
-    }
-
-    fn signed_by(self, sign: impl FnOnce(SigningContext, &[u8]) -> Signature) -> SignedVote {
-        let encoded = self.encode();
-        let signature = sign(self.phase.context(), &encoded);
-        SignedVote {
-            vote: self,
-            encoded,
-            signature,
-        }
+        Signed::sign_with(self, signer)
     }
 
     /// True when `other` is a different vote for the same slot by the same voter:
@@ -411,90 +416,37 @@ impl Vote {
     }
 }
 
-/// A vote with its canonical bytes and signature.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SignedVote {
-    vote: Vote,
-    encoded: Vec<u8>,
-    signature: Signature,
+impl Body for Vote {
+    const MAX_BYTES: usize = 256;
+
+    fn context(&self) -> SigningContext {
+        self.phase.context()
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        Vote::encode(self)
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Vote, DecodeError> {
+        Vote::decode(bytes)
+    }
+
+    fn signer(&self) -> ValidatorIndex {
+        self.voter
+    }
+
+    fn chain(&self) -> (&ChainId, Epoch) {
+        (&self.chain_id, self.epoch)
+    }
 }
 
-impl SignedVote {
+/// A vote with its canonical bytes and signature.
+pub type SignedVote = Signed<Vote>;
+
+impl Signed<Vote> {
     /// The vote.
     pub fn vote(&self) -> &Vote {
-        &self.vote
-    }
-
-    /// The signed bytes.
-    pub fn encoded(&self) -> &[u8] {
-        &self.encoded
-    }
-
-    /// The signature.
-    pub fn signature(&self) -> &Signature {
-        &self.signature
-    }
-
-    /// Replaces the signature (the simulator's forger uses this).
-    pub fn with_signature(mut self, signature: Signature) -> SignedVote {
-        self.signature = signature;
-        self
-    }
-
-    /// Checks chain, epoch, signer and signature against `committee`.
-    pub fn verify(&self, committee: &Committee) -> Result<(), MessageError> {
-        if &self.vote.chain_id != committee.chain_id() || self.vote.epoch != committee.epoch() {
-            return Err(MessageError::WrongChain);
-        }
-        let key = committee
-            .public_key(self.vote.voter)
-            .ok_or(MessageError::UnknownSigner(self.vote.voter))?;
-        key.verify(self.vote.phase.context(), &self.encoded, &self.signature)
-            .map_err(|_| MessageError::BadSignature)
-    }
-
-    /// Wire form: `u8 phase (0 prepare, 1 commit), u16 length, vote bytes, signature`.
-    pub fn to_wire(&self) -> Vec<u8> {
-        let mut writer = Writer::with_capacity(3 + self.encoded.len() + SIGNATURE_BYTES);
-        writer.u8(match self.vote.phase {
-            Phase::Prepare => 0,
-            Phase::Commit => 1,
-        });
-        writer.u16(u16::try_from(self.encoded.len()).unwrap_or(u16::MAX));
-        writer.raw(&self.encoded);
-        writer.raw(self.signature.as_bytes());
-        writer.finish()
-    }
-
-    /// Reads the wire form. The signature is not verified.
-    pub fn from_wire(bytes: &[u8]) -> Result<SignedVote, DecodeError> {
-        let mut reader = Reader::new(bytes);
-        let phase = match reader.u8("phase")? {
-            0 => Phase::Prepare,
-            1 => Phase::Commit,
-            other => {
-                return Err(DecodeError::Invalid {
-                    field: "phase",
-                    reason: format!("{other} is neither 0 nor 1"),
-                })
-            }
-        };
-        let length = usize::from(reader.u16("vote length")?);
-        let encoded = reader.take("vote", length)?;
-        let vote = Vote::decode(phase, encoded)?;
-        let signature =
-            Signature::from_bytes(reader.take("signature", SIGNATURE_BYTES)?).map_err(|e| {
-                DecodeError::Invalid {
-                    field: "signature",
-                    reason: e.to_string(),
-                }
-            })?;
-        reader.finish()?;
-        Ok(SignedVote {
-            vote,
-            encoded: encoded.to_vec(),
-            signature,
-        })
+        self.body()
     }
 }
 
@@ -541,86 +493,46 @@ impl Checkpoint {
 
     /// Signs the checkpoint with `signer`.
     pub fn sign_with(self, signer: &crate::Signer) -> SignedCheckpoint {
-        self.signed_by(|context, bytes| signer.sign(context, bytes))
+        Signed::sign_with(self, signer)
     }
 
     /// Signs the checkpoint.
     pub fn sign(self, secret: &SecretKey) -> SignedCheckpoint {
-        self.signed_by(|context, bytes| secret.sign(context, bytes))
+        Signed::sign(self, secret)
+    }
+}
+
+impl Body for Checkpoint {
+    const MAX_BYTES: usize = 256;
+
+    fn context(&self) -> SigningContext {
+        SigningContext::Checkpoint
     }
 
-    fn signed_by(self, sign: impl FnOnce(SigningContext, &[u8]) -> Signature) -> SignedCheckpoint {
-        let encoded = self.encode();
-        let signature = sign(SigningContext::Checkpoint, &encoded);
-        SignedCheckpoint {
-            checkpoint: self,
-            encoded,
-            signature,
-        }
+    fn encode(&self) -> Vec<u8> {
+        Checkpoint::encode(self)
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Checkpoint, DecodeError> {
+        Checkpoint::decode(bytes)
+    }
+
+    fn signer(&self) -> ValidatorIndex {
+        self.signer
+    }
+
+    fn chain(&self) -> (&ChainId, Epoch) {
+        (&self.chain_id, self.epoch)
     }
 }
 
 /// A checkpoint with its canonical bytes and signature.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SignedCheckpoint {
-    checkpoint: Checkpoint,
-    encoded: Vec<u8>,
-    signature: Signature,
-}
+pub type SignedCheckpoint = Signed<Checkpoint>;
 
-impl SignedCheckpoint {
+impl Signed<Checkpoint> {
     /// The checkpoint.
     pub fn checkpoint(&self) -> &Checkpoint {
-        &self.checkpoint
-    }
-
-    /// The signature.
-    pub fn signature(&self) -> &Signature {
-        &self.signature
-    }
-
-    /// The signed bytes.
-    pub fn encoded(&self) -> &[u8] {
-        &self.encoded
-    }
-
-    /// Replaces the signature (the simulator's forger uses this).
-    pub fn with_signature(mut self, signature: Signature) -> SignedCheckpoint {
-        self.signature = signature;
-        self
-    }
-
-    /// Wire form: `u16 length, checkpoint bytes, signature`.
-    pub fn write_wire(&self, writer: &mut Writer) {
-        writer.u16(u16::try_from(self.encoded.len()).unwrap_or(u16::MAX));
-        writer.raw(&self.encoded);
-        writer.raw(self.signature.as_bytes());
-    }
-
-    /// Reads the wire form. The signature is not verified.
-    pub fn read_wire(reader: &mut Reader<'_>) -> Result<SignedCheckpoint, DecodeError> {
-        let length = usize::from(reader.u16("checkpoint length")?);
-        let encoded = reader.take("checkpoint", length)?;
-        let checkpoint = Checkpoint::decode(encoded)?;
-        let signature = crate::view_change::read_signature(reader)?;
-        Ok(SignedCheckpoint {
-            checkpoint,
-            encoded: encoded.to_vec(),
-            signature,
-        })
-    }
-
-    /// Checks chain, epoch, signer and signature against `committee`.
-    pub fn verify(&self, committee: &Committee) -> Result<(), MessageError> {
-        let checkpoint = &self.checkpoint;
-        if &checkpoint.chain_id != committee.chain_id() || checkpoint.epoch != committee.epoch() {
-            return Err(MessageError::WrongChain);
-        }
-        let key = committee
-            .public_key(checkpoint.signer)
-            .ok_or(MessageError::UnknownSigner(checkpoint.signer))?;
-        key.verify(SigningContext::Checkpoint, &self.encoded, &self.signature)
-            .map_err(|_| MessageError::BadSignature)
+        self.body()
     }
 }
 
@@ -647,14 +559,14 @@ mod tests {
         let (committee, keys) = committee(4);
         let prepare = vote(Phase::Prepare, Some(Digest::of(b"anchor"))).sign(&keys[1].secret);
         assert_eq!(prepare.verify(&committee), Ok(()));
-        // The same bytes and signature presented as a commit do not verify.
-        let as_commit = SignedVote {
-            vote: Vote {
-                phase: Phase::Commit,
-                ..prepare.vote().clone()
-            },
-            ..prepare.clone()
-        };
+        // The phase is in the signed bytes and picks the signing context: the same
+        // signature on the bytes relabelled as a commit does not verify.
+        let mut wire = prepare.to_wire();
+        let phase_at = 4 + 1 + test_chain().as_str().len() + 8;
+        assert_eq!(wire[phase_at], 0, "the phase byte follows the chain header");
+        wire[phase_at] = 1;
+        let as_commit = SignedVote::from_wire(&wire).expect("still decodes");
+        assert_eq!(as_commit.vote().phase, Phase::Commit);
         assert_eq!(
             as_commit.verify(&committee),
             Err(MessageError::BadSignature)
@@ -708,7 +620,7 @@ mod tests {
     proptest! {
         #[test]
         fn vote_decoding_never_panics_and_is_canonical(bytes in proptest::collection::vec(any::<u8>(), 0..120)) {
-            if let Ok(decoded) = Vote::decode(Phase::Prepare, &bytes) {
+            if let Ok(decoded) = Vote::decode(&bytes) {
                 prop_assert_eq!(decoded.encode(), bytes.clone());
             }
             let _ = SignedVote::from_wire(&bytes);

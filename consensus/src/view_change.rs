@@ -22,11 +22,12 @@
 
 use std::collections::BTreeMap;
 
-use weft_crypto::{Digest, Signature, SigningContext, SIGNATURE_BYTES};
+use weft_crypto::{Digest, SigningContext};
 use weft_dag::codec::{read_chain_header, write_chain_header, DecodeError, Reader, Writer};
-use weft_dag::{ChainId, Committee, Epoch, Sequence, ValidatorIndex, View};
+use weft_dag::{ChainId, Epoch, Sequence, ValidatorIndex, View};
 
-use crate::messages::{read_optional_digest, write_optional_digest, MessageError};
+use crate::messages::{read_optional_digest, write_optional_digest};
+pub use crate::signed::{Body, Signed};
 
 /// Most claims or proposals in one message: far above any window.
 pub const MAX_CLAIMS: usize = 4_096;
@@ -70,106 +71,6 @@ pub struct Claim {
     pub view: View,
     /// The anchor, or null.
     pub digest: Option<Digest>,
-}
-
-/// A signable body: canonical bytes, a signing context, a signer.
-pub trait Body: Sized + Clone {
-    /// Its FIPS 204 context.
-    const CONTEXT: SigningContext;
-    /// Canonical bytes.
-    fn encode(&self) -> Vec<u8>;
-    /// Parses canonical bytes.
-    fn decode(bytes: &[u8]) -> Result<Self, DecodeError>;
-    /// Who signs it.
-    fn signer(&self) -> ValidatorIndex;
-    /// Its chain and epoch.
-    fn chain(&self) -> (&ChainId, Epoch);
-}
-
-/// A body with its canonical bytes and signature.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Signed<T> {
-    body: T,
-    encoded: Vec<u8>,
-    signature: Signature,
-}
-
-impl<T: Body> Signed<T> {
-    /// Signs `body` with `signer`.
-    pub fn sign_with(body: T, signer: &crate::Signer) -> Signed<T> {
-        let encoded = body.encode();
-        let signature = signer.sign(T::CONTEXT, &encoded);
-        Signed {
-            body,
-            encoded,
-            signature,
-        }
-    }
-
-    /// The body.
-    pub fn body(&self) -> &T {
-        &self.body
-    }
-
-    /// The signed bytes.
-    pub fn encoded(&self) -> &[u8] {
-        &self.encoded
-    }
-
-    /// blake3 of the signed bytes.
-    pub fn hash(&self) -> Digest {
-        Digest::of(&self.encoded)
-    }
-
-    /// Replaces the signature (the simulator's forger uses this).
-    pub fn with_signature(mut self, signature: Signature) -> Signed<T> {
-        self.signature = signature;
-        self
-    }
-
-    /// Checks chain, epoch, signer and signature against `committee`.
-    pub fn verify(&self, committee: &Committee) -> Result<(), MessageError> {
-        let (chain, epoch) = self.body.chain();
-        if chain != committee.chain_id() || epoch != committee.epoch() {
-            return Err(MessageError::WrongChain);
-        }
-        let signer = self.body.signer();
-        let key = committee
-            .public_key(signer)
-            .ok_or(MessageError::UnknownSigner(signer))?;
-        key.verify(T::CONTEXT, &self.encoded, &self.signature)
-            .map_err(|_| MessageError::BadSignature)
-    }
-
-    /// Wire form: `u32 length, body bytes, signature`.
-    pub fn write_wire(&self, writer: &mut Writer) {
-        writer.u32(u32::try_from(self.encoded.len()).unwrap_or(u32::MAX));
-        writer.raw(&self.encoded);
-        writer.raw(self.signature.as_bytes());
-    }
-
-    /// Reads the wire form (body at most `max_bytes`). The signature is not verified.
-    pub fn read_wire(reader: &mut Reader<'_>, max_bytes: usize) -> Result<Signed<T>, DecodeError> {
-        let length = u64::from(reader.u32("body length")?);
-        let length = reader.count("body bytes", length, max_bytes, 1)?;
-        let encoded = reader.take("body", length)?;
-        let body = T::decode(encoded)?;
-        let signature = read_signature(reader)?;
-        Ok(Signed {
-            body,
-            encoded: encoded.to_vec(),
-            signature,
-        })
-    }
-}
-
-pub(crate) fn read_signature(reader: &mut Reader<'_>) -> Result<Signature, DecodeError> {
-    Signature::from_bytes(reader.take("signature", SIGNATURE_BYTES)?).map_err(|e| {
-        DecodeError::Invalid {
-            field: "signature",
-            reason: e.to_string(),
-        }
-    })
 }
 
 /// `ViewChange(v', h, P, Q)`.
@@ -260,7 +161,11 @@ pub(crate) fn read_claims(reader: &mut Reader<'_>) -> Result<Vec<Claim>, DecodeE
 }
 
 impl Body for ViewChange {
-    const CONTEXT: SigningContext = SigningContext::ViewChange;
+    const MAX_BYTES: usize = 1 << 20;
+
+    fn context(&self) -> SigningContext {
+        SigningContext::ViewChange
+    }
 
     fn encode(&self) -> Vec<u8> {
         let mut writer = Writer::with_capacity(128 + 50 * self.prepared.len());
@@ -326,7 +231,11 @@ pub struct NewView {
 pub type SignedNewView = Signed<NewView>;
 
 impl Body for NewView {
-    const CONTEXT: SigningContext = SigningContext::NewView;
+    const MAX_BYTES: usize = 1 << 20;
+
+    fn context(&self) -> SigningContext {
+        SigningContext::NewView
+    }
 
     fn encode(&self) -> Vec<u8> {
         let mut writer = Writer::with_capacity(128 + 41 * self.proposals.len());
@@ -543,7 +452,7 @@ mod tests {
         signed.write_wire(&mut writer);
         let bytes = writer.finish();
         let mut reader = Reader::new(&bytes);
-        assert_eq!(Signed::read_wire(&mut reader, 1 << 20), Ok(signed));
+        assert_eq!(Signed::read_wire(&mut reader), Ok(signed));
     }
 
     #[test]
