@@ -7,9 +7,9 @@ CARGO ?= cargo
 # Crash-test kills; CI and developers can raise it (WEFT_CRASH_KILLS=1000 make test).
 export WEFT_CRASH_KILLS ?= 100
 
-.PHONY: test deps fmt-check clippy unit devnet bench
+.PHONY: test deps fmt-check clippy pure-core unit devnet bench
 
-test: deps fmt-check clippy unit
+test: deps fmt-check clippy pure-core unit
 
 # RocksDB's bindgen needs clang and libclang-dev: installed only when missing, only as root.
 deps:
@@ -28,6 +28,14 @@ CLIPPY_ROCKSDB := ROCKSDB_LIB_DIR=$(CURDIR)/target/clippy-rocksdb-not-linked ROC
 clippy:
 	@mkdir -p target/clippy-rocksdb-not-linked
 	$(CLIPPY_ROCKSDB) $(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+# The protocol core on its own: no tokio, clock, socket or RocksDB may reach it through
+# another crate's features (in the workspace build, feature unification would hide one).
+# The tree must show none of them, and the crate must build alone.
+pure-core:
+	@if $(CARGO) tree -p weft-consensus --edges normal --prefix none --locked | grep -E '^(tokio|mio|socket2|rocksdb|librocksdb-sys|libp2p|tonic) ' ; then \
+		echo "weft-consensus must not depend on a runtime, socket or disk crate"; exit 1; fi
+	$(CARGO) check -p weft-consensus --locked
 
 unit:
 	$(CARGO) test --workspace --all-targets --locked --no-fail-fast

@@ -353,6 +353,9 @@ impl Replica {
 /// reporter holds any vertex: then no pre-prepare can have existed). A view change we
 /// signed was for at most `view` + 1 (its timer needs 2f + 1 view changes for the view
 /// below), so we announce only from `view` + 2, and lead (NewView) only above `view`.
+/// When no reporter holds any vertex the set has just started (every replica builds its
+/// round 0 when it starts): then we vote from `view` and announce above it, or a
+/// validator set started from empty stores could never change view.
 /// A reporter may lie upward: that only delays this replica, which counts as faulty
 /// until then anyway.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -410,6 +413,10 @@ impl Replica {
         match (&self.learning, &self.floor) {
             (Some(_), _) => false,
             (None, None) => true,
+            // No reporter holds a vertex: the validator set has just started (every
+            // replica builds its round 0 at start), nothing of ours can be out there
+            // but what the next view change supersedes.
+            (None, Some(floor)) if floor.round.is_none() => view > floor.view,
             (None, Some(floor)) => view.0 >= floor.view.0.saturating_add(2),
         }
     }
