@@ -321,10 +321,11 @@ pub struct Decision {
 ///
 /// Returns `None` when some sequence has no decision yet: the primary waits for more view
 /// changes (with all 3f + 1 an honest set always decides). Safety: if (n, d) committed in
-/// some view v, 2f + 1 replicas prepared it, f + 1 of them honest are in any 2f + 1 view
-/// changes and claim (n, d, v'') with v'' >= v, and no conflicting prepare can have a view
-/// above theirs (it would have needed 2f + 1 pre-prepares while f + 1 honest ones had
-/// committed to d), so A1 fails for every other digest and B fails.
+/// some view v, 2f + 1 replicas prepared it, so f + 1 honest ones did; any 2f + 1 view
+/// changes include at least one of them (f + 1 + 2f + 1 > 3f + 1), which claims
+/// (n, d, v'') with v'' >= v, and no conflicting prepare can have a view at or above v
+/// (it would have needed prepares from honest replicas that had committed to d, and
+/// every later NewView re-proposed d), so A1 fails for every other digest and B fails.
 ///
 /// `view_changes` must all be for one view and from distinct senders.
 ///

@@ -7,7 +7,7 @@
 //! Signatures are placeholders: the replica trusts its host to verify them, and the
 //! attacks here are all validly signed by the Byzantine validator's own key.
 
-use weft_consensus::messages::{Message, NewViewMessage, Phase, SignedVote, Vote};
+use weft_consensus::messages::{Checkpoint, Message, NewViewMessage, Phase, SignedVote, Vote};
 use weft_consensus::replica::{Evidence, Input, Mutant, Output, Replica, ReplicaConfig};
 use weft_consensus::view_change::{Claim, NewView, Signed, SignedViewChange, ViewChange};
 use weft_consensus::Signer;
@@ -665,4 +665,179 @@ fn a_wiped_replica_signs_only_above_what_2f_plus_1_peers_report() {
     let (started, entered) = wiped_restart(Some(Mutant::WipedStoreSignsAtOnce));
     assert_eq!(own_vertices(&started), 1);
     assert_eq!(votes(&entered, Phase::Prepare).len(), 1);
+}
+
+/// A checkpoint vote by `signer`.
+fn checkpoint_by(committee: &Committee, signer: u16, sequence: u64, digest: Digest) -> Message {
+    Message::Checkpoint(
+        Checkpoint {
+            chain_id: committee.chain_id().clone(),
+            epoch: committee.epoch(),
+            sequence: Sequence(sequence),
+            state_digest: digest,
+            signer: v(signer),
+        }
+        .sign_with(&Signer::Placeholder),
+    )
+}
+
+fn own_vertices(outputs: &[Output], own: u16) -> Vec<SignedVertex> {
+    sent(outputs)
+        .into_iter()
+        .filter_map(|m| match m {
+            Message::Vertex(vx) if vx.vertex().author == v(own) => Some(vx.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Found by the review of the fixes (rule: a log entry rebuilt from a vote keeps the
+/// NewView as its source when the NewView decided that sequence; only the primary's own
+/// proposal is proof against it). Schedule (every validator honest; only message loss, one lagging replica and one
+/// crash). n = 4, replica 3 under test.
+///
+/// 1. View 0: primary 0's round-2 vertex d carries (view 0, seq 1). Replica 3 prepares
+///    it. View 0 times out before it commits.
+/// 2. View 1 (primary 1): the NewView (view changes of 0, 1, 2: 0 prepared d, 2
+///    pre-prepared it) re-proposes d at sequence 1. Replica 3 enters view 1 and prepares
+///    (view 1, seq 1, d): the vote is persisted under vote/Prepare/1/1.
+/// 3. Replica 3 misses primary 1's anchors for sequences 2..4 (loss), the others commit
+///    and execute 1..4 and their checkpoint at 4 reaches replica 3: stable = 4,
+///    executed = 0.
+/// 4. Replica 3 crashes and restarts. `recover` installs the NewView only above the
+///    stable checkpoint (skips sequence 1), then rebuilds sequence 1 from the vote as
+///    `Source::Primary { round: round of d }` -- a view-0 vertex of replica 0 now posed as
+///    primary 1's view-1 pre-prepare (before the fix).
+/// 5. Primary 1's (honest) view-1 anchor for sequence 2, at round 2, arrives (a
+///    retransmission or a fetch). Round-order rule: the "anchor" below it (d, round 2) is
+///    not lower -> `ConflictingPrePrepares` naming the honest primary 1, and replica 3
+///    starts a view change. It never prepares sequence 2 in view 1.
+fn recovered_new_view_slot(restart: bool) -> Vec<Output> {
+    let (committee, _) = committee(4);
+    let mut node = Node::new(3, &committee, None);
+    let mut seen: Vec<SignedVertex> = own_vertices(&[], 3);
+    let mut builder = DagBuilder::with_committee(committee.clone());
+    let genesis = genesis_except(&mut builder, 3);
+    for vertex in genesis.clone() {
+        let out = node.deliver(vertex.vertex().author.0, Message::Vertex(vertex.clone()));
+        seen.extend(own_vertices(&out, 3));
+        seen.push(vertex);
+    }
+    let round1: Vec<SignedVertex> = [0u16, 1, 2]
+        .iter()
+        .map(|a| builder.vertex(v(*a), Round(1), &[v(0), v(1), v(2)], 0))
+        .collect();
+    for vertex in round1.clone() {
+        let out = node.deliver(vertex.vertex().author.0, Message::Vertex(vertex.clone()));
+        seen.extend(own_vertices(&out, 3));
+        seen.push(vertex);
+    }
+    // 1. Primary 0's anchor d at round 2 for (view 0, seq 1).
+    let d = with_proposal(
+        &builder.vertex(v(0), Round(2), &[v(0), v(1), v(2)], 0),
+        0,
+        1,
+    );
+    let out = node.deliver(0, Message::Vertex(d.clone()));
+    seen.extend(own_vertices(&out, 3));
+    assert!(votes(&out, Phase::Prepare)
+        .iter()
+        .any(|p| p.digest == Some(d.hash())));
+    // 2. NewView of view 1 re-proposes d at sequence 1.
+    let claim = Claim {
+        sequence: Sequence(1),
+        view: View(0),
+        digest: Some(d.hash()),
+    };
+    let vcs = vec![
+        view_change(&committee, 0, 1, vec![claim], vec![claim]),
+        view_change(&committee, 1, 1, vec![], vec![]),
+        view_change(&committee, 2, 1, vec![], vec![claim]),
+    ];
+    let new_view = NewView {
+        chain_id: committee.chain_id().clone(),
+        epoch: Epoch(0),
+        view: View(1),
+        primary: v(1),
+        stable_sequence: Sequence(0),
+        stable_digest: Digest::default(),
+        proposals: vec![(Sequence(1), Some(d.hash()))],
+        view_changes: vcs.iter().map(Signed::hash).collect(),
+    };
+    let out = node.deliver(
+        1,
+        Message::NewView(Box::new(NewViewMessage {
+            new_view: Signed::sign_with(new_view, &Signer::Placeholder),
+            view_changes: vcs,
+            certificate: Vec::new(),
+        })),
+    );
+    seen.extend(own_vertices(&out, 3));
+    assert_eq!(node.replica.view(), View(1));
+    assert!(votes(&out, Phase::Prepare)
+        .iter()
+        .any(|p| p.view == View(1) && p.sequence == Sequence(1) && p.digest == Some(d.hash())));
+    // 3. The others' checkpoint at 4.
+    let state = Digest::of(b"state after sequence 4");
+    for signer in [0u16, 1, 2] {
+        let out = node.deliver(signer, checkpoint_by(&committee, signer, 4, state));
+        seen.extend(own_vertices(&out, 3));
+    }
+    assert_eq!(node.replica.stable_checkpoint().sequence, Sequence(4));
+    assert_eq!(node.replica.last_executed(), Sequence(0));
+    // 4. Crash and restart (the control keeps running).
+    let mut outputs = Vec::new();
+    if restart {
+        node.restart();
+        // Its history comes back by fetch (the anchor d is fetched at Start: it is a
+        // log entry's digest the DAG lacks).
+        let mut all = seen.clone();
+        all.push(d.clone());
+        all.sort_by_key(|x| x.vertex().round);
+        outputs.extend(node.step(Input::Fetched {
+            from: v(0),
+            vertices: all,
+        }));
+    }
+    // 5. Honest primary 1's first view-1 anchor: its round-2 vertex carrying (1, 2).
+    let anchor = with_proposal(
+        &builder.vertex(v(1), Round(2), &[v(0), v(1), v(2)], 0),
+        1,
+        2,
+    );
+    outputs.extend(node.deliver(1, Message::Vertex(anchor.clone())));
+    outputs
+}
+
+#[test]
+fn control_without_restart_prepares_the_honest_primarys_anchor() {
+    let outputs = recovered_new_view_slot(false);
+    assert!(
+        evidence_kinds(&outputs).is_empty(),
+        "{:?}",
+        evidence_kinds(&outputs)
+    );
+    assert!(votes(&outputs, Phase::Prepare)
+        .iter()
+        .any(|p| p.view == View(1) && p.sequence == Sequence(2)));
+}
+
+#[test]
+fn a_restarted_replica_never_names_the_honest_primary_in_evidence() {
+    let outputs = recovered_new_view_slot(true);
+    let culprits: Vec<ValidatorIndex> = outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Evidence(e) => Some(e.culprit()),
+            _ => None,
+        })
+        .collect();
+    let prepared_2 = votes(&outputs, Phase::Prepare)
+        .iter()
+        .any(|p| p.view == View(1) && p.sequence == Sequence(2));
+    assert!(
+        culprits.is_empty() && prepared_2,
+        "evidence against honest validators {culprits:?}; prepared seq 2: {prepared_2}; view changes sent: {:?}",
+        view_changes_sent(&outputs)
+    );
 }

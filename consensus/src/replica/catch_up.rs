@@ -12,6 +12,12 @@ impl Replica {
             after_ms: self.config.tick_interval_ms,
         });
         self.retransmit(now, outputs);
+        // Log entries a restart rebuilt from the NewView (null ones, or anchors already
+        // held) are prepared now rather than after a view-change timeout.
+        let waiting: Vec<Sequence> = self.log.keys().copied().collect();
+        for sequence in waiting {
+            self.prepare(sequence, now, outputs);
+        }
     }
 
     /// Re-sends what peers may have lost, asks for what we miss.

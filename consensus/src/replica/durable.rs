@@ -205,7 +205,22 @@ impl Replica {
                 replica.install_new_view(message, &mut ignored);
             }
         }
-        // Our votes in this view: never sign another digest for those slots.
+        // Our votes in this view: never sign another digest for those slots. A vote for a
+        // sequence the NewView decided keeps the NewView as its source (even at or below
+        // our stable checkpoint, where the NewView's entries are not installed): taken as
+        // the primary's, a re-proposed anchor would pose as its pre-prepare and the round
+        // rule would name an honest primary.
+        let decided: BTreeSet<Sequence> = new_view
+            .as_ref()
+            .map(|m| {
+                m.new_view
+                    .body()
+                    .proposals
+                    .iter()
+                    .map(|(s, _)| *s)
+                    .collect()
+            })
+            .unwrap_or_default();
         let executed = replica.finalizer.last_sequence().0;
         let horizon = replica.stable.sequence.0.max(executed) + 2 * replica.config.window;
         for sequence in (executed + 1)..=horizon {
@@ -221,8 +236,13 @@ impl Replica {
                     Phase::Prepare => SlotState::PrePrepared,
                     Phase::Commit => SlotState::Prepared,
                 };
+                let source = if decided.contains(&s) {
+                    Source::NewView
+                } else {
+                    Source::Primary { round: Round(0) }
+                };
                 let slot = replica.log.entry(s).or_insert(Slot {
-                    source: Source::Primary { round: Round(0) },
+                    source,
                     digest: vote.vote().digest,
                     state,
                 });
@@ -342,34 +362,45 @@ impl Replica {
 
 /// Where a replica whose signing record was lost may sign again, learned from 2f + 1
 /// peers' `Status` (ARCHITECTURE.md, "Recovery": an empty store is not a fresh
-/// validator).
+/// validator, and counts as faulty until a stable checkpoint passes what it may have
+/// signed).
 ///
-/// Safety: a vertex we signed at round R had parents by 2f + 1 authors of round R - 1,
-/// at least f of them honest others, whose own rounds are now >= R - 1; 2f + 1 of the 3f
-/// others include at least one of them, so R <= `round` + 1 and we sign only from
-/// `round` + 2. A vote we signed in view w needed the view active: w = 0 or 2f + 1 view
-/// changes for w, at least f from honest others, so again one reporter is at view >= w,
-/// i.e. w <= `view`: we vote only above `view` (in view `view` itself too when no
-/// reporter holds any vertex: then no pre-prepare can have existed). A view change we
-/// signed was for at most `view` + 1 (its timer needs 2f + 1 view changes for the view
-/// below), so we announce only from `view` + 2, and lead (NewView) only above `view`.
-/// When no reporter holds any vertex the set has just started (every replica builds its
-/// round 0 when it starts): then we vote from `view` and announce above it, or a
-/// validator set started from empty stores could never change view.
-/// A reporter may lie upward: that only delays this replica, which counts as faulty
-/// until then anyway.
+/// Safety, with `view`, `round` and `executed` the highest reported values:
+/// - A vertex we signed at round R had parents by 2f + 1 authors of round R - 1, at
+///   least f of them honest others whose own rounds are now >= R - 1; 2f + 1 of the 3f
+///   others include at least one of them, so R <= `round` + 1: we build from `round` + 2.
+/// - A vote we signed in view w needed the view active (w = 0, or 2f + 1 view changes
+///   for w, at least f of them from honest others), so likewise w <= `view`; and it was
+///   for a sequence at most h + 2W with h our stable checkpoint then, h <= `executed`
+///   (f + 1 honest validators executed h). So we vote in views above `view`, or for
+///   sequences above `executed` + 2W (where we cannot have voted in any view).
+/// - A view change (or NewView) we signed for a view up to `view` + 1 carried claims of
+///   sequences at most h + W <= `executed` + W. Once our own stable checkpoint passes
+///   that, a new one omits nothing the decision looks at (it starts above our h), so we
+///   announce views from `view` + 2, or any view once stable >= `executed` + W; the same
+///   bound lets us lead a view at or below `view`.
+/// - When no reporter holds any vertex the set has just started (every replica builds
+///   its round 0 when it starts): we vote from `view` and announce above it, or a
+///   validator set started from empty stores could never change view.
+///
+/// A reporter may lie upward; that only delays this replica, which counts as faulty
+/// meanwhile (a lie near `u64::MAX` keeps it from voting until the next view: see
+/// docs/protocol.md, known limits).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct SigningFloor {
     /// The highest view reported.
     pub(super) view: View,
     /// The highest own-latest round reported (none: no reporter holds a vertex).
     pub(super) round: Option<Round>,
+    /// The highest executed sequence reported.
+    pub(super) executed: Sequence,
 }
 
 impl SigningFloor {
     fn encode(&self) -> Vec<u8> {
-        let mut writer = Writer::with_capacity(17);
+        let mut writer = Writer::with_capacity(25);
         writer.u64(self.view.0);
+        writer.u64(self.executed.0);
         match self.round {
             None => writer.u8(0),
             Some(round) => {
@@ -383,12 +414,17 @@ impl SigningFloor {
     fn decode(bytes: &[u8]) -> Result<SigningFloor, String> {
         let mut reader = Reader::new(bytes);
         let view = View(reader.u64("view").map_err(|e| e.to_string())?);
+        let executed = Sequence(reader.u64("executed").map_err(|e| e.to_string())?);
         let round = match reader.u8("round tag").map_err(|e| e.to_string())? {
             0 => None,
             _ => Some(Round(reader.u64("round").map_err(|e| e.to_string())?)),
         };
         reader.finish().map_err(|e| e.to_string())?;
-        Ok(SigningFloor { view, round })
+        Ok(SigningFloor {
+            view,
+            round,
+            executed,
+        })
     }
 }
 
@@ -398,14 +434,32 @@ impl Replica {
         self.learning.is_some()
     }
 
-    /// May we sign prepares, commits or a pre-prepare in `view`?
-    pub(super) fn may_vote_in(&self, view: View) -> bool {
+    /// May we sign a prepare, a commit or a pre-prepare for `sequence` in `view`?
+    pub(super) fn may_vote(&self, view: View, sequence: Sequence) -> bool {
         match (&self.learning, &self.floor) {
             (Some(_), _) => false,
             (None, None) => true,
-            (None, Some(floor)) if floor.round.is_none() => view >= floor.view,
-            (None, Some(floor)) => view > floor.view,
+            (None, Some(floor)) => {
+                let above_views = if floor.round.is_none() {
+                    view >= floor.view
+                } else {
+                    view > floor.view
+                };
+                let fresh = floor
+                    .executed
+                    .checked_add(2 * self.config.window)
+                    .is_some_and(|top| sequence > top);
+                above_views || fresh
+            }
         }
+    }
+
+    /// True once our stable checkpoint passed every claim we may have signed before.
+    fn stable_passed_floor(&self, floor: &SigningFloor) -> bool {
+        floor
+            .executed
+            .checked_add(self.config.window)
+            .is_some_and(|top| self.stable.sequence >= top)
     }
 
     /// May we sign a view change for `view`?
@@ -413,9 +467,7 @@ impl Replica {
         match (&self.learning, &self.floor) {
             (Some(_), _) => false,
             (None, None) => true,
-            // No reporter holds a vertex: the validator set has just started (every
-            // replica builds its round 0 at start), nothing of ours can be out there
-            // but what the next view change supersedes.
+            (None, Some(floor)) if self.stable_passed_floor(floor) => true,
             (None, Some(floor)) if floor.round.is_none() => view > floor.view,
             (None, Some(floor)) => view.0 >= floor.view.0.saturating_add(2),
         }
@@ -426,7 +478,7 @@ impl Replica {
         match (&self.learning, &self.floor) {
             (Some(_), _) => false,
             (None, None) => true,
-            (None, Some(floor)) => view > floor.view,
+            (None, Some(floor)) => view > floor.view || self.stable_passed_floor(floor),
         }
     }
 
@@ -443,6 +495,7 @@ impl Replica {
         &mut self,
         from: ValidatorIndex,
         view: View,
+        executed: Sequence,
         round: Option<Round>,
         outputs: &mut Vec<Output>,
     ) {
@@ -453,13 +506,22 @@ impl Replica {
         if from == self.config.index || !self.config.committee.contains(from) {
             return;
         }
-        reports.insert(from, (view, round));
+        reports.insert(from, (view, executed, round));
         if reports.len() < quorum {
             return;
         }
         let floor = SigningFloor {
-            view: reports.values().map(|(v, _)| *v).max().unwrap_or(View(0)),
-            round: reports.values().filter_map(|(_, r)| *r).max(),
+            view: reports
+                .values()
+                .map(|(v, _, _)| *v)
+                .max()
+                .unwrap_or(View(0)),
+            round: reports.values().filter_map(|(_, _, r)| *r).max(),
+            executed: reports
+                .values()
+                .map(|(_, e, _)| *e)
+                .max()
+                .unwrap_or(Sequence(0)),
         };
         self.learning = None;
         self.floor = Some(floor);

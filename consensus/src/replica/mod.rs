@@ -87,6 +87,9 @@ use durable::{encode_stable, encode_view, keys, SigningFloor};
 use ordering::{Slot, SlotState, Source};
 use vertices::OwnPending;
 
+/// What a peer's `Status` told a learning replica: view, executed sequence, own round.
+type PeerReport = (View, Sequence, Option<Round>);
+
 /// One validator's protocol state.
 #[derive(Debug)]
 pub struct Replica {
@@ -110,6 +113,9 @@ pub struct Replica {
     next_proposal: Sequence,
     /// The log of the current view: each sequence's pre-prepare, its source and state.
     log: BTreeMap<Sequence, Slot>,
+    /// The primary's anchor of this view that executed last (it left the log, and still
+    /// bounds the next anchor's round).
+    last_executed_anchor: Option<(Sequence, Slot)>,
     prepares: VoteTracker,
     commits: VoteTracker,
     /// Our own signed votes in the current view, re-sent on every retransmission.
@@ -141,7 +147,7 @@ pub struct Replica {
     /// Set while a replica without a signing record (an empty store is not a fresh
     /// validator) learns from 2f + 1 peers' status where it may sign: peer -> (view,
     /// round of its own latest vertex).
-    learning: Option<BTreeMap<ValidatorIndex, (View, Option<Round>)>>,
+    learning: Option<BTreeMap<ValidatorIndex, PeerReport>>,
     /// What it learned: it signs only above it (none for a replica that never lost its
     /// signing record).
     floor: Option<SigningFloor>,
@@ -191,6 +197,7 @@ impl Replica {
             own_pending: BTreeMap::new(),
             next_proposal: Sequence(1),
             log: BTreeMap::new(),
+            last_executed_anchor: None,
             prepares: VoteTracker::new(Phase::Prepare, quorum - 1),
             commits: VoteTracker::new(Phase::Commit, quorum),
             own_votes: BTreeMap::new(),
@@ -392,7 +399,7 @@ impl Replica {
                 executed,
                 round,
             } => {
-                self.learn_from_status(from, view, round, outputs);
+                self.learn_from_status(from, view, executed, round, outputs);
                 self.on_status(from, view, executed, now, outputs);
             }
             Message::Decided(votes) => self.on_decided(from, votes, outputs),

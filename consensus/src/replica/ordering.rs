@@ -134,11 +134,18 @@ impl Replica {
         }
         if mutant != Some(Mutant::CountPrimaryPrepare) {
             // Anchor rounds strictly increase with the sequence within a view.
+            // Entries leave the log when they execute: the last executed anchor of the
+            // view still bounds the next one.
             let below = self
                 .log
                 .range(..sequence)
                 .rev()
-                .find_map(|(s, slot)| slot.primary_round().map(|r| (*s, r)));
+                .find_map(|(s, slot)| slot.primary_round().map(|r| (*s, r)))
+                .or_else(|| {
+                    self.last_executed_anchor
+                        .and_then(|(s, slot)| slot.primary_round().map(|r| (s, r)))
+                        .filter(|(s, _)| *s < sequence)
+                });
             let above = self
                 .log
                 .range(sequence.next()..)
@@ -147,7 +154,13 @@ impl Replica {
                 .filter(|(_, round)| *round >= body.round)
                 .or(above.filter(|(_, round)| *round <= body.round));
             if let Some((other, _)) = conflict {
-                if let Some(slot) = self.log.get(&other).copied() {
+                let executed = self.last_executed_anchor.filter(|(s, _)| *s == other);
+                if let Some(slot) = self
+                    .log
+                    .get(&other)
+                    .copied()
+                    .or(executed.map(|(_, slot)| slot))
+                {
                     let first = self.pre_prepare_proof(other, slot);
                     self.on_conflicting_pre_prepares(first, anchor.clone(), now, outputs);
                 }
@@ -169,9 +182,16 @@ impl Replica {
     /// view's NewView.
     fn pre_prepare_proof(&self, sequence: Sequence, slot: Slot) -> Option<PrePrepareProof> {
         match slot.source {
+            // Only the primary's own signed proposal in this view is proof against it.
             Source::Primary { .. } => slot
                 .digest
                 .and_then(|d| self.dag.get(&d))
+                .filter(|v| {
+                    v.vertex().author == self.primary(self.view)
+                        && v.vertex()
+                            .proposal
+                            .is_some_and(|p| p.view == self.view && p.sequence == sequence)
+                })
                 .map(|v| PrePrepareProof::Vertex(v.clone())),
             Source::NewView => match &self.new_view {
                 Some(Message::NewView(message)) => Some(PrePrepareProof::NewView {
@@ -252,7 +272,9 @@ impl Replica {
         if slot.state != SlotState::AwaitingHistory || sequence <= self.finalizer.last_sequence() {
             return;
         }
-        if slot.digest.is_some_and(|d| !self.dag.contains(&d)) || !self.may_vote_in(self.view) {
+        if slot.digest.is_some_and(|d| !self.dag.contains(&d))
+            || !self.may_vote(self.view, sequence)
+        {
             return;
         }
         if let Some(entry) = self.log.get_mut(&sequence) {
@@ -385,7 +407,7 @@ impl Replica {
             return;
         };
         if !self.view_active
-            || !self.may_vote_in(self.view)
+            || !self.may_vote(self.view, sequence)
             || slot.state != SlotState::PrePrepared
             || self
                 .prepares
@@ -473,7 +495,11 @@ impl Replica {
             self.own_pending
                 .retain(|_, own| !vertices.contains(&own.hash));
             self.committed.remove(&next);
-            self.log.remove(&next);
+            if let Some(slot) = self.log.remove(&next) {
+                if slot.primary_round().is_some() {
+                    self.last_executed_anchor = Some((next, slot));
+                }
+            }
             self.own_votes.retain(|(s, _), _| *s > next);
             self.prepares.release_through(next);
             self.commits.release_through(next);
@@ -539,7 +565,9 @@ impl Replica {
         }
         let primary_proven_faulty = culprit == self.primary(self.view)
             && match &evidence {
-                Evidence::Equivocation(e) => e.second.vertex().proposal.is_some(),
+                Evidence::Equivocation(e) => {
+                    e.first.vertex().proposal.is_some() || e.second.vertex().proposal.is_some()
+                }
                 Evidence::DoubleVote(_) | Evidence::ConflictingPrePrepares(_) => true,
                 // Ignored, it harms nothing: no reason to leave the view.
                 Evidence::PrimaryPrepare(_) => false,

@@ -157,7 +157,7 @@ impl Replica {
     }
 
     pub(super) fn wants_to_propose(&self) -> bool {
-        self.may_vote_in(self.view)
+        self.may_vote(self.view, self.next_proposal)
             && self.view_active
             && self.primary(self.view) == self.config.index
             && self.in_window(self.next_proposal)
@@ -248,7 +248,7 @@ impl Replica {
             && self.primary(self.view) == index
             && self.in_window(self.next_proposal)
             && round.0 > 0
-            && self.may_vote_in(self.view)
+            && self.may_vote(self.view, self.next_proposal)
             && !self.nothing_to_anchor())
         .then_some(Proposal {
             view: self.view,

@@ -60,6 +60,7 @@ impl Replica {
         self.view_started = now;
         self.progress_deadline = None;
         self.log.clear();
+        self.last_executed_anchor = None;
         self.own_votes.clear();
         self.new_view = None;
         self.prepares.release_views_below(target);
@@ -318,6 +319,7 @@ impl Replica {
         self.view_started = now;
         self.progress_deadline = None;
         self.log.clear();
+        self.last_executed_anchor = None;
         self.own_votes.clear();
         self.own_view_change = None;
         self.prepares.release_views_below(body.view);
