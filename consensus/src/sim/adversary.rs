@@ -485,7 +485,7 @@ impl World {
                 sequence: *sequence,
             })
             .collect();
-        let rounds = pending.len() as u32 + self.rng.gen_range(1..4);
+        let rounds = u32::try_from(pending.len()).unwrap_or(u32::MAX) + self.rng.gen_range(1..4);
         self.instances[instance].adversary.fork = Some(Fork {
             targets: lacking,
             alt: HashMap::new(),
@@ -560,14 +560,17 @@ impl World {
                         1 => stable.0 + 4_200,
                         _ => u64::MAX - 1,
                     };
-                    let primary = (body.view.0 % self.config.validators as u64) as usize;
-                    // Guard of the simulator itself: an unbounded decide at the view's
-                    // primary would loop 2^64 times; 60,000 shows the same bug (an
+                    let primary =
+                        usize::try_from(body.view.0 % self.config.validators as u64).unwrap_or(0);
+                    // Guard of the simulator itself: at the view's primary an unbounded
+                    // decide would loop 2^64 times (and the unfixed primary persists its
+                    // claims once per decided sequence, quadratic in their number), so
+                    // there it is stable + 5,000, which shows the same bug (an
                     // undecodable NewView) in finite time.
-                    let far = if far > stable.0 + 100_000
+                    let far = if far > stable.0 + 10_000
                         && self.instances[target].index.as_usize() == primary
                     {
-                        stable.0 + 60_000
+                        stable.0 + 5_000
                     } else {
                         far
                     };
