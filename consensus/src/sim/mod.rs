@@ -1047,8 +1047,12 @@ impl World {
                 held.index, view.0
             ));
         }
-        held.last_view = view;
-        held.last_sequence = executed;
+        // A step cut by a crash carried out only part of its outputs: what it did in
+        // memory was never durable (nor visible), so only whole steps count.
+        if held.armed_cut.is_none() {
+            held.last_view = view;
+            held.last_sequence = executed;
+        }
         let behaviour = self.behaves(instance);
         // Replay and flooding run on the heartbeat: a fixed rate, as bandwidth would
         // impose, not an echo of every message received.
