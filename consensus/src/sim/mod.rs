@@ -906,6 +906,17 @@ impl World {
                     self.instances[instance].last_sequence = Sequence(0);
                     let old = std::mem::take(&mut self.finalized[index]);
                     self.old_logs.push(old);
+                } else {
+                    // A step cut between the persist of a finalized entry and its
+                    // `Finalized` output: the entry is durable, the sim's log takes it
+                    // from the store.
+                    let have = self.finalized[index].last().map_or(0, |e| e.sequence.0);
+                    if let Ok(entries) = self.instances[instance]
+                        .store
+                        .finalized_range(Sequence(have + 1), 1_024)
+                    {
+                        self.finalized[index].extend(entries);
+                    }
                 }
                 let recovered = Replica::recover(
                     config,
