@@ -421,12 +421,12 @@ fn mutant_count_primary_prepare_is_caught_by_random_seeds() {
 
 #[test]
 fn mutant_proposal_not_durable_is_caught_by_random_seeds() {
-    mutant_is_caught(Mutant::ProposalNotDurable, 0, 300, &["double signing"]);
+    mutant_is_caught(Mutant::ProposalNotDurable, 0, 300, &["for pre-prepare/"]);
 }
 
 #[test]
 fn mutant_new_view_not_durable_is_caught_by_random_seeds() {
-    mutant_is_caught(Mutant::NewViewNotDurable, 0, 300, &["double signing"]);
+    mutant_is_caught(Mutant::NewViewNotDurable, 0, 300, &["for new-view/"]);
 }
 
 #[test]
