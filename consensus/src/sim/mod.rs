@@ -2,33 +2,48 @@
 //! all driven by one seed, with the checkers of ARCHITECTURE.md run at the end.
 //!
 //! Faults: random delay (hence reordering), duplication and loss; one partition per run
-//! (primary isolated, a minority, or a symmetric split) that heals; crash and restart of
-//! honest replicas from their store (a `MemoryStore` that receives every
-//! `Output::Persist`, in order, before the outputs after it); and Byzantine replicas with
-//! one [`Behaviour`] each. Clients submit transactions throughout and re-submit, to
+//! (primary isolated, a minority, or a symmetric split) that heals; targeted delivery
+//! faults (chosen message kinds to one chosen replica dropped or delayed for a while);
+//! crash and restart of honest replicas from their store (a `MemoryStore` that receives
+//! every `Output::Persist`, in order, before the outputs after it), also crashes that
+//! cut one `handle` step after its k-th output, and at most one wiped restart (an empty
+//! store, keys kept); and Byzantine replicas with one [`Behaviour`] each, most of which
+//! craft messages signed with their own key ([`adversary`]). Every message goes through
+//! its wire encoding. Clients submit transactions over the whole run and re-submit, to
 //! another validator, what is not final after a while, as real clients do.
 //!
 //! Checkers, on every seed: agreement (anchor, ordered vertex hashes, transaction ids and
-//! digest per sequence, restarted replicas included); the exact finalized set and
-//! topological order, recomputed independently from the anchors; integrity (every
+//! digest per sequence, restarted and wiped replicas included); the exact finalized set
+//! and topological order, recomputed independently from the anchors; integrity (every
 //! submitted transaction final exactly once everywhere, nothing else); no honest key
-//! signing two conflicting messages, no evidence naming an honest validator, every
-//! honest vertex valid; monotonicity of height and view across restarts; liveness
-//! (everything final before the time limit, after faults heal); bounded memory; evidence
-//! recorded when equivocation was injected.
+//! signing two conflicting messages (vertices by (author, round), pre-prepares by
+//! (view, sequence), votes, checkpoints, view changes, new views), no evidence naming an
+//! honest validator, every honest vertex valid; every honest message decodes from its
+//! wire form; monotonicity of height and view across restarts; liveness (everything an
+//! honest replica acknowledged final before the time limit, long after faults heal);
+//! memory bounded in bytes over the whole run; evidence recorded when equivocation was
+//! injected.
+
+mod adversary;
+mod checkers;
+mod options;
+
+pub use checkers::{check_agreement, check_exact_set, check_integrity};
+pub use options::{run_many, SimCommand, SimOptions, SimSummary};
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use weft_crypto::{Digest, Signature};
+use weft_crypto::{Digest, Signature, SIGNATURE_BYTES};
 use weft_dag::store::{MemoryStore, Store};
 use weft_dag::{
-    Committee, FinalizedEntry, ParentRef, Round, Sequence, SignedVertex, TimestampMs, Transaction,
-    TxId, ValidatorIndex, Vertex, View,
+    Committee, FinalizedEntry, Limits, ParentRef, Round, Sequence, SignedVertex, TimestampMs,
+    Transaction, TxId, ValidatorIndex, Vertex, View,
 };
 
 use crate::messages::{Checkpoint, Message, Phase, Vote};
@@ -36,8 +51,10 @@ use crate::replica::{Input, Mutant, Output, Replica, ReplicaConfig, Timer};
 use crate::view_change::{Signed, ViewChange};
 use crate::Signer;
 
-/// What a Byzantine replica does. Each runs the honest code underneath and corrupts what
-/// leaves it.
+/// What a Byzantine replica does. The first eight run the honest code underneath and
+/// corrupt what leaves it; the others also craft messages of their own, signed with the
+/// Byzantine validator's key (so they pass every signature check), from what the honest
+/// code underneath emits and what the replica heard.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Behaviour {
     /// Sends nothing, answers nothing.
@@ -58,11 +75,59 @@ pub enum Behaviour {
     StaleReplay,
     /// Floods future rounds, far sequences, future views and far checkpoints.
     Flooding,
+    /// As primary, proposes different anchors for one (view, sequence) to different
+    /// replicas: the honest anchor to some, another vertex of the same round, or one of
+    /// the next round (its own chain rewritten for them), to the others, with its own
+    /// prepare and commit for each anchor to its group (review findings 3 and 1).
+    SplitAnchors,
+    /// As the primary of a view entered through a NewView, proposes fresh anchors for
+    /// sequences the NewView re-proposed, to replicas still lacking the re-proposed
+    /// anchor, votes for them, and later claims in its view change to have prepared them
+    /// (review finding 1).
+    HijackReproposals,
+    /// As primary, sends its own prepare vote for each of its anchors (review finding 3).
+    SelfPreparingPrimary,
+    /// View changes with false, inflated, far-away (stable + 5,000, u64::MAX - 1) or
+    /// per-recipient-different claims (review findings 2 and 3).
+    LyingViewChanges,
+    /// As a new primary, sends NewViews with wrong decisions, missing view changes or
+    /// extra proposals, different per recipient.
+    ByzantineNewView,
+    /// Each vote goes out for one digest to some replicas and another to the others.
+    SplitVotes,
+    /// Answers fetches with other or old vertices, its forged versions, or nothing.
+    LyingFetches,
+    /// Lies when others sync: a `Status` with a huge view and executed sequence,
+    /// `Decided` certificates mixed from votes of other sequences and its own forgeries.
+    LyingSync,
+    /// All of the crafting strategies above at once, chosen at random per message.
+    Adaptive,
 }
 
 impl Behaviour {
     /// Every behaviour, in the order `--behaviour all` cycles through them.
-    pub const ALL: [Behaviour; 8] = [
+    pub const ALL: [Behaviour; 17] = [
+        Behaviour::Silent,
+        Behaviour::EquivocatingPrimary,
+        Behaviour::EquivocatingAuthor,
+        Behaviour::DoubleVoting,
+        Behaviour::Twins,
+        Behaviour::InvalidSignatures,
+        Behaviour::StaleReplay,
+        Behaviour::Flooding,
+        Behaviour::SplitAnchors,
+        Behaviour::HijackReproposals,
+        Behaviour::SelfPreparingPrimary,
+        Behaviour::LyingViewChanges,
+        Behaviour::ByzantineNewView,
+        Behaviour::SplitVotes,
+        Behaviour::LyingFetches,
+        Behaviour::LyingSync,
+        Behaviour::Adaptive,
+    ];
+
+    /// The behaviours that only corrupt what the honest code sends (the first eight).
+    pub const CLASSIC: [Behaviour; 8] = [
         Behaviour::Silent,
         Behaviour::EquivocatingPrimary,
         Behaviour::EquivocatingAuthor,
@@ -84,12 +149,26 @@ impl Behaviour {
             Behaviour::InvalidSignatures => "invalid-signatures",
             Behaviour::StaleReplay => "stale-replay",
             Behaviour::Flooding => "flooding",
+            Behaviour::SplitAnchors => "split-anchors",
+            Behaviour::HijackReproposals => "hijack-reproposals",
+            Behaviour::SelfPreparingPrimary => "self-preparing-primary",
+            Behaviour::LyingViewChanges => "lying-view-changes",
+            Behaviour::ByzantineNewView => "byzantine-new-view",
+            Behaviour::SplitVotes => "split-votes",
+            Behaviour::LyingFetches => "lying-fetches",
+            Behaviour::LyingSync => "lying-sync",
+            Behaviour::Adaptive => "adaptive",
         }
     }
 
     /// Parses a command-line name.
     pub fn parse(name: &str) -> Option<Behaviour> {
         Behaviour::ALL.into_iter().find(|b| b.name() == name)
+    }
+
+    /// True for the behaviours that craft messages (not only corrupt the honest ones).
+    pub fn crafts(self) -> bool {
+        !Behaviour::CLASSIC.contains(&self)
     }
 
     fn equivocates(self) -> bool {
@@ -131,6 +210,13 @@ pub struct SimConfig {
     pub partitions: bool,
     /// Crash and restart honest replicas (at most f minus the Byzantine count).
     pub crashes: bool,
+    /// Crashes may cut one `handle` step after its k-th output: the rest, persists
+    /// included, is never carried out.
+    pub cut_crashes: bool,
+    /// One crash per seed (where f allows) may restart from an empty store, keys kept.
+    pub wipes: bool,
+    /// Drop or delay chosen message kinds to one chosen replica for a while.
+    pub targeted_faults: bool,
     /// Byzantine replicas (f + 1 or more is the deliberate-failure test).
     pub byzantine: usize,
     /// What they do.
@@ -160,6 +246,9 @@ impl SimConfig {
             loss_probability: 0.0,
             partitions: false,
             crashes: false,
+            cut_crashes: false,
+            wipes: false,
+            targeted_faults: false,
             byzantine: 0,
             behaviour: Behaviour::Silent,
             real_signatures: false,
@@ -169,9 +258,29 @@ impl SimConfig {
         }
     }
 
-    /// Every fault at once: loss, duplication, a partition, crashes, and `byzantine`
-    /// replicas doing `behaviour`.
+    /// Every fault at once: loss, duplication, a partition, targeted delivery faults,
+    /// crashes (cutting steps, one wiped restart), and `byzantine` replicas doing
+    /// `behaviour`; clients submit over 8 s, past every fault.
     pub fn adversarial(
+        validators: usize,
+        seed: u64,
+        byzantine: usize,
+        behaviour: Behaviour,
+    ) -> SimConfig {
+        SimConfig {
+            cut_crashes: true,
+            wipes: true,
+            targeted_faults: true,
+            transactions: 400,
+            submit_window_ms: 8_000,
+            ..SimConfig::classic_faults(validators, seed, byzantine, behaviour)
+        }
+    }
+
+    /// The faults of the first simulator: loss, duplication, a partition and whole-step
+    /// crashes, load over 2 s (what the unfixed replica survives with the classic
+    /// behaviours).
+    pub fn classic_faults(
         validators: usize,
         seed: u64,
         byzantine: usize,
@@ -211,6 +320,12 @@ pub struct SimReport {
     pub evidence: usize,
     /// Messages the simulated network refused for bad signatures.
     pub rejected_signatures: u64,
+    /// Byzantine messages whose wire form did not decode (dropped).
+    pub undecodable_byzantine: u64,
+    /// Messages the Byzantine replicas crafted (not sent by their honest code).
+    pub crafted: u64,
+    /// The largest estimated memory of an honest replica over the run, in bytes.
+    pub peak_memory_bytes: u64,
     /// A digest of every event in order: same seed, same trace.
     pub trace: Digest,
     /// Each instance's state at the end, for diagnosing a failing seed.
@@ -248,9 +363,12 @@ enum Event {
     Crash {
         instance: usize,
         down_ms: u64,
+        cut: bool,
+        wipe: bool,
     },
     Restart {
         instance: usize,
+        wipe: bool,
     },
     PartitionStart {
         kind: u8,
@@ -270,6 +388,54 @@ struct Instance {
     heard: Vec<Message>,
     last_view: View,
     last_sequence: Sequence,
+    /// What a crafting Byzantine replica remembers.
+    adversary: adversary::Adversary,
+    /// A crash that waits for a step to cut.
+    armed_cut: Option<ArmedCut>,
+    /// View changes it holds (by sender): view and wire size, for the memory checker.
+    held_view_changes: BTreeMap<ValidatorIndex, (View, usize)>,
+    /// The memory checker already fired for it.
+    memory_flagged: bool,
+}
+
+impl Instance {
+    fn new(index: ValidatorIndex, replica: Replica, byzantine: bool, side: Option<u8>) -> Self {
+        Instance {
+            index,
+            replica: Some(replica),
+            store: MemoryStore::new(),
+            byzantine,
+            side,
+            heard: Vec::new(),
+            last_view: View(0),
+            last_sequence: Sequence(0),
+            adversary: adversary::Adversary::default(),
+            armed_cut: None,
+            held_view_changes: BTreeMap::new(),
+            memory_flagged: false,
+        }
+    }
+}
+
+/// A crash waiting for a step with at least one output (sooner for a step that sends a
+/// NewView, an anchor or a view change) to cut it.
+#[derive(Clone, Copy, Debug)]
+struct ArmedCut {
+    /// Cut whatever step comes after this time.
+    deadline: u64,
+    down_ms: u64,
+    wipe: bool,
+}
+
+/// Chosen message kinds to one chosen replica are dropped (or delayed) for a while.
+#[derive(Clone, Debug)]
+struct TargetedFault {
+    kinds: Vec<&'static str>,
+    target: ValidatorIndex,
+    from: u64,
+    until: u64,
+    /// `None`: dropped; otherwise delayed by this much more.
+    delay: Option<u64>,
 }
 
 struct World {
@@ -306,6 +472,15 @@ struct World {
     violations: Vec<String>,
     evidence: usize,
     evidence_against_byzantine: usize,
+    limits: Limits,
+    targeted: Vec<TargetedFault>,
+    /// Logs of wiped replicas before the wipe (checked for agreement too).
+    old_logs: Vec<Vec<FinalizedEntry>>,
+    undecodable_byzantine: u64,
+    crafted: u64,
+    /// Wire bytes and count of vertices delivered, for the memory estimate.
+    vertex_bytes: (u64, u64),
+    peak_memory_bytes: u64,
 }
 
 /// Runs one seed.
@@ -337,9 +512,21 @@ impl World {
         // Who is Byzantine: the equivocating primary must be view 0's primary.
         let mut order: Vec<usize> = (0..n).collect();
         order.shuffle(&mut rng);
-        if config.behaviour == Behaviour::EquivocatingPrimary {
-            order.retain(|i| *i != 0);
-            order.insert(0, 0);
+        // Primaries' attacks need the primary: of view 0 (its anchors), of view 1 (the
+        // first NewView after a view change), or either.
+        let primary_of = match config.behaviour {
+            Behaviour::EquivocatingPrimary
+            | Behaviour::SplitAnchors
+            | Behaviour::SelfPreparingPrimary => Some(0),
+            Behaviour::HijackReproposals
+            | Behaviour::ByzantineNewView
+            | Behaviour::LyingViewChanges => Some(1),
+            Behaviour::Adaptive => Some(rng.gen_range(0..2usize)),
+            _ => None,
+        };
+        if let Some(first) = primary_of {
+            order.retain(|i| *i != first);
+            order.insert(0, first);
         }
         let mut byzantine = vec![false; n];
         for i in order.iter().take(config.byzantine.min(n)) {
@@ -376,37 +563,30 @@ impl World {
             violations: Vec::new(),
             evidence: 0,
             evidence_against_byzantine: 0,
+            limits: Limits::default(),
+            targeted: Vec::new(),
+            old_logs: Vec::new(),
+            undecodable_byzantine: 0,
+            crafted: 0,
+            vertex_bytes: (0, 0),
+            peak_memory_bytes: 0,
             config,
         };
         for i in 0..n {
             let replica = world.new_replica(i);
             let byzantine = world.byzantine[i];
-            world.instances.push(Instance {
-                index: validator(i),
-                replica: Some(replica),
-                store: MemoryStore::new(),
-                byzantine,
-                side: None,
-                heard: Vec::new(),
-                last_view: View(0),
-                last_sequence: Sequence(0),
-            });
+            world
+                .instances
+                .push(Instance::new(validator(i), replica, byzantine, None));
         }
         if world.config.behaviour == Behaviour::Twins && world.config.byzantine > 0 {
             world.twins_split_until = world.rng.gen_range(1_000..=3_000);
             for i in (0..n).filter(|i| world.byzantine[*i]) {
                 world.instances[i].side = Some(0);
                 let replica = world.new_replica(i);
-                world.instances.push(Instance {
-                    index: validator(i),
-                    replica: Some(replica),
-                    store: MemoryStore::new(),
-                    byzantine: true,
-                    side: Some(1),
-                    heard: Vec::new(),
-                    last_view: View(0),
-                    last_sequence: Sequence(0),
-                });
+                world
+                    .instances
+                    .push(Instance::new(validator(i), replica, true, Some(1)));
             }
         }
         world
@@ -467,17 +647,35 @@ impl World {
             self.schedule(at, Event::PartitionStart { kind, until });
         }
         if self.config.crashes {
+            // Byzantine + crashed-or-wiped <= f: one crash per honest replica in the
+            // budget, at most one of them wiped.
             let f = self.committee.max_faulty();
             let budget = f.saturating_sub(self.config.byzantine);
             let mut honest: Vec<usize> = (0..self.config.validators)
                 .filter(|i| !self.byzantine[*i])
                 .collect();
             honest.shuffle(&mut self.rng);
+            let mut wiped = false;
+            let latest = self.config.submit_window_ms.clamp(2_500, 5_000);
             for instance in honest.into_iter().take(budget) {
-                let at = self.rng.gen_range(100..=2_500);
+                let at = self.rng.gen_range(100..=latest);
                 let down_ms = self.rng.gen_range(50..=1_500);
-                self.schedule(at, Event::Crash { instance, down_ms });
+                let cut = self.config.cut_crashes && self.rng.gen_bool(0.7);
+                let wipe = self.config.wipes && !wiped && self.rng.gen_bool(0.3);
+                wiped |= wipe;
+                self.schedule(
+                    at,
+                    Event::Crash {
+                        instance,
+                        down_ms,
+                        cut,
+                        wipe,
+                    },
+                );
             }
+        }
+        if self.config.targeted_faults {
+            self.plan_targeted_faults();
         }
         while let Some(Reverse((at, id))) = self.queue.pop() {
             if at > self.config.max_time_ms || self.all_final() {
@@ -543,13 +741,42 @@ impl World {
                     self.rejected_signatures += 1;
                     return;
                 }
-                if self.behaves(to) == Some(Behaviour::StaleReplay) {
-                    let heard = &mut self.instances[to].heard;
-                    if heard.len() < 256 {
-                        heard.push(message.clone());
+                let behaviour = self.behaves(to);
+                if behaviour == Some(Behaviour::StaleReplay)
+                    || behaviour.is_some_and(Behaviour::crafts)
+                {
+                    if self.instances[to].heard.len() < 256 {
+                        self.instances[to].heard.push(message.clone());
+                    } else {
+                        let slot = self.rng.gen_range(0..256);
+                        self.instances[to].heard[slot] = message.clone();
                     }
                 }
+                let held = match &message {
+                    Message::ViewChange { view_change, .. } if behaviour.is_none() => Some((
+                        view_change.body().replica,
+                        view_change.body().view,
+                        message.to_wire().len(),
+                    )),
+                    _ => None,
+                };
+                let dropped_before = self.instances[to]
+                    .replica
+                    .as_ref()
+                    .map_or(0, |r| r.drops().invalid_view_messages);
                 self.step(to, Input::Message { from, message });
+                if let (Some((sender, view, bytes)), Some(replica)) =
+                    (held, self.instances[to].replica.as_ref())
+                {
+                    // Held unless refused (counted as a drop) or stale.
+                    if replica.drops().invalid_view_messages == dropped_before
+                        && view >= replica.view()
+                    {
+                        self.instances[to]
+                            .held_view_changes
+                            .insert(sender, (view, bytes));
+                    }
+                }
             }
             Event::Fetch {
                 server,
@@ -563,11 +790,33 @@ impl World {
                 if behaviour == Some(Behaviour::Silent) {
                     return;
                 }
-                let store = &self.instances[server].store;
-                let vertices: Vec<SignedVertex> = hashes
-                    .iter()
-                    .filter_map(|h| store.vertex(h).ok().flatten())
-                    .collect();
+                let vertices = match self.lying_fetch_answer(server, &hashes) {
+                    Some(lie) => lie,
+                    None => {
+                        let store = &self.instances[server].store;
+                        hashes
+                            .iter()
+                            .filter_map(|h| store.vertex(h).ok().flatten())
+                            .collect()
+                    }
+                };
+                // The answer travels in wire form too.
+                let byzantine = self.instances[server].byzantine;
+                let mut decoded = Vec::with_capacity(vertices.len());
+                for vertex in vertices {
+                    match SignedVertex::from_wire(&vertex.to_wire(), &self.limits) {
+                        Ok(vertex) => decoded.push(vertex),
+                        Err(error) if byzantine => {
+                            let _ = error;
+                            self.undecodable_byzantine += 1;
+                        }
+                        Err(error) => self.violations.push(format!(
+                            "wire: a vertex served by {} did not decode: {error}",
+                            self.instances[server].index
+                        )),
+                    }
+                }
+                let vertices = decoded;
                 let delay = self.delay();
                 let from = self.instances[server].index;
                 self.schedule(
@@ -616,21 +865,59 @@ impl World {
                 {
                     self.trace_event(b"timer", instance, instance, &[]);
                     self.step(instance, Input::Timer(timer));
+                    if timer == Timer::Tick {
+                        self.sample_memory(instance);
+                    }
                 }
             }
             Event::Submit {
                 transaction,
                 attempt,
             } => self.submit(transaction, attempt),
-            Event::Crash { instance, down_ms } => {
-                self.trace_event(b"crash", instance, instance, &[]);
-                self.instances[instance].replica = None;
-                self.schedule(self.now + down_ms, Event::Restart { instance });
+            Event::Crash {
+                instance,
+                down_ms,
+                cut,
+                wipe,
+            } => {
+                if self.instances[instance].replica.is_none() {
+                    return;
+                }
+                if cut {
+                    // Cut the next step that has outputs (see `plan_cut`).
+                    self.instances[instance].armed_cut = Some(ArmedCut {
+                        deadline: self.now + 1_500,
+                        down_ms,
+                        wipe,
+                    });
+                } else {
+                    self.crash_now(instance, down_ms, wipe);
+                }
             }
-            Event::Restart { instance } => {
-                self.trace_event(b"restart", instance, instance, &[]);
+            Event::Restart { instance, wipe } => {
+                self.trace_event(b"restart", instance, instance, &[u8::from(wipe)]);
                 let index = self.instances[instance].index.as_usize();
                 let config = self.replica_config(index);
+                if wipe {
+                    // An empty store, keys kept: the log it finalized before is kept
+                    // aside for the agreement checker and it starts over.
+                    self.instances[instance].store = MemoryStore::new();
+                    self.instances[instance].last_view = View(0);
+                    self.instances[instance].last_sequence = Sequence(0);
+                    let old = std::mem::take(&mut self.finalized[index]);
+                    self.old_logs.push(old);
+                } else {
+                    // A step cut between the persist of a finalized entry and its
+                    // `Finalized` output: the entry is durable, the sim's log takes it
+                    // from the store.
+                    let have = self.finalized[index].last().map_or(0, |e| e.sequence.0);
+                    if let Ok(entries) = self.instances[instance]
+                        .store
+                        .finalized_range(Sequence(have + 1), 1_024)
+                    {
+                        self.finalized[index].extend(entries);
+                    }
+                }
                 let recovered = Replica::recover(
                     config,
                     self.signers[index].clone(),
@@ -745,7 +1032,24 @@ impl World {
             Input::Timer(timer) => Some(*timer),
             _ => None,
         };
-        let outputs = replica.handle(TimestampMs(self.now), input);
+        let now = TimestampMs(self.now);
+        let outputs = match catch_unwind(AssertUnwindSafe(|| replica.handle(now, input))) {
+            Ok(outputs) => outputs,
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_string()))
+                    .unwrap_or_default();
+                let index = self.instances[instance].index;
+                if !self.instances[instance].byzantine {
+                    self.violations
+                        .push(format!("panic: replica {index} panicked: {what}"));
+                }
+                self.instances[instance].replica = None;
+                return;
+            }
+        };
         let (view, executed) = (replica.view(), replica.last_executed());
         let held = &mut self.instances[instance];
         if view < held.last_view || executed < held.last_sequence {
@@ -754,8 +1058,12 @@ impl World {
                 held.index, view.0
             ));
         }
-        held.last_view = view;
-        held.last_sequence = executed;
+        // A step cut by a crash carried out only part of its outputs: what it did in
+        // memory was never durable (nor visible), so only whole steps count.
+        if held.armed_cut.is_none() {
+            held.last_view = view;
+            held.last_sequence = executed;
+        }
         let behaviour = self.behaves(instance);
         // Replay and flooding run on the heartbeat: a fixed rate, as bandwidth would
         // impose, not an echo of every message received.
@@ -771,8 +1079,159 @@ impl World {
         if tick && behaviour == Some(Behaviour::Flooding) {
             self.flood(instance);
         }
-        for output in outputs {
+        if tick && behaviour.is_some_and(Behaviour::crafts) {
+            self.adversary_tick(instance);
+        }
+        let cut = self.plan_cut(instance, &outputs);
+        for (k, output) in outputs.into_iter().enumerate() {
+            if cut.is_some_and(|(at, _)| at == k) {
+                break;
+            }
             self.carry_out(instance, behaviour, output);
+        }
+        if let Some((_, armed)) = cut {
+            self.crash_now(instance, armed.down_ms, armed.wipe);
+        }
+    }
+
+    /// Where an armed crash cuts this step's outputs: right before or right after a
+    /// NewView, an anchor or a view change leaves (between its persist and the persists
+    /// after it), or, once the deadline passed, anywhere (before the first output, or
+    /// after the last, included).
+    fn plan_cut(&mut self, instance: usize, outputs: &[Output]) -> Option<(usize, ArmedCut)> {
+        let armed = self.instances[instance].armed_cut?;
+        if outputs.is_empty() {
+            return None;
+        }
+        let index = self.instances[instance].index;
+        let juicy = outputs.iter().position(|o| match o {
+            Output::Broadcast(Message::NewView(_) | Message::ViewChange { .. }) => true,
+            Output::Broadcast(Message::Vertex(v)) => {
+                v.vertex().author == index && v.vertex().proposal.is_some()
+            }
+            _ => false,
+        });
+        let at = match juicy {
+            Some(position) => position + usize::from(self.rng.gen_bool(0.7)),
+            None if self.now >= armed.deadline => self.rng.gen_range(0..=outputs.len()),
+            None => return None,
+        };
+        self.instances[instance].armed_cut = None;
+        Some((at, armed))
+    }
+
+    fn crash_now(&mut self, instance: usize, down_ms: u64, wipe: bool) {
+        self.trace_event(b"crash", instance, instance, &[u8::from(wipe)]);
+        self.instances[instance].replica = None;
+        self.instances[instance].armed_cut = None;
+        self.instances[instance].held_view_changes.clear();
+        self.schedule(self.now + down_ms, Event::Restart { instance, wipe });
+    }
+
+    /// One or two targeted faults per seed: chosen message kinds to one honest replica
+    /// are dropped or delayed for a while (the NewView, anchors, votes of one phase...).
+    fn plan_targeted_faults(&mut self) {
+        const KINDS: [&[&str]; 8] = [
+            &["new_view"],
+            &["anchor"],
+            &["anchor", "new_view"],
+            &["prepare"],
+            &["commit"],
+            &["view_change"],
+            &["decided", "status"],
+            &["vertex", "anchor"],
+        ];
+        let honest: Vec<usize> = (0..self.config.validators)
+            .filter(|i| !self.byzantine[*i])
+            .collect();
+        let count = self.rng.gen_range(1..=2);
+        for _ in 0..count {
+            let Some(target) = honest.choose(&mut self.rng).copied() else {
+                return;
+            };
+            let kinds = KINDS[self.rng.gen_range(0..KINDS.len())].to_vec();
+            let from = self
+                .rng
+                .gen_range(0..=self.config.submit_window_ms.max(1_000) / 2);
+            let until = from + self.rng.gen_range(300..=3_000);
+            let delay = self
+                .rng
+                .gen_bool(0.5)
+                .then(|| self.rng.gen_range(100..=1_500));
+            self.trace_event(b"targeted", target, kinds.len(), &from.to_le_bytes());
+            self.targeted.push(TargetedFault {
+                kinds,
+                target: validator(target),
+                from,
+                until,
+                delay,
+            });
+        }
+    }
+
+    /// `None`: deliver normally; `Some(None)`: drop; `Some(Some(d))`: d ms later.
+    fn targeted_effect(&self, target: usize, message: &Message) -> Option<Option<u64>> {
+        if self.targeted.is_empty() {
+            return None;
+        }
+        let kind = match message {
+            Message::Vertex(v) if v.vertex().proposal.is_some() => "anchor",
+            other => other.kind(),
+        };
+        let index = self.instances[target].index;
+        self.targeted
+            .iter()
+            .find(|t| {
+                t.target == index
+                    && self.now >= t.from
+                    && self.now < t.until
+                    && t.kinds.contains(&kind)
+            })
+            .map(|t| t.delay)
+    }
+
+    /// The memory checker, sampled on every heartbeat (a bound over the whole run, not a
+    /// snapshot at the end): an estimate in bytes from the replica's counts, the average
+    /// wire size of the vertices seen and the view changes (claims included) it holds.
+    fn sample_memory(&mut self, instance: usize) {
+        if self.instances[instance].byzantine || self.instances[instance].memory_flagged {
+            return;
+        }
+        let Some(replica) = self.instances[instance].replica.as_ref() else {
+            return;
+        };
+        let (view, active) = (replica.view(), replica.view_active());
+        let memory = replica.memory();
+        let n = self.config.validators as u64;
+        let quorum = self.committee.quorum() as u64;
+        let defaults = ReplicaConfig::new(ValidatorIndex(0), self.committee.clone());
+        let vertex_unit = (self.vertex_bytes.0 / self.vertex_bytes.1.max(1)).max(256);
+        let vote_unit = SIGNATURE_BYTES as u64 + 96;
+        let held = &mut self.instances[instance].held_view_changes;
+        held.retain(|_, (v, _)| *v > view || (*v == view && !active));
+        let view_change_bytes: u64 = held.values().map(|(_, bytes)| *bytes as u64).sum();
+        let count = |c: usize| c as u64;
+        let bytes = count(memory.dag_vertices + memory.waiting_vertices) * vertex_unit
+            + count(memory.vote_slots) * n * vote_unit
+            + count(memory.checkpoint_slots) * n * vote_unit
+            + count(memory.decided_slots) * quorum * vote_unit
+            + view_change_bytes;
+        let (vertex_bound, vote_bound) = memory_bounds(self.config.validators, &defaults);
+        // A view change: header, at most W prepared and 4W pre-prepared claims of 50
+        // bytes, and its checkpoint certificate.
+        let view_change_bound = 512 + 5 * defaults.window * 50 + quorum * vote_unit;
+        let bound = count(vertex_bound) * vertex_unit
+            + 2 * count(vote_bound) * n * vote_unit
+            + defaults.decided_retention * quorum * vote_unit
+            + n * view_change_bound;
+        self.peak_memory_bytes = self.peak_memory_bytes.max(bytes);
+        if bytes > bound {
+            let index = self.instances[instance].index;
+            self.instances[instance].memory_flagged = true;
+            self.violations.push(format!(
+                "memory: replica {index} holds about {bytes} bytes at {} ms ({memory:?}, view changes {view_change_bytes} bytes), bound {bound}",
+                self.now
+            ));
         }
     }
 
@@ -785,6 +1244,12 @@ impl World {
                     self.violations
                         .push(format!("replica {index} store write failed: {error}"));
                 }
+            }
+            Output::Broadcast(message) if behaviour.is_some_and(Behaviour::crafts) => {
+                self.adversary_send(instance, message, None);
+            }
+            Output::Send { to, message } if behaviour.is_some_and(Behaviour::crafts) => {
+                self.adversary_send(instance, message, Some(to));
             }
             Output::Broadcast(message) | Output::Send { message, .. }
                 if behaviour == Some(Behaviour::Silent) =>
@@ -908,6 +1373,18 @@ impl World {
     /// Checker 4 and vertex validity: what an honest key signs never conflicts with what
     /// it signed before (restarts included), and every honest vertex is valid.
     fn record_signed(&mut self, index: ValidatorIndex, message: &Message) {
+        // A primary's anchor is also its pre-prepare: one anchor per (view, sequence).
+        // Only the author's own anchors (a NewView re-proposes others' anchors).
+        if let Message::Vertex(vertex) = message {
+            let body = vertex.vertex();
+            if let (Some(proposal), true) = (body.proposal, body.author == index) {
+                let slot = format!(
+                    "pre-prepare/{index}/{}/{}",
+                    proposal.view.0, proposal.sequence.0
+                );
+                self.record_slot(index, slot, vertex.hash());
+            }
+        }
         let (slot, digest) = match message {
             Message::Vertex(vertex) => {
                 let body = vertex.vertex();
@@ -965,6 +1442,10 @@ impl World {
             }
             Message::Status { .. } | Message::Decided(_) => return,
         };
+        self.record_slot(index, slot, digest);
+    }
+
+    fn record_slot(&mut self, index: ValidatorIndex, slot: String, digest: Digest) {
         match self.signed_slots.get(slot.as_bytes()) {
             Some(previous) if *previous != digest => self.violations.push(format!(
                 "double signing: honest replica {index} signed two different messages for {slot}"
@@ -995,8 +1476,38 @@ impl World {
         if !self.connected(source, target) || self.lost() {
             return;
         }
+        let extra = match self.targeted_effect(target, &message) {
+            Some(None) => return,
+            Some(Some(extra)) => extra,
+            None => 0,
+        };
+        // Every message travels in its wire form: what does not decode never arrives.
+        let bytes = message.to_wire();
+        let message = match Message::from_wire(&bytes, &self.limits) {
+            Ok(message) => message,
+            Err(error) => {
+                let from = self.instances[source].index;
+                if self.instances[source].byzantine {
+                    self.undecodable_byzantine += 1;
+                } else {
+                    let violation = format!(
+                        "wire: honest replica {from} sent a {} of {} bytes that does not decode: {error}",
+                        message.kind(),
+                        bytes.len()
+                    );
+                    if !self.violations.contains(&violation) {
+                        self.violations.push(violation);
+                    }
+                }
+                return;
+            }
+        };
+        if matches!(message, Message::Vertex(_)) {
+            self.vertex_bytes.0 += bytes.len() as u64;
+            self.vertex_bytes.1 += 1;
+        }
         let from = self.instances[source].index;
-        let delay = self.delay();
+        let delay = self.delay() + extra;
         let duplicate = self.rng.gen_bool(self.config.duplicate_probability);
         if duplicate {
             let again = self.delay();
@@ -1164,7 +1675,9 @@ impl World {
             .filter(|(i, _)| !self.byzantine[*i])
             .map(|(_, log)| log.clone())
             .collect();
-        violations.extend(check_agreement(&honest_logs));
+        let mut all_logs = honest_logs.clone();
+        all_logs.extend(self.old_logs.iter().cloned());
+        violations.extend(check_agreement(&all_logs));
         violations.extend(check_integrity(
             &honest_logs,
             &self.submitted,
@@ -1219,6 +1732,9 @@ impl World {
             mean_latency_ms,
             evidence: self.evidence,
             rejected_signatures: self.rejected_signatures,
+            undecodable_byzantine: self.undecodable_byzantine,
+            crafted: self.crafted,
+            peak_memory_bytes: self.peak_memory_bytes,
             trace: Digest::from_bytes(*self.trace.clone().finalize().as_bytes()),
             states: self
                 .instances
@@ -1240,11 +1756,8 @@ impl World {
     fn check_memory(&self) -> Vec<String> {
         let n = self.config.validators;
         let defaults = ReplicaConfig::new(ValidatorIndex(0), self.committee.clone());
-        let rounds = defaults.gc_depth + 4 * defaults.window + 8;
         let as_usize = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
-        // Accepted rounds above the GC round, plus what waits (bounded per author).
-        let vertex_bound = 2 * n * as_usize(rounds) + n * as_usize(defaults.gc_depth);
-        let vote_bound = 2 * as_usize(3 * defaults.window + defaults.checkpoint_interval) + 4;
+        let (vertex_bound, vote_bound) = memory_bounds(n, &defaults);
         let mut violations = Vec::new();
         for instance in &self.instances {
             let Some(replica) = &instance.replica else {
@@ -1267,6 +1780,16 @@ impl World {
     }
 }
 
+/// Vertices and vote slots a replica may hold: accepted rounds above the GC round plus
+/// what waits (bounded per author); vote slots of the window in a few views.
+fn memory_bounds(n: usize, defaults: &ReplicaConfig) -> (usize, usize) {
+    let as_usize = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+    let rounds = defaults.gc_depth + 4 * defaults.window + 8;
+    let vertex_bound = 2 * n * as_usize(rounds) + n * as_usize(defaults.gc_depth);
+    let vote_bound = 2 * as_usize(3 * defaults.window + defaults.checkpoint_interval) + 4;
+    (vertex_bound, vote_bound)
+}
+
 fn message_id(message: &Message) -> Vec<u8> {
     match message {
         Message::Vertex(vertex) => vertex.hash().as_bytes().to_vec(),
@@ -1274,369 +1797,4 @@ fn message_id(message: &Message) -> Vec<u8> {
         Message::Checkpoint(checkpoint) => checkpoint.encoded().to_vec(),
         other => Digest::of(&other.to_wire()).as_bytes().to_vec(),
     }
-}
-
-/// Checker 1 (agreement): every sequence two replicas both finalized has the same
-/// anchor, ordered vertex hashes, transaction ids and chained digest.
-pub fn check_agreement(logs: &[Vec<FinalizedEntry>]) -> Vec<String> {
-    let mut violations = Vec::new();
-    let mut reference: BTreeMap<u64, (usize, &FinalizedEntry)> = BTreeMap::new();
-    for (replica, log) in logs.iter().enumerate() {
-        for entry in log {
-            match reference.get(&entry.sequence.0) {
-                None => {
-                    reference.insert(entry.sequence.0, (replica, entry));
-                }
-                Some((first, expected)) => {
-                    let same = expected.anchor == entry.anchor
-                        && expected.vertices == entry.vertices
-                        && expected.transactions == entry.transactions
-                        && expected.state_digest == entry.state_digest;
-                    if !same {
-                        violations.push(format!(
-                            "agreement: sequence {} differs between replicas {first} and {replica}",
-                            entry.sequence
-                        ));
-                    }
-                }
-            }
-        }
-    }
-    violations
-}
-
-/// Checker 2 (integrity): no replica finalizes a transaction twice or one that was never
-/// submitted, and every transaction an honest replica acknowledged is final everywhere.
-/// A transaction whose client only ever reached Byzantine validators is owed nothing:
-/// they may censor it (seed 1024932 of the first long run: 15 retries, all to a twin).
-pub fn check_integrity(
-    logs: &[Vec<FinalizedEntry>],
-    submitted: &HashMap<TxId, u64>,
-    acknowledged: &HashSet<TxId>,
-) -> Vec<String> {
-    let mut violations = Vec::new();
-    for (replica, log) in logs.iter().enumerate() {
-        let mut seen = HashSet::new();
-        for entry in log {
-            for transaction in &entry.transactions {
-                if !seen.insert(transaction.id) {
-                    violations.push(format!(
-                        "integrity: replica {replica} finalized {:?} twice",
-                        transaction.id
-                    ));
-                }
-                if !submitted.contains_key(&transaction.id) {
-                    violations.push(format!(
-                        "integrity: replica {replica} finalized unsubmitted {:?}",
-                        transaction.id
-                    ));
-                }
-            }
-        }
-        let missing = acknowledged.iter().filter(|id| !seen.contains(*id)).count();
-        if missing > 0 {
-            violations.push(format!(
-                "liveness: replica {replica} never finalized {missing} acknowledged transactions"
-            ));
-        }
-    }
-    violations
-}
-
-/// Checker 3 (order) with the exact-set rule recomputed independently: sequence s
-/// finalizes exactly the anchor's history at or above `G_s` that no earlier sequence
-/// finalized, in an order where every parent comes before its children.
-pub fn check_exact_set(
-    logs: &[Vec<FinalizedEntry>],
-    vertices: &HashMap<Digest, SignedVertex>,
-    gc_depth: u64,
-) -> Vec<String> {
-    let Some(log) = logs.iter().max_by_key(|log| log.len()) else {
-        return Vec::new();
-    };
-    let mut finalized: HashSet<Digest> = HashSet::new();
-    let mut highest: Option<Round> = None;
-    let mut violations = Vec::new();
-    for entry in log {
-        let Some(anchor) = entry.anchor else {
-            if !entry.vertices.is_empty() {
-                violations.push(format!(
-                    "order: null sequence {} finalized vertices",
-                    entry.sequence
-                ));
-            }
-            continue;
-        };
-        let Some(anchor_vertex) = vertices.get(&anchor) else {
-            continue;
-        };
-        let round = anchor_vertex.vertex().round;
-        highest = Some(highest.map_or(round, |h| h.max(round)));
-        let gc = Round(highest.map_or(0, |h| h.0.saturating_sub(gc_depth)));
-        let mut expected = HashSet::new();
-        let mut stack = vec![anchor];
-        let mut complete = true;
-        while let Some(hash) = stack.pop() {
-            if finalized.contains(&hash) || !expected.insert(hash) {
-                continue;
-            }
-            let Some(vertex) = vertices.get(&hash) else {
-                complete = false;
-                continue;
-            };
-            for parent in &vertex.vertex().parents {
-                if parent.round >= gc {
-                    stack.push(parent.hash);
-                }
-            }
-        }
-        let got: HashSet<Digest> = entry.vertices.iter().copied().collect();
-        if complete && got != expected {
-            violations.push(format!(
-                "order: sequence {} finalized {} vertices, the exact-set rule gives {}",
-                entry.sequence,
-                got.len(),
-                expected.len()
-            ));
-        }
-        let mut position = HashMap::new();
-        for (k, hash) in entry.vertices.iter().enumerate() {
-            position.insert(*hash, k);
-        }
-        for (k, hash) in entry.vertices.iter().enumerate() {
-            if let Some(vertex) = vertices.get(hash) {
-                for parent in &vertex.vertex().parents {
-                    if position.get(&parent.hash).is_some_and(|p| *p > k) {
-                        violations.push(format!(
-                            "order: sequence {} puts a vertex before its parent",
-                            entry.sequence
-                        ));
-                    }
-                }
-            }
-        }
-        finalized.extend(got);
-    }
-    violations
-}
-
-/// Command-line options of `weft simulate` (and `weft-simulate`).
-#[derive(Clone, Debug)]
-pub struct SimOptions {
-    /// n.
-    pub validators: usize,
-    /// Byzantine replicas per seed.
-    pub byzantine: usize,
-    /// One behaviour, or `None` to cycle through all of them by seed.
-    pub behaviour: Option<Behaviour>,
-    /// Seeds to run.
-    pub seeds: u64,
-    /// The first seed.
-    pub seed_base: u64,
-    /// Transactions per seed.
-    pub transactions: usize,
-    /// Message loss probability.
-    pub loss: f64,
-    /// One healing partition per seed.
-    pub partitions: bool,
-    /// Crash and restart honest replicas.
-    pub crashes: bool,
-    /// ML-DSA-87 on every message.
-    pub real_signatures: bool,
-    /// A deliberate bug in every honest replica, to watch the checkers fire.
-    pub mutant: Option<Mutant>,
-}
-
-/// Totals over many seeds.
-#[derive(Clone, Debug, Default)]
-pub struct SimSummary {
-    /// Seeds run.
-    pub seeds: u64,
-    /// Seeds with at least one violation.
-    pub violations: u64,
-    /// The lowest finalized height over all seeds.
-    pub min_finalized: u64,
-    /// The highest view over all seeds.
-    pub max_view: u64,
-}
-
-impl SimOptions {
-    /// The usage text.
-    pub const USAGE: &'static str = "usage: simulate [--validators N] [--byzantine K] [--behaviour NAME|all] \
-[--seeds S] [--seed-base B] [--transactions T] [--loss P] [--partitions] [--crashes] [--faults] \
-[--real-signatures] [--mutant no-durable-own-vertex|count-parent-vertices|per-author-frontier]\nbehaviours: silent, equivocating-primary, equivocating-author, double-voting, twins, \
-invalid-signatures, stale-replay, flooding, all";
-
-    /// Parses command-line words (without the program name).
-    pub fn parse(words: impl IntoIterator<Item = String>) -> Result<SimOptions, String> {
-        let mut options = SimOptions {
-            validators: 4,
-            byzantine: 0,
-            behaviour: None,
-            seeds: 100,
-            seed_base: 0,
-            transactions: 200,
-            loss: 0.0,
-            partitions: false,
-            crashes: false,
-            real_signatures: false,
-            mutant: None,
-        };
-        let mut words = words.into_iter();
-        while let Some(flag) = words.next() {
-            match flag.as_str() {
-                "--real-signatures" => options.real_signatures = true,
-                "--partitions" => options.partitions = true,
-                "--crashes" => options.crashes = true,
-                "--faults" => {
-                    options.partitions = true;
-                    options.crashes = true;
-                    options.loss = 0.02;
-                }
-                _ => {
-                    let value = words
-                        .next()
-                        .ok_or_else(|| format!("{flag} needs a value"))?;
-                    let number = |name: &str| {
-                        value
-                            .parse::<u64>()
-                            .map_err(|_| format!("{name} takes a whole number, got {value:?}"))
-                    };
-                    let size = |name: &str| {
-                        number(name).and_then(|v| usize::try_from(v).map_err(|e| e.to_string()))
-                    };
-                    match flag.as_str() {
-                        "--validators" => options.validators = size("--validators")?,
-                        "--byzantine" => options.byzantine = size("--byzantine")?,
-                        "--behaviour" | "--behavior" => {
-                            options.behaviour = if value == "all" {
-                                None
-                            } else {
-                                Some(
-                                    Behaviour::parse(&value)
-                                        .ok_or_else(|| format!("unknown behaviour {value:?}"))?,
-                                )
-                            }
-                        }
-                        "--seeds" => options.seeds = number("--seeds")?,
-                        "--mutant" => {
-                            options.mutant = Some(
-                                Mutant::parse(&value)
-                                    .ok_or_else(|| format!("unknown mutant {value:?}"))?,
-                            )
-                        }
-                        "--seed-base" => options.seed_base = number("--seed-base")?,
-                        "--transactions" => options.transactions = size("--transactions")?,
-                        "--loss" => {
-                            options.loss = value
-                                .parse::<f64>()
-                                .ok()
-                                .filter(|p| (0.0..0.5).contains(p))
-                                .ok_or_else(|| {
-                                    format!("--loss takes a probability below 0.5, got {value:?}")
-                                })?
-                        }
-                        other => return Err(format!("unknown flag {other}")),
-                    }
-                }
-            }
-        }
-        if options.validators < 4 || options.validators > 64 {
-            return Err("--validators must be between 4 and 64".into());
-        }
-        if options.byzantine >= options.validators {
-            return Err("--byzantine must be below --validators".into());
-        }
-        Ok(options)
-    }
-
-    /// The configuration of one seed.
-    pub fn config(&self, seed: u64) -> SimConfig {
-        let behaviour = self.behaviour.unwrap_or_else(|| {
-            Behaviour::ALL[usize::try_from(seed % Behaviour::ALL.len() as u64).unwrap_or(0)]
-        });
-        SimConfig {
-            transactions: self.transactions,
-            loss_probability: self.loss,
-            partitions: self.partitions,
-            crashes: self.crashes,
-            byzantine: self.byzantine,
-            behaviour,
-            real_signatures: self.real_signatures,
-            mutant: self.mutant,
-            ..SimConfig::new(self.validators, seed)
-        }
-    }
-
-    /// The command that replays one seed.
-    pub fn replay(&self, program: &str, seed: u64) -> String {
-        let config = self.config(seed);
-        let mut command = format!(
-            "{program} --validators {} --byzantine {} --behaviour {} --seeds 1 --seed-base {seed} --transactions {}",
-            self.validators, self.byzantine, config.behaviour, self.transactions
-        );
-        if self.loss > 0.0 {
-            command.push_str(&format!(" --loss {}", self.loss));
-        }
-        if let Some(mutant) = self.mutant {
-            let name = mutant.name();
-            command.push_str(&format!(" --mutant {name}"));
-        }
-        for (on, flag) in [
-            (self.partitions, " --partitions"),
-            (self.crashes, " --crashes"),
-            (self.real_signatures, " --real-signatures"),
-        ] {
-            if on {
-                command.push_str(flag);
-            }
-        }
-        command
-    }
-}
-
-/// Runs every seed of `options`, reporting lines through `print`: one per failing seed
-/// with its replay command, then the throughput and latency line and the summary line
-/// `simulate: seeds=S violations=V min_finalized=M max_view=X`.
-pub fn run_many(options: &SimOptions, program: &str, mut print: impl FnMut(String)) -> SimSummary {
-    let mut summary = SimSummary {
-        min_finalized: u64::MAX,
-        ..SimSummary::default()
-    };
-    let (mut latency_sum, mut submitted, mut elapsed) = (0.0, 0usize, 0u64);
-    for seed in options.seed_base..options.seed_base.saturating_add(options.seeds) {
-        let report = run(&options.config(seed));
-        summary.seeds += 1;
-        if !report.violations.is_empty() {
-            summary.violations += 1;
-            print(format!(
-                "seed {seed}: {} -- replay: {}",
-                report.violations.join("; "),
-                options.replay(program, seed)
-            ));
-            if options.seeds == 1 {
-                for state in &report.states {
-                    print(format!("  {state}"));
-                }
-            }
-        }
-        summary.min_finalized = summary.min_finalized.min(report.min_finalized);
-        summary.max_view = summary.max_view.max(report.max_view);
-        latency_sum += report.mean_latency_ms;
-        submitted += report.submitted;
-        elapsed += report.elapsed_ms;
-    }
-    if summary.min_finalized == u64::MAX {
-        summary.min_finalized = 0;
-    }
-    print(format!(
-        "simulate: mean finality latency {:.1} ms, {:.0} tx/s of simulated time (offered load)",
-        latency_sum / summary.seeds.max(1) as f64,
-        submitted as f64 / (elapsed.max(1) as f64 / 1000.0)
-    ));
-    print(format!(
-        "simulate: seeds={} violations={} min_finalized={} max_view={}",
-        summary.seeds, summary.violations, summary.min_finalized, summary.max_view
-    ));
-    summary
 }
