@@ -25,7 +25,7 @@ use rand::seq::SliceRandom;
 use rand::Rng;
 use weft_crypto::Digest;
 use weft_dag::store::{Store, StoreBatch};
-use weft_dag::{Proposal, Sequence, SignedVertex, TimestampMs, ValidatorIndex, View};
+use weft_dag::{Proposal, Round, Sequence, SignedVertex, TimestampMs, ValidatorIndex, View};
 
 use super::{Behaviour, World};
 use crate::messages::{Message, NewViewMessage, Phase, SignedVote, Vote};
@@ -233,17 +233,41 @@ impl World {
                     }
                 }
             }
-            Message::Status { view, executed } if self.uses(instance, Behaviour::LyingSync) => {
-                let (view, executed) = match self.rng.gen_range(0..3) {
-                    0 => (View(view.0 + self.rng.gen_range(1..1_000)), executed),
+            Message::Status {
+                view,
+                executed,
+                round,
+            } if self.uses(instance, Behaviour::LyingSync) => {
+                let (view, executed, round) = match self.rng.gen_range(0..4) {
+                    0 => (View(view.0 + self.rng.gen_range(1..1_000)), executed, round),
                     1 => (
                         view,
                         Sequence(executed.0 + self.rng.gen_range(100..100_000)),
+                        round,
                     ),
-                    _ => (View(u64::MAX / 2), Sequence(u64::MAX - 1)),
+                    2 => (
+                        view,
+                        executed,
+                        Some(Round(
+                            round.map_or(0, |r| r.0) + self.rng.gen_range(10..10_000),
+                        )),
+                    ),
+                    _ => (
+                        View(u64::MAX / 2),
+                        Sequence(u64::MAX - 1),
+                        Some(Round(u64::MAX - 1)),
+                    ),
                 };
                 for target in targets {
-                    self.send_crafted(instance, target, Message::Status { view, executed });
+                    self.send_crafted(
+                        instance,
+                        target,
+                        Message::Status {
+                            view,
+                            executed,
+                            round,
+                        },
+                    );
                 }
             }
             Message::Decided(votes) if self.uses(instance, Behaviour::LyingSync) => {
