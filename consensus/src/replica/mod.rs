@@ -250,6 +250,23 @@ impl Replica {
         self.finalizer.last_sequence()
     }
 
+    /// What the NewView of `view` this replica entered decided for `sequence` (an anchor
+    /// or null), if it entered `view` through a NewView that decided it. For checkers:
+    /// an honest replica's prepare in that view must name exactly this.
+    pub fn new_view_decision(&self, view: View, sequence: Sequence) -> Option<Option<Digest>> {
+        let Some(Message::NewView(message)) = &self.new_view else {
+            return None;
+        };
+        let body = message.new_view.body();
+        if body.view != view {
+            return None;
+        }
+        body.proposals
+            .iter()
+            .find(|(s, _)| *s == sequence)
+            .map(|(_, digest)| *digest)
+    }
+
     /// The stable checkpoint.
     pub fn stable_checkpoint(&self) -> &StableCheckpoint {
         &self.stable

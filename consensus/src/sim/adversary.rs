@@ -39,6 +39,8 @@ pub(super) struct Adversary {
     crafted: Vec<(View, Sequence, Digest)>,
     /// Views whose NewView it hijacked already.
     hijacked: HashSet<View>,
+    /// Views it announced early (on the first view change it heard for them).
+    announced: HashSet<View>,
 }
 
 /// Its own chain, rewritten for some replicas.
@@ -633,6 +635,42 @@ impl World {
             view_change: signed,
             certificate: certificate.to_vec(),
         })
+    }
+
+    /// On the first view change it hears for a view, a lying Byzantine sends its own at
+    /// once, lies included: an honest replica joins only after f + 1 others, usually too
+    /// late to be among the view changes the new primary decides on.
+    pub(super) fn adversary_heard_view_change(&mut self, instance: usize, view: View) {
+        if !self.instances[instance].adversary.announced.insert(view)
+            || !self.uses(instance, Behaviour::LyingViewChanges)
+        {
+            return;
+        }
+        let Some(replica) = self.instances[instance].replica.as_ref() else {
+            return;
+        };
+        if view < replica.view() || (view == replica.view() && replica.view_active()) {
+            return;
+        }
+        let stable = replica.stable_checkpoint().clone();
+        let index = self.instances[instance].index;
+        let body = ViewChange {
+            chain_id: self.committee.chain_id().clone(),
+            epoch: self.committee.epoch(),
+            view,
+            stable_sequence: stable.sequence,
+            stable_digest: stable.state_digest,
+            prepared: Vec::new(),
+            pre_prepared: Vec::new(),
+            replica: index,
+        };
+        for target in self.recipients(instance, None) {
+            if let Some(message) =
+                self.lie_view_change(instance, target, body.clone(), &stable.certificate)
+            {
+                self.send_crafted(instance, target, message);
+            }
+        }
     }
 
     /// A NewView with a wrong decision, a missing view change or an extra proposal.

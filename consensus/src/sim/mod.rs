@@ -425,6 +425,8 @@ struct ArmedCut {
     deadline: u64,
     down_ms: u64,
     wipe: bool,
+    /// Wait for the step that sends a NewView (the deadline still applies).
+    new_view_only: bool,
 }
 
 /// Chosen message kinds to one chosen replica are dropped (or delayed) for a while.
@@ -436,6 +438,8 @@ struct TargetedFault {
     until: u64,
     /// `None`: dropped; otherwise delayed by this much more.
     delay: Option<u64>,
+    /// Only messages (and fetch answers) from honest validators are affected.
+    honest_senders_only: bool,
 }
 
 struct World {
@@ -752,6 +756,11 @@ impl World {
                         self.instances[to].heard[slot] = message.clone();
                     }
                 }
+                if let (Some(b), Message::ViewChange { view_change, .. }) = (behaviour, &message) {
+                    if b.crafts() {
+                        self.adversary_heard_view_change(to, view_change.body().view);
+                    }
+                }
                 let held = match &message {
                     Message::ViewChange { view_change, .. } if behaviour.is_none() => Some((
                         view_change.body().replica,
@@ -784,6 +793,10 @@ impl World {
                 hashes,
             } => {
                 if !self.connected(server, client) || self.lost() {
+                    return;
+                }
+                let honest_server = !self.instances[server].byzantine;
+                if honest_server && self.vertices_withheld(client) {
                     return;
                 }
                 let behaviour = self.behaves(server);
@@ -884,11 +897,14 @@ impl World {
                     return;
                 }
                 if cut {
-                    // Cut the next step that has outputs (see `plan_cut`).
+                    // Cut the next step that has outputs (see `plan_cut`); some crashes
+                    // wait (up to 15 s) for the step that sends a NewView.
+                    let new_view_only = self.rng.gen_bool(0.3);
                     self.instances[instance].armed_cut = Some(ArmedCut {
-                        deadline: self.now + 1_500,
+                        deadline: self.now + if new_view_only { 15_000 } else { 1_500 },
                         down_ms,
                         wipe,
+                        new_view_only,
                     });
                 } else {
                     self.crash_now(instance, down_ms, wipe);
@@ -926,6 +942,7 @@ impl World {
                 match recovered {
                     Ok(replica) => {
                         self.check_monotonic(instance, &replica);
+                        self.check_new_view_durable(instance, &replica);
                         self.instances[instance].replica = Some(replica);
                         for timer in [Timer::Idle, Timer::Tick] {
                             *self.timer_generations.entry((instance, timer)).or_insert(0) += 1;
@@ -1024,6 +1041,59 @@ impl World {
         }
     }
 
+    /// Recovery rule: a new primary that sent the NewView of its view comes back active in
+    /// that view (the NewView and the activation are one durable batch before it leaves);
+    /// otherwise it may decide and sign a second NewView.
+    fn check_new_view_durable(&mut self, instance: usize, replica: &Replica) {
+        let held = &self.instances[instance];
+        if held.byzantine {
+            return;
+        }
+        let key = format!("new-view/{}/{}", held.index, replica.view().0);
+        if !replica.view_active() && self.signed_slots.contains_key(key.as_bytes()) {
+            self.violations.push(format!(
+                "recovery: replica {} restarted inactive in view {} after sending its NewView",
+                held.index,
+                replica.view().0
+            ));
+        }
+    }
+
+    /// Rule of the NewView: in a view entered through a NewView, an honest replica
+    /// prepares exactly the NewView's decision for every sequence it decided.
+    fn check_prepares_follow_new_view(&mut self, instance: usize, outputs: &[Output]) {
+        let Some(replica) = self.instances[instance].replica.as_ref() else {
+            return;
+        };
+        if self.instances[instance].byzantine {
+            return;
+        }
+        let mut found = Vec::new();
+        for output in outputs {
+            let (Output::Broadcast(Message::Vote(vote))
+            | Output::Send {
+                message: Message::Vote(vote),
+                ..
+            }) = output
+            else {
+                continue;
+            };
+            let v = vote.vote();
+            if v.phase != Phase::Prepare {
+                continue;
+            }
+            if let Some(decided) = replica.new_view_decision(v.view, v.sequence) {
+                if decided != v.digest {
+                    found.push(format!(
+                        "new view: honest replica {} prepared sequence {} in view {} against its NewView's decision",
+                        self.instances[instance].index, v.sequence, v.view.0
+                    ));
+                }
+            }
+        }
+        self.violations.extend(found);
+    }
+
     fn step(&mut self, instance: usize, input: Input) {
         let Some(replica) = self.instances[instance].replica.as_mut() else {
             return;
@@ -1082,6 +1152,7 @@ impl World {
         if tick && behaviour.is_some_and(Behaviour::crafts) {
             self.adversary_tick(instance);
         }
+        self.check_prepares_follow_new_view(instance, &outputs);
         let cut = self.plan_cut(instance, &outputs);
         for (k, output) in outputs.into_iter().enumerate() {
             if cut.is_some_and(|(at, _)| at == k) {
@@ -1105,7 +1176,9 @@ impl World {
         }
         let index = self.instances[instance].index;
         let juicy = outputs.iter().position(|o| match o {
-            Output::Broadcast(Message::NewView(_) | Message::ViewChange { .. }) => true,
+            Output::Broadcast(Message::NewView(_)) => true,
+            _ if armed.new_view_only => false,
+            Output::Broadcast(Message::ViewChange { .. }) => true,
             Output::Broadcast(Message::Vertex(v)) => {
                 v.vertex().author == index && v.vertex().proposal.is_some()
             }
@@ -1144,6 +1217,31 @@ impl World {
         let honest: Vec<usize> = (0..self.config.validators)
             .filter(|i| !self.byzantine[*i])
             .collect();
+        // The hand-over: when the primary of view 1 is Byzantine, the network (the
+        // adversary controls delays) keeps view 0's anchors from one honest replica and
+        // then isolates primary 0, so view 1's NewView re-proposes an anchor that replica
+        // lacks, and the Byzantine primary can offer it another one for that sequence.
+        let hand_over = self.byzantine.get(1).copied().unwrap_or(false)
+            && !self.byzantine[0]
+            && self.rng.gen_bool(0.5);
+        if hand_over {
+            let lacking: Vec<usize> = honest.iter().copied().filter(|i| *i != 0).collect();
+            if let Some(target) = lacking.choose(&mut self.rng).copied() {
+                let from: u64 = self.rng.gen_range(300..=1_500);
+                let isolate = from + self.rng.gen_range(100..=400);
+                self.trace_event(b"hand-over", target, 0, &from.to_le_bytes());
+                self.targeted.push(TargetedFault {
+                    kinds: vec!["anchor", "vertex"],
+                    target: validator(target),
+                    from,
+                    until: isolate + 2_500,
+                    delay: None,
+                    honest_senders_only: true,
+                });
+                let until = isolate + self.rng.gen_range(1_500..=3_000);
+                self.schedule(isolate, Event::PartitionStart { kind: 0, until });
+            }
+        }
         let count = self.rng.gen_range(1..=2);
         for _ in 0..count {
             let Some(target) = honest.choose(&mut self.rng).copied() else {
@@ -1165,12 +1263,31 @@ impl World {
                 from,
                 until,
                 delay,
+                honest_senders_only: false,
             });
         }
     }
 
+    /// True while a hand-over fault keeps honest validators' vertices (pushed or fetched)
+    /// from `target`.
+    fn vertices_withheld(&self, target: usize) -> bool {
+        let index = self.instances[target].index;
+        self.targeted.iter().any(|t| {
+            t.honest_senders_only
+                && t.target == index
+                && self.now >= t.from
+                && self.now < t.until
+                && t.kinds.contains(&"vertex")
+        })
+    }
+
     /// `None`: deliver normally; `Some(None)`: drop; `Some(Some(d))`: d ms later.
-    fn targeted_effect(&self, target: usize, message: &Message) -> Option<Option<u64>> {
+    fn targeted_effect(
+        &self,
+        source: usize,
+        target: usize,
+        message: &Message,
+    ) -> Option<Option<u64>> {
         if self.targeted.is_empty() {
             return None;
         }
@@ -1183,6 +1300,7 @@ impl World {
             .iter()
             .find(|t| {
                 t.target == index
+                    && !(t.honest_senders_only && self.instances[source].byzantine)
                     && self.now >= t.from
                     && self.now < t.until
                     && t.kinds.contains(&kind)
@@ -1476,7 +1594,7 @@ impl World {
         if !self.connected(source, target) || self.lost() {
             return;
         }
-        let extra = match self.targeted_effect(target, &message) {
+        let extra = match self.targeted_effect(source, target, &message) {
             Some(None) => return,
             Some(Some(extra)) => extra,
             None => 0,
