@@ -353,12 +353,53 @@ impl Replica {
             .next();
         self.new_view = Some(wire);
         self.install_new_view(&message, outputs);
+        self.reaffirm_executed(&message, now, outputs);
         let decided: Vec<Sequence> = self.log.keys().copied().collect();
         for sequence in decided {
             self.prepare(sequence, now, outputs);
         }
         // Pre-prepares of this view that arrived before we entered it.
         self.rescan_pre_prepares(now, outputs);
+    }
+
+    /// Sequences the NewView re-proposes that we executed already (above our stable
+    /// checkpoint) get no log entry, but we still take the pre-prepare in this view: a Q
+    /// claim in the new view and a prepare. Otherwise a replica that had not executed
+    /// them prepares them in the new view alone, its claim outranks ours from the older
+    /// view, and no later decision finds f + 1 vouchers for it: every view change after
+    /// that is undecidable (seed 2001844 of the crafted gate, split anchors).
+    fn reaffirm_executed(
+        &mut self,
+        message: &NewViewMessage,
+        now: TimestampMs,
+        outputs: &mut Vec<Output>,
+    ) {
+        let executed = self.finalizer.last_sequence();
+        let stable = self.stable.sequence;
+        let reaffirmed: Vec<(Sequence, Option<Digest>)> = message
+            .new_view
+            .body()
+            .proposals
+            .iter()
+            .copied()
+            .filter(|(s, _)| *s > stable && *s <= executed)
+            .collect();
+        for (sequence, digest) in reaffirmed {
+            if !self.may_vote(self.view, sequence) {
+                continue;
+            }
+            self.add_claim(sequence, digest, false);
+            if self.primary(self.view) == self.config.index {
+                let mut batch = StoreBatch::new();
+                batch.put_replica_state(keys::CLAIMS, &self.encode_claims());
+                outputs.push(Output::Persist(batch));
+                continue;
+            }
+            let vote = self.sign_vote(Phase::Prepare, sequence, digest);
+            self.send_vote(vote, now, outputs);
+            // Executed: nothing to retransmit for it.
+            self.own_votes.remove(&(sequence, Phase::Prepare));
+        }
     }
 
     /// The NewView's decisions as log entries (state AwaitingHistory: `prepare` moves

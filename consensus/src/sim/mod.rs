@@ -659,6 +659,14 @@ impl World {
                 .filter(|i| !self.byzantine[*i])
                 .collect();
             honest.shuffle(&mut self.rng);
+            // Half the time the first crash goes to view 0's primary: its cut steps are
+            // the ones that send anchors (and, after a view change, NewViews go to the
+            // next primaries, chosen at random like the rest).
+            if self.config.cut_crashes && self.rng.gen_bool(0.5) {
+                if let Some(at) = honest.iter().position(|i| *i == 0) {
+                    honest.swap(0, at);
+                }
+            }
             let mut wiped = false;
             let latest = self.config.submit_window_ms.clamp(2_500, 5_000);
             for instance in honest.into_iter().take(budget) {
