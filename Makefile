@@ -7,9 +7,9 @@ CARGO ?= cargo
 # Crash-test kills; CI and developers can raise it (WEFT_CRASH_KILLS=1000 make test).
 export WEFT_CRASH_KILLS ?= 100
 
-.PHONY: test deps fmt-check clippy pure-core unit devnet bench
+.PHONY: test deps fmt-check clippy pure-core unit sim-gate devnet bench
 
-test: deps fmt-check clippy pure-core unit
+test: deps fmt-check clippy pure-core unit sim-gate
 
 # RocksDB's bindgen needs clang and libclang-dev: installed only when missing, only as root.
 deps:
@@ -36,6 +36,22 @@ pure-core:
 	@if $(CARGO) tree -p weft-consensus --edges normal --prefix none --locked | grep -E '^(tokio|mio|socket2|rocksdb|librocksdb-sys|libp2p|tonic) ' ; then \
 		echo "weft-consensus must not depend on a runtime, socket or disk crate"; exit 1; fi
 	$(CARGO) check -p weft-consensus --locked
+
+# The adversarial simulator gate, on the release build of weft-simulate (the consensus
+# crate alone: no RocksDB, so this profile costs about two minutes): every Byzantine
+# behaviour, crafting ones included, under every fault. n = 4 with one Byzantine
+# validator, n = 4 without (crashes that cut steps and a wiped store use the budget), and
+# n = 7 with two, on both cores. The dev-profile tests run a smaller share of the same.
+WEFT_SIM_GATE_SEEDS ?= 2000
+SIMULATE := target/release/weft-simulate --behaviour all --faults --transactions 400
+sim-gate:
+	$(CARGO) build --release --locked -p weft-consensus --bin weft-simulate
+	@$(SIMULATE) --validators 4 --byzantine 1 --seeds $(WEFT_SIM_GATE_SEEDS) --seed-base 10000000 > target/sim-gate-n4.log & n4=$$!; \
+	$(SIMULATE) --validators 4 --byzantine 0 --seeds $$(( $(WEFT_SIM_GATE_SEEDS) / 4 )) --seed-base 11000000 > target/sim-gate-n4-crashes.log; c=$$?; \
+	$(SIMULATE) --validators 7 --byzantine 2 --seeds $$(( $(WEFT_SIM_GATE_SEEDS) / 10 )) --seed-base 12000000 > target/sim-gate-n7.log; s=$$?; \
+	wait $$n4; f=$$?; \
+	tail -n 3 target/sim-gate-n4.log target/sim-gate-n4-crashes.log target/sim-gate-n7.log; \
+	test $$f -eq 0 -a $$c -eq 0 -a $$s -eq 0
 
 unit:
 	$(CARGO) test --workspace --all-targets --locked --no-fail-fast

@@ -149,10 +149,10 @@ fn a_transaction_only_byzantine_replicas_saw_is_not_owed_liveness() {
 
 /// The classic behaviours under the classic faults (loss, one healing partition, crashes
 /// where f allows), every message through its wire form: `WEFT_SIM_ADVERSARIAL_SEEDS`
-/// seeds (default 500). The crafting behaviours and the new faults are in the gate below.
+/// seeds (default 200). The crafting behaviours and the new faults are in the gate below.
 #[test]
 fn classic_behaviours_under_classic_faults_n4() {
-    let count = env_seeds("WEFT_SIM_ADVERSARIAL_SEEDS", 500);
+    let count = env_seeds("WEFT_SIM_ADVERSARIAL_SEEDS", 200);
     let mut views = 0;
     for seed in 0..count {
         let behaviour = Behaviour::CLASSIC[(seed % 8) as usize];
@@ -178,10 +178,11 @@ fn every_behaviour_under_every_fault_n7() {
 /// The gate: every behaviour, crafting ones included, under every fault (targeted
 /// delivery, cut steps, one wiped store, loss, a partition), n = 4, one Byzantine
 /// replica; every fourth seed also without a Byzantine replica (the crash budget then
-/// goes to cut steps and wiped stores). `WEFT_SIM_CRAFTED_SEEDS` (default 2,000) seeds,
-/// split over two tests so they run on two cores.
+/// goes to cut steps and wiped stores). `WEFT_SIM_CRAFTED_SEEDS` (default 200 in this
+/// dev-profile suite; `make sim-gate` runs 2,000 on the release build) seeds, split over
+/// two tests so they run on two cores.
 fn crafted_gate_n4(half: u64) {
-    let count = env_seeds("WEFT_SIM_CRAFTED_SEEDS", 2_000) / 2;
+    let count = env_seeds("WEFT_SIM_CRAFTED_SEEDS", 200) / 2;
     for seed in half * count..(half + 1) * count {
         let behaviour = nth_behaviour(seed);
         assert_clean(&SimConfig::adversarial(4, 2_000_000 + seed, 1, behaviour));
@@ -208,10 +209,10 @@ fn every_behaviour_under_every_fault_n4_second_half() {
 }
 
 /// The same gate at n = 7 with f = 2 (two Byzantine replicas, or one and a crash):
-/// `WEFT_SIM_CRAFTED_SEEDS` / 10 seeds (200 by default).
+/// `WEFT_SIM_CRAFTED_SEEDS` / 10 seeds (20 by default here, 200 in `make sim-gate`).
 #[test]
 fn every_crafted_behaviour_under_every_fault_n7() {
-    let count = env_seeds("WEFT_SIM_CRAFTED_SEEDS", 2_000) / 10;
+    let count = env_seeds("WEFT_SIM_CRAFTED_SEEDS", 200) / 10;
     for seed in 0..count {
         let behaviour = nth_behaviour(seed);
         let byzantine = 1 + (seed % 2) as usize;

@@ -85,6 +85,7 @@ pub enum Command {
         home: PathBuf,
     },
     /// Run the consensus simulator (same flags as weft-simulate; --help lists them).
+    #[command(disable_help_flag = true)]
     Simulate {
         /// Simulator flags.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -360,11 +361,15 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
 
 #[allow(clippy::print_stdout)]
 fn simulate(args: Vec<String>) -> ExitCode {
-    use weft_consensus::sim::{run_many, SimOptions};
-    let options = match SimOptions::parse(args) {
-        Ok(options) => options,
+    use weft_consensus::sim::{run_many, SimCommand, SimOptions};
+    let options = match SimOptions::parse_command(args) {
+        Ok(SimCommand::Run(options)) => options,
+        Ok(SimCommand::Help) => {
+            println!("{}", SimOptions::usage());
+            return ExitCode::SUCCESS;
+        }
         Err(error) => {
-            eprintln!("weft simulate: {error}\n{}", SimOptions::USAGE);
+            eprintln!("weft simulate: {error}\n{}", SimOptions::usage());
             return ExitCode::from(2);
         }
     };

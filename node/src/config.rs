@@ -257,6 +257,13 @@ impl Home {
         self.root.join("keys").join("validator.key")
     }
 
+    /// `keys/validator.started`: written (and synced) before this validator's key first
+    /// signs. Without it an empty data folder is a fresh validator; with it, an empty data
+    /// folder was wiped and the replica learns where it may sign from its peers.
+    pub fn signing_marker_path(&self) -> PathBuf {
+        self.root.join("keys").join("validator.started")
+    }
+
     /// `keys/p2p.key`: the libp2p identity.
     pub fn p2p_key_path(&self) -> PathBuf {
         self.root.join("keys").join("p2p.key")

@@ -196,6 +196,14 @@ pub async fn run(home: &Path) -> Result<(), NodeError> {
 
     // State sync, then a replica recovered from the synced store, then the engine; again
     // whenever the engine finds itself too far behind for live catch-up.
+    // A validator whose key never ran signs at once on an empty store; after its first
+    // start an empty store means a wiped disk (see ReplicaConfig::fresh).
+    let marker = home.signing_marker_path();
+    let mut fresh = !marker.exists();
+    if fresh {
+        crate::config::write_private(&marker, b"this validator's key has signed\n")
+            .map_err(NodeError::from)?;
+    }
     let mut next_inbox = Some(engine_inbox);
     let mut work = CarriedWork::default();
     let mut first = true;
@@ -221,6 +229,7 @@ pub async fn run(home: &Path) -> Result<(), NodeError> {
         let mut replica_config = ReplicaConfig::new(ValidatorIndex(index), committee.clone());
         replica_config.max_mempool_transactions = config.mempool.max_transactions;
         replica_config.decided_retention = config.consensus.decided_retention;
+        replica_config.fresh = std::mem::take(&mut fresh);
         let recovered = home
             .load_validator_key()
             .map_err(NodeError::from)

@@ -42,6 +42,11 @@ pub struct ReplicaConfig {
     pub decided_retention: u64,
     /// Proven faults after which a validator's vertices are referenced only when needed.
     pub ban_threshold: u32,
+    /// The host vouches that this validator's key has never signed anything (a home
+    /// whose key was created and never ran). Only then does an empty store start signing
+    /// at once; otherwise an empty store learns a signing floor from 2f + 1 peers first
+    /// (an empty store is not a fresh validator: its disk may have been wiped).
+    pub fresh: bool,
     #[doc(hidden)]
     /// Deliberate bugs for the simulator's checker tests. Always `None` in a node.
     pub mutant: Option<Mutant>,
@@ -150,6 +155,7 @@ impl ReplicaConfig {
             transaction_timeout_ms: 5_000,
             decided_retention: 1_024,
             ban_threshold: 3,
+            fresh: false,
             mutant: None,
         }
     }

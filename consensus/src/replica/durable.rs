@@ -545,7 +545,10 @@ impl Replica {
         }
         let no_record = store.replica_state(keys::OWN_LATEST)?.is_none()
             && store.replica_state(keys::VIEW)?.is_none();
-        if no_record && self.config.mutant != Some(Mutant::WipedStoreSignsAtOnce) {
+        if no_record
+            && !self.config.fresh
+            && self.config.mutant != Some(Mutant::WipedStoreSignsAtOnce)
+        {
             self.learning = Some(BTreeMap::new());
         }
         Ok(())

@@ -476,6 +476,13 @@ struct World {
     violations: Vec<String>,
     evidence: usize,
     evidence_against_byzantine: usize,
+    /// Slots (author, round) a Byzantine author signed twice, with both versions.
+    equivocated: HashMap<(ValidatorIndex, Round), [Digest; 2]>,
+    /// The version of an equivocated slot each honest instance received first.
+    equivocation_seen: HashMap<(usize, ValidatorIndex, Round), Digest>,
+    /// Some honest instance received both versions of one slot (by push or fetch): only
+    /// then is evidence owed.
+    equivocation_reached: bool,
     limits: Limits,
     targeted: Vec<TargetedFault>,
     /// Logs of wiped replicas before the wipe (checked for agreement too).
@@ -567,6 +574,9 @@ impl World {
             violations: Vec::new(),
             evidence: 0,
             evidence_against_byzantine: 0,
+            equivocated: HashMap::new(),
+            equivocation_seen: HashMap::new(),
+            equivocation_reached: false,
             limits: Limits::default(),
             targeted: Vec::new(),
             old_logs: Vec::new(),
@@ -781,6 +791,9 @@ impl World {
                     .replica
                     .as_ref()
                     .map_or(0, |r| r.drops().invalid_view_messages);
+                if let Message::Vertex(vertex) = &message {
+                    self.note_equivocation_reached(to, vertex);
+                }
                 self.step(to, Input::Message { from, message });
                 if let (Some((sender, view, bytes)), Some(replica)) =
                     (held, self.instances[to].replica.as_ref())
@@ -873,6 +886,9 @@ impl World {
                         ));
                         return;
                     }
+                }
+                for vertex in &vertices {
+                    self.note_equivocation_reached(to, vertex);
                 }
                 self.step(to, Input::Fetched { from, vertices });
             }
@@ -1658,6 +1674,25 @@ impl World {
         );
     }
 
+    /// Records that honest instance `to` received `vertex`; two versions of one
+    /// equivocated slot reaching one honest instance make evidence owed.
+    fn note_equivocation_reached(&mut self, to: usize, vertex: &SignedVertex) {
+        if self.instances[to].byzantine || self.equivocation_reached {
+            return;
+        }
+        let slot = (vertex.vertex().author, vertex.vertex().round);
+        if !self.equivocated.contains_key(&slot) {
+            return;
+        }
+        let first = *self
+            .equivocation_seen
+            .entry((to, slot.0, slot.1))
+            .or_insert_with(|| vertex.hash());
+        if first != vertex.hash() {
+            self.equivocation_reached = true;
+        }
+    }
+
     /// Two versions of one vertex (a different creation time), one to each half.
     fn equivocate(&mut self, instance: usize, vertex: SignedVertex) {
         let index = self.instances[instance].index;
@@ -1672,6 +1707,10 @@ impl World {
         let _ = self.instances[instance].store.write(batch);
         self.vertices.insert(other.hash(), other.clone());
         self.vertices.insert(vertex.hash(), vertex.clone());
+        self.equivocated.insert(
+            (index, vertex.vertex().round),
+            [vertex.hash(), other.hash()],
+        );
         let targets: Vec<usize> = (0..self.instances.len())
             .filter(|t| self.instances[*t].index != index)
             .collect();
@@ -1812,7 +1851,15 @@ impl World {
         let gc_depth = ReplicaConfig::new(ValidatorIndex(0), self.committee.clone()).gc_depth;
         violations.extend(check_exact_set(&honest_logs, &self.vertices, gc_depth));
         violations.extend(self.check_memory());
+        // Evidence is owed once it could exist: both versions of a vertex reached one honest
+        // replica (a view change before any equivocated anchor arrived leaves none), or
+        // double votes were cast.
+        let injected = match self.config.behaviour {
+            Behaviour::DoubleVoting => true,
+            _ => self.equivocation_reached,
+        };
         if self.config.behaviour.equivocates()
+            && injected
             && self.config.byzantine > 0
             && self.config.byzantine <= self.committee.max_faulty()
             && self.evidence_against_byzantine == 0
