@@ -205,6 +205,14 @@ impl Dag {
             .collect()
     }
 
+    /// True when a vertex of `author` at `round` is accepted or waiting: another version
+    /// of that slot would be an equivocation (refused unless wanted).
+    pub fn holds_slot(&self, round: Round, author: ValidatorIndex) -> bool {
+        self.slots
+            .get(&(round, author))
+            .is_some_and(|hashes| !hashes.is_empty())
+    }
+
     /// The highest round with an accepted vertex.
     pub fn highest_round(&self) -> Option<Round> {
         self.slots

@@ -363,6 +363,12 @@ impl Replica {
             .collect()
     }
 
+    /// The in-memory DAG, read-only (diagnostics, and the simulator's adversary, which
+    /// crafts vertices from what a target replica holds).
+    pub fn dag(&self) -> &Dag {
+        &self.dag
+    }
+
     /// Feeds one input at time `now`; returns what the host must do, in order.
     pub fn handle(&mut self, now: TimestampMs, input: Input) -> Vec<Output> {
         let mut outputs = Vec::new();

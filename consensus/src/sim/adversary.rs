@@ -25,10 +25,13 @@ use rand::seq::SliceRandom;
 use rand::Rng;
 use weft_crypto::Digest;
 use weft_dag::store::{Store, StoreBatch};
-use weft_dag::{Proposal, Round, Sequence, SignedVertex, TimestampMs, ValidatorIndex, View};
+use weft_dag::{
+    Proposal, Round, Sequence, SignedVertex, TimestampMs, ValidatorIndex, Vertex, View,
+};
 
 use super::{Behaviour, World};
 use crate::messages::{Message, NewViewMessage, Phase, SignedVote, Vote};
+use crate::replica::Replica;
 use crate::view_change::{Claim, NewView, Signed, ViewChange};
 
 /// What a crafting Byzantine replica remembers.
@@ -41,6 +44,8 @@ pub(super) struct Adversary {
     hijacked: HashSet<View>,
     /// Views it announced early (on the first view change it heard for them).
     announced: HashSet<View>,
+    /// Its last NewView with a side history, which its ticks may extend.
+    new_view: Option<NewView>,
 }
 
 /// Its own chain, rewritten for some replicas.
@@ -214,9 +219,9 @@ impl World {
                 }
             }
             Message::NewView(new_view) => {
-                if new_view.new_view.body().primary == own
-                    && self.uses(instance, Behaviour::HijackReproposals)
-                {
+                let hijack = new_view.new_view.body().primary == own
+                    && self.uses(instance, Behaviour::HijackReproposals);
+                if hijack {
                     self.hijack(instance, &new_view);
                 }
                 let lie = self.uses(instance, Behaviour::ByzantineNewView);
@@ -233,6 +238,11 @@ impl World {
                             false,
                         ),
                     }
+                }
+                if hijack && self.rng.gen_bool(0.7) {
+                    self.instances[instance].adversary.new_view =
+                        Some(new_view.new_view.body().clone());
+                    self.side_history(instance, new_view.new_view.body());
                 }
             }
             Message::Status {
@@ -522,6 +532,112 @@ impl World {
         });
     }
 
+    /// A side history, after its own NewView: to each honest replica that lacks an anchor
+    /// the NewView re-proposes, a fresh anchor for that sequence whose parents are
+    /// vertices the target already accepted. None of them descends from the anchor the
+    /// target lacks, so the target can insert the fresh one at once, while it is still
+    /// fetching the re-proposed anchor (finding 1: only the NewView may pre-prepare that
+    /// sequence). The slot is one the target holds no version of, so the target does
+    /// not see it as an equivocation; it arrives after the NewView.
+    fn side_history(&mut self, instance: usize, new_view: &NewView) {
+        let own = self.instances[instance].index;
+        let quorum = self.committee.quorum();
+        let reproposed: Vec<Digest> = new_view.proposals.iter().filter_map(|(_, d)| *d).collect();
+        let mut plans = Vec::new();
+        for (target, i) in self.instances.iter().enumerate() {
+            if i.index == own || i.byzantine {
+                continue;
+            }
+            let Some(dag) = i.replica.as_ref().map(Replica::dag) else {
+                continue;
+            };
+            // A re-proposed sequence it has not executed, whose anchor it lacks or whose
+            // content its stable checkpoint already fixed.
+            let Some(replica) = i.replica.as_ref() else {
+                continue;
+            };
+            let (executed, stable) = (
+                replica.last_executed(),
+                replica.stable_checkpoint().sequence,
+            );
+            let Some(sequence) = new_view
+                .proposals
+                .iter()
+                .find(|(s, d)| {
+                    *s > executed && d.is_some_and(|d| !dag.contains(&d) || *s <= stable)
+                })
+                .map(|(s, _)| *s)
+            else {
+                continue;
+            };
+            let Some(top) = dag.highest_round() else {
+                continue;
+            };
+            for below in (top.0.saturating_sub(3)..=top.0).rev() {
+                let round = Round(below.saturating_add(1));
+                if dag.holds_slot(round, own) {
+                    continue;
+                }
+                let mut parents: Vec<&SignedVertex> = dag.round_vertices(Round(below));
+                parents.dedup_by_key(|p| p.vertex().author);
+                parents.retain(|p| !reproposed.contains(&p.hash()));
+                if parents.len() < quorum {
+                    continue;
+                }
+                // The author's own parent first, then the others by author.
+                parents.sort_by_key(|p| (p.vertex().author != own, p.vertex().author));
+                let created_at = parents
+                    .iter()
+                    .map(|p| p.vertex().created_at)
+                    .max()
+                    .unwrap_or_default();
+                let parents = parents.iter().map(|p| p.as_parent()).collect::<Vec<_>>();
+                plans.push((target, sequence, round, parents, created_at));
+                break;
+            }
+        }
+        let signer = self.signers[own.as_usize()].clone();
+        for (target, sequence, round, parents, created_at) in plans {
+            let proposal = Proposal {
+                view: new_view.view,
+                sequence,
+            };
+            let vertex = Vertex {
+                chain_id: self.committee.chain_id().clone(),
+                epoch: self.committee.epoch(),
+                author: own,
+                round,
+                created_at: TimestampMs(created_at.0.saturating_add(1)),
+                proposal: Some(proposal),
+                parents,
+                transactions: Vec::new(),
+            }
+            .signed_by(|context, bytes| signer.sign(context, bytes));
+            let mut batch = StoreBatch::new();
+            batch.put_vertex(vertex.clone());
+            let _ = self.instances[instance].store.write(batch);
+            self.vertices
+                .entry(vertex.hash())
+                .or_insert_with(|| vertex.clone());
+            self.crafted += 1;
+            self.instances[instance].adversary.crafted.push((
+                proposal.view,
+                proposal.sequence,
+                vertex.hash(),
+            ));
+            self.side_vertices.insert(vertex.hash());
+            let later = self.rng.gen_range(50..=400);
+            self.deliver_later(
+                instance,
+                target,
+                Message::Vertex(vertex.clone()),
+                false,
+                later,
+            );
+            self.vote_for(instance, &[target], proposal, vertex.hash());
+        }
+    }
+
     /// A view change with the forked anchors claimed prepared, and, when lying, false,
     /// inflated, far-away or per-recipient-different claims. `None`: send the honest one.
     fn lie_view_change(
@@ -762,6 +878,23 @@ impl World {
     /// On its heartbeat, a lying syncer pushes a forged certificate for the next sequence
     /// of a random replica: its own commit for some anchor plus commits it heard.
     pub(super) fn adversary_tick(&mut self, instance: usize) {
+        // A side history again, later in its view: a replica that restarted meanwhile
+        // with its stable checkpoint above its execution has no log entry left for the
+        // re-proposed sequences at or below that checkpoint.
+        let current = self.instances[instance]
+            .replica
+            .as_ref()
+            .map(|r| (r.view(), r.view_active()));
+        let side = self.instances[instance]
+            .adversary
+            .new_view
+            .clone()
+            .filter(|nv| current == Some((nv.view, true)));
+        if let Some(new_view) = side {
+            if self.rng.gen_bool(0.1) && self.uses(instance, Behaviour::HijackReproposals) {
+                self.side_history(instance, &new_view);
+            }
+        }
         if !self.uses(instance, Behaviour::LyingSync) || !self.rng.gen_bool(0.2) {
             return;
         }

@@ -440,6 +440,8 @@ struct TargetedFault {
     delay: Option<u64>,
     /// Only messages (and fetch answers) from honest validators are affected.
     honest_senders_only: bool,
+    /// A hand-over: withholds fetch answers too.
+    hand_over: bool,
 }
 
 struct World {
@@ -478,6 +480,9 @@ struct World {
     evidence_against_byzantine: usize,
     /// Slots (author, round) a Byzantine author signed twice, with both versions.
     equivocated: HashMap<(ValidatorIndex, Round), [Digest; 2]>,
+    /// Side-history anchors a Byzantine primary crafted: its hand-over does not
+    /// withhold them.
+    side_vertices: HashSet<Digest>,
     /// The version of an equivocated slot each honest instance received first.
     equivocation_seen: HashMap<(usize, ValidatorIndex, Round), Digest>,
     /// Some honest instance received both versions of one slot (by push or fetch): only
@@ -575,6 +580,7 @@ impl World {
             evidence: 0,
             evidence_against_byzantine: 0,
             equivocated: HashMap::new(),
+            side_vertices: HashSet::new(),
             equivocation_seen: HashMap::new(),
             equivocation_reached: false,
             limits: Limits::default(),
@@ -816,8 +822,7 @@ impl World {
                 if !self.connected(server, client) || self.lost() {
                     return;
                 }
-                let honest_server = !self.instances[server].byzantine;
-                if honest_server && self.vertices_withheld(client) {
+                if self.vertices_withheld(server, client) {
                     return;
                 }
                 let behaviour = self.behaves(server);
@@ -1260,7 +1265,10 @@ impl World {
                     from,
                     until: isolate + 2_500,
                     delay: None,
-                    honest_senders_only: true,
+                    // Half the time the Byzantine primary withholds its own vertices
+                    // too (then only its side-history anchors reach the target).
+                    honest_senders_only: self.rng.gen_bool(0.5),
+                    hand_over: true,
                 });
                 let until = isolate + self.rng.gen_range(1_500..=3_000);
                 self.schedule(isolate, Event::PartitionStart { kind: 0, until });
@@ -1288,16 +1296,18 @@ impl World {
                 until,
                 delay,
                 honest_senders_only: false,
+                hand_over: false,
             });
         }
     }
 
-    /// True while a hand-over fault keeps honest validators' vertices (pushed or fetched)
-    /// from `target`.
-    fn vertices_withheld(&self, target: usize) -> bool {
+    /// True while a hand-over fault keeps `source`'s vertices (pushed or fetched) from
+    /// `target`.
+    fn vertices_withheld(&self, source: usize, target: usize) -> bool {
         let index = self.instances[target].index;
         self.targeted.iter().any(|t| {
-            t.honest_senders_only
+            t.hand_over
+                && !(t.honest_senders_only && self.instances[source].byzantine)
                 && t.target == index
                 && self.now >= t.from
                 && self.now < t.until
@@ -1319,12 +1329,15 @@ impl World {
             Message::Vertex(v) if v.vertex().proposal.is_some() => "anchor",
             other => other.kind(),
         };
+        let side_vertex =
+            matches!(message, Message::Vertex(v) if self.side_vertices.contains(&v.hash()));
         let index = self.instances[target].index;
         self.targeted
             .iter()
             .find(|t| {
                 t.target == index
                     && !(t.honest_senders_only && self.instances[source].byzantine)
+                    && !(t.hand_over && side_vertex)
                     && self.now >= t.from
                     && self.now < t.until
                     && t.kinds.contains(&kind)
@@ -1615,13 +1628,25 @@ impl World {
     }
 
     fn deliver(&mut self, source: usize, target: usize, message: Message, forged: bool) {
+        self.deliver_later(source, target, message, forged, 0);
+    }
+
+    /// [`World::deliver`], `later_ms` after the network's own delay.
+    fn deliver_later(
+        &mut self,
+        source: usize,
+        target: usize,
+        message: Message,
+        forged: bool,
+        later_ms: u64,
+    ) {
         if !self.connected(source, target) || self.lost() {
             return;
         }
         let extra = match self.targeted_effect(source, target, &message) {
             Some(None) => return,
-            Some(Some(extra)) => extra,
-            None => 0,
+            Some(Some(extra)) => extra + later_ms,
+            None => later_ms,
         };
         // Every message travels in its wire form: what does not decode never arrives.
         let bytes = message.to_wire();
