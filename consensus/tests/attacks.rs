@@ -275,6 +275,82 @@ fn a_primary_vertex_cannot_take_a_sequence_the_new_view_decided() {
         .any(|p| p.sequence == Sequence(1) && p.view == View(1)));
 }
 
+/// Found by the simulator after the fixes (seed 10,001,024; rule: a replica pre-prepares
+/// only above max(executed, h), PBFT's low-water mark). Replica 3 enters view 1 through
+/// a NewView that re-proposes anchor d at sequence 1, which it does not hold. Before it
+/// executes anything, 2f + 1 peers' checkpoints at sequence 4 make its stable checkpoint
+/// 4, and it restarts (recovery rebuilds the log above 4 only). The Byzantine primary of view 1 then
+/// sends it an anchor of its own for (view 1, sequence 1): sequence 1 is fixed by the
+/// checkpoint certificate, and the replica must not pre-prepare it.
+fn below_stable_attack(mutant: Option<Mutant>) -> Vec<Output> {
+    let (committee, _) = committee(4);
+    let mut node = Node::new(3, &committee, mutant);
+    let d = Digest::of(b"anchor committed in view 0");
+    let claim = Claim {
+        sequence: Sequence(1),
+        view: View(0),
+        digest: Some(d),
+    };
+    let vcs = vec![
+        view_change(&committee, 0, 1, vec![claim], vec![claim]),
+        view_change(&committee, 1, 1, vec![], vec![]),
+        view_change(&committee, 2, 1, vec![], vec![claim]),
+    ];
+    let new_view = NewView {
+        chain_id: committee.chain_id().clone(),
+        epoch: Epoch(0),
+        view: View(1),
+        primary: v(1),
+        stable_sequence: Sequence(0),
+        stable_digest: Digest::default(),
+        proposals: vec![(Sequence(1), Some(d))],
+        view_changes: vcs.iter().map(Signed::hash).collect(),
+    };
+    node.deliver(
+        1,
+        Message::NewView(Box::new(NewViewMessage {
+            new_view: Signed::sign_with(new_view, &Signer::Placeholder),
+            view_changes: vcs,
+            certificate: Vec::new(),
+        })),
+    );
+    assert_eq!(node.replica.view(), View(1), "entered view 1");
+    let state = Digest::of(b"state at sequence 4");
+    for peer in [0, 1, 2] {
+        node.deliver(peer, checkpoint_by(&committee, peer, 4, state));
+    }
+    assert_eq!(node.replica.stable_checkpoint().sequence, Sequence(4));
+    assert_eq!(node.replica.last_executed(), Sequence(0));
+    // It restarts: recovery installs the NewView above the stable checkpoint only, so
+    // sequence 1 has no log entry left.
+    node.restart();
+    let mut builder = DagBuilder::with_committee(committee.clone());
+    let mut outputs = Vec::new();
+    for vertex in genesis_except(&mut builder, 3) {
+        outputs.extend(node.deliver(vertex.vertex().author.0, Message::Vertex(vertex)));
+    }
+    let own = builder.vertex(v(1), Round(1), &[v(0), v(1), v(2)], 0);
+    outputs.extend(node.deliver(1, Message::Vertex(with_proposal(&own, 1, 1))));
+    outputs
+}
+
+#[test]
+fn a_replica_never_pre_prepares_at_or_below_its_stable_checkpoint() {
+    let outputs = below_stable_attack(None);
+    assert!(
+        votes(&outputs, Phase::Prepare)
+            .iter()
+            .all(|p| p.sequence != Sequence(1)),
+        "prepared sequence 1 below the stable checkpoint"
+    );
+    // The old window (executed, h + W]: it prepares the Byzantine anchor against the
+    // NewView's decision.
+    let outputs = below_stable_attack(Some(Mutant::PrePrepareBelowStable));
+    assert!(votes(&outputs, Phase::Prepare)
+        .iter()
+        .any(|p| p.sequence == Sequence(1) && p.view == View(1)));
+}
+
 /// Finding 2 (rule: claims outside (h, h + W] make a view change invalid; the decision
 /// never passes h + W). The new primary of view 1 receives a Byzantine view change with
 /// a claim at sequence 5,000 before the honest ones: its NewView must stay within W
@@ -708,10 +784,10 @@ fn own_vertices(outputs: &[Output], own: u16) -> Vec<SignedVertex> {
 ///    stable checkpoint (skips sequence 1), then rebuilds sequence 1 from the vote as
 ///    `Source::Primary { round: round of d }` -- a view-0 vertex of replica 0 now posed as
 ///    primary 1's view-1 pre-prepare (before the fix).
-/// 5. Primary 1's (honest) view-1 anchor for sequence 2, at round 2, arrives (a
-///    retransmission or a fetch). Round-order rule: the "anchor" below it (d, round 2) is
-///    not lower -> `ConflictingPrePrepares` naming the honest primary 1, and replica 3
-///    starts a view change. It never prepares sequence 2 in view 1.
+/// 5. Primary 1's (honest) view-1 anchor for sequence 5 (above the stable checkpoint),
+///    at round 2, arrives. Round-order rule: the "anchor" below it (d, round 2) is not
+///    lower -> `ConflictingPrePrepares` naming the honest primary 1, and replica 3 starts
+///    a view change. It never prepares sequence 5 in view 1.
 fn recovered_new_view_slot(restart: bool) -> Vec<Output> {
     let (committee, _) = committee(4);
     let mut node = Node::new(3, &committee, None);
@@ -799,11 +875,12 @@ fn recovered_new_view_slot(restart: bool) -> Vec<Output> {
             vertices: all,
         }));
     }
-    // 5. Honest primary 1's first view-1 anchor: its round-2 vertex carrying (1, 2).
+    // 5. Honest primary 1's first view-1 anchor above the stable checkpoint: its
+    //    round-2 vertex carrying (1, 5).
     let anchor = with_proposal(
         &builder.vertex(v(1), Round(2), &[v(0), v(1), v(2)], 0),
         1,
-        2,
+        5,
     );
     outputs.extend(node.deliver(1, Message::Vertex(anchor.clone())));
     outputs
@@ -819,7 +896,7 @@ fn control_without_restart_prepares_the_honest_primarys_anchor() {
     );
     assert!(votes(&outputs, Phase::Prepare)
         .iter()
-        .any(|p| p.view == View(1) && p.sequence == Sequence(2)));
+        .any(|p| p.view == View(1) && p.sequence == Sequence(5)));
 }
 
 #[test]
@@ -832,12 +909,12 @@ fn a_restarted_replica_never_names_the_honest_primary_in_evidence() {
             _ => None,
         })
         .collect();
-    let prepared_2 = votes(&outputs, Phase::Prepare)
+    let prepared_5 = votes(&outputs, Phase::Prepare)
         .iter()
-        .any(|p| p.view == View(1) && p.sequence == Sequence(2));
+        .any(|p| p.view == View(1) && p.sequence == Sequence(5));
     assert!(
-        culprits.is_empty() && prepared_2,
-        "evidence against honest validators {culprits:?}; prepared seq 2: {prepared_2}; view changes sent: {:?}",
+        culprits.is_empty() && prepared_5,
+        "evidence against honest validators {culprits:?}; prepared seq 5: {prepared_5}; view changes sent: {:?}",
         view_changes_sent(&outputs)
     );
 }

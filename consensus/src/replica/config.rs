@@ -80,11 +80,15 @@ pub enum Mutant {
     /// Finding 5: an empty store is treated as a fresh validator (signs from view 0,
     /// round 0 at once).
     WipedStoreSignsAtOnce,
+    /// Found by the side-history adversary: a replica whose stable checkpoint is ahead of
+    /// its execution still pre-prepares sequences at or below it (the window's low end
+    /// is the executed sequence, not max(executed, h)).
+    PrePrepareBelowStable,
 }
 
 impl Mutant {
     /// Every mutant, in the order the simulator's tests run them.
-    pub const ALL: [Mutant; 9] = [
+    pub const ALL: [Mutant; 10] = [
         Mutant::NoDurableOwnVertex,
         Mutant::CountParentVertices,
         Mutant::PerAuthorFrontier,
@@ -94,6 +98,7 @@ impl Mutant {
         Mutant::ProposalNotDurable,
         Mutant::NewViewNotDurable,
         Mutant::WipedStoreSignsAtOnce,
+        Mutant::PrePrepareBelowStable,
     ];
 
     /// The command-line name (`--mutant NAME`).
@@ -108,6 +113,7 @@ impl Mutant {
             Mutant::ProposalNotDurable => "proposal-not-durable",
             Mutant::NewViewNotDurable => "new-view-not-durable",
             Mutant::WipedStoreSignsAtOnce => "wiped-store-signs-at-once",
+            Mutant::PrePrepareBelowStable => "pre-prepare-below-stable",
         }
     }
 
