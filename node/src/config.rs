@@ -84,12 +84,25 @@ pub struct ConsensusConfig {
     /// Commit certificates kept for lagging peers (sequences). A validator further
     /// behind than half of this, and not catching up, resyncs from peers' logs instead.
     pub decided_retention: u64,
+    /// With nothing to order, a validator builds one empty DAG round per this many
+    /// milliseconds (a heartbeat that retransmits what a lossy link dropped). A
+    /// transaction, or a peer's vertex carrying one, wakes it at once. Each empty round
+    /// costs every validator about 5 KB of signed vertex per validator on disk: the
+    /// default of 5 minutes keeps an idle validator's data folder growing by about
+    /// 0.25 MB an hour at n = 4.
+    #[serde(default = "default_idle_heartbeat_ms")]
+    pub idle_heartbeat_ms: u64,
+}
+
+fn default_idle_heartbeat_ms() -> u64 {
+    300_000
 }
 
 impl Default for ConsensusConfig {
     fn default() -> ConsensusConfig {
         ConsensusConfig {
             decided_retention: 1_024,
+            idle_heartbeat_ms: default_idle_heartbeat_ms(),
         }
     }
 }

@@ -229,6 +229,7 @@ pub async fn run(home: &Path) -> Result<(), NodeError> {
         let mut replica_config = ReplicaConfig::new(ValidatorIndex(index), committee.clone());
         replica_config.max_mempool_transactions = config.mempool.max_transactions;
         replica_config.decided_retention = config.consensus.decided_retention;
+        replica_config.idle_interval_ms = config.consensus.idle_heartbeat_ms;
         replica_config.fresh = std::mem::take(&mut fresh);
         let recovered = home
             .load_validator_key()
