@@ -20,7 +20,8 @@ use libp2p::StreamProtocol;
 pub(crate) const OVERSIZED: &str = "frame exceeds the protocol limit";
 
 /// What [`FrameCodec::read_request`] returns instead of an oversized request. No valid
-/// message (its first byte is a channel tag) or request (a bincode enum) is this.
+/// message (its first byte is a channel tag) or request (a postcard enum: 0xff alone is an unfinished
+/// varint) is this.
 pub(crate) const OVERSIZED_MARKER: &[u8] = &[0xff];
 
 /// Length-prefixed frames with one size limit per direction.

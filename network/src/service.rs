@@ -49,18 +49,18 @@ struct Behaviour {
     sync: request_response::Behaviour<FrameCodec>,
 }
 
-fn bincode_config() -> impl bincode::config::Config {
-    bincode::config::standard().with_limit::<DECODE_LIMIT>()
-}
-
 pub(crate) fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
     // Encoding our own plain enums into a Vec cannot fail.
-    bincode::serde::encode_to_vec(value, bincode_config()).unwrap_or_default()
+    postcard::to_stdvec(value).unwrap_or_default()
 }
 
+/// Decodes a request or response: at most `DECODE_LIMIT` bytes, nothing trailing.
 fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Option<T> {
-    match bincode::serde::decode_from_slice(bytes, bincode_config()) {
-        Ok((value, used)) if used == bytes.len() => Some(value),
+    if bytes.len() > DECODE_LIMIT {
+        return None;
+    }
+    match postcard::take_from_bytes(bytes) {
+        Ok((value, rest)) if rest.is_empty() => Some(value),
         _ => None,
     }
 }

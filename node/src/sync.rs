@@ -45,27 +45,24 @@ const CONNECT_WAIT: Duration = Duration::from_secs(10);
 /// Give up after this long without progress.
 const STALL: Duration = Duration::from_secs(20);
 
-fn entry_config() -> bincode::config::Configuration<
-    bincode::config::LittleEndian,
-    bincode::config::Varint,
-    bincode::config::Limit<MAX_ENTRY_BYTES>,
-> {
-    bincode::config::standard().with_limit::<MAX_ENTRY_BYTES>()
-}
-
 /// The wire form of a finalized entry in a sync answer.
 pub fn encode_entry(entry: &FinalizedEntry) -> Option<Vec<u8>> {
-    bincode::serde::encode_to_vec(entry, entry_config()).ok()
+    postcard::to_stdvec(entry)
+        .ok()
+        .filter(|bytes| bytes.len() <= MAX_ENTRY_BYTES)
 }
 
 fn decode_entry(bytes: &[u8]) -> Result<FinalizedEntry, String> {
-    let (entry, read) = bincode::serde::decode_from_slice(bytes, entry_config())
-        .map_err(|e| format!("undecodable entry: {e}"))?;
-    if read != bytes.len() {
+    if bytes.len() > MAX_ENTRY_BYTES {
         return Err(format!(
-            "{} trailing bytes after an entry",
-            bytes.len() - read
+            "an entry of {} bytes, above the limit of {MAX_ENTRY_BYTES}",
+            bytes.len()
         ));
+    }
+    let (entry, rest) =
+        postcard::take_from_bytes(bytes).map_err(|e| format!("undecodable entry: {e}"))?;
+    if !rest.is_empty() {
+        return Err(format!("{} trailing bytes after an entry", rest.len()));
     }
     Ok(entry)
 }

@@ -4,10 +4,13 @@
 //! | column family  | key                    | value                          |
 //! |----------------|------------------------|--------------------------------|
 //! | `vertices`     | hash (32 bytes)        | signed vertex, wire form       |
-//! | `finalized`    | sequence (u64, big-endian, so keys sort in log order) | entry (bincode) |
-//! | `transactions` | tx id (32 bytes)       | location (bincode)             |
+//! | `finalized`    | sequence (u64, big-endian, so keys sort in log order) | entry (postcard) |
+//! | `transactions` | tx id (32 bytes)       | location (postcard)            |
 //! | `replica`      | consensus-owned key    | consensus-owned value          |
-//! | `meta`         | `head`                 | log head (bincode)             |
+//! | `meta`         | `head`                 | log head (postcard)            |
+//!
+//! Records are postcard (a stable, documented, maintained serde format); a record
+//! decodes only if it is at most `MAX_RECORD_BYTES` long and nothing trails it.
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
@@ -34,16 +37,6 @@ const HEAD_KEY: &[u8] = b"head";
 /// The largest record we decode from our own database (a finalized entry of 100,000
 /// transactions is about 7 MB).
 const MAX_RECORD_BYTES: usize = 256 * 1024 * 1024;
-
-fn config() -> bincode::config::Configuration<
-    bincode::config::LittleEndian,
-    bincode::config::Fixint,
-    bincode::config::Limit<MAX_RECORD_BYTES>,
-> {
-    bincode::config::standard()
-        .with_fixed_int_encoding()
-        .with_limit::<MAX_RECORD_BYTES>()
-}
 
 /// A Store in a RocksDB database.
 #[derive(Debug)]
@@ -139,19 +132,27 @@ fn backend(error: rocksdb::Error) -> StoreError {
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
-    bincode::serde::encode_to_vec(value, config()).map_err(|e| StoreError::Backend(e.to_string()))
+    postcard::to_stdvec(value).map_err(|e| StoreError::Backend(e.to_string()))
 }
 
 fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
-    let (value, read) =
-        bincode::serde::decode_from_slice(bytes, config()).map_err(|e| StoreError::Corrupt {
-            what,
-            reason: e.to_string(),
-        })?;
-    if read != bytes.len() {
+    if bytes.len() > MAX_RECORD_BYTES {
         return Err(StoreError::Corrupt {
             what,
-            reason: format!("{} trailing bytes", bytes.len() - read),
+            reason: format!(
+                "{} bytes, above the limit of {MAX_RECORD_BYTES}",
+                bytes.len()
+            ),
+        });
+    }
+    let (value, rest) = postcard::take_from_bytes(bytes).map_err(|e| StoreError::Corrupt {
+        what,
+        reason: e.to_string(),
+    })?;
+    if !rest.is_empty() {
+        return Err(StoreError::Corrupt {
+            what,
+            reason: format!("{} trailing bytes", rest.len()),
         });
     }
     Ok(value)
