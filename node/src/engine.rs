@@ -212,6 +212,8 @@ pub struct Engine {
     finalized: broadcast::Sender<Arc<FinalizedEntry>>,
     /// The highest view seen, for the view-change counter.
     last_view: u64,
+    /// The replica started from a wiped store and has not learned its signing floor.
+    learning_floor: bool,
     /// The executed sequence each validator last reported (its `Status` messages).
     peer_executed: Vec<u64>,
     /// Our executed sequence and when it last moved.
@@ -251,6 +253,13 @@ impl Engine {
     ) -> Engine {
         let (verified_tx, verified) = mpsc::channel::<Verified>(4096);
         let last_view = replica.view().0;
+        let learning_floor = replica.learning_signing_floor();
+        if learning_floor {
+            tracing::warn!(
+                "empty store for a validator whose key has signed before: learning the \
+                 signing floor from 2f+1 peers before signing anything"
+            );
+        }
         let executed = replica.last_executed().0;
         let size = committee.size();
         Engine {
@@ -269,6 +278,7 @@ impl Engine {
             status: inbox.status,
             finalized: inbox.finalized,
             last_view,
+            learning_floor,
             peer_executed: vec![0; size],
             progress: (executed, Instant::now()),
             resync_lag: u64::MAX,
@@ -522,6 +532,17 @@ impl Engine {
                         .with_label_values(&[evidence.kind()])
                         .inc();
                 }
+            }
+        }
+        if self.learning_floor && !self.replica.learning_signing_floor() {
+            self.learning_floor = false;
+            if let Some((view, round, executed)) = self.replica.signing_floor() {
+                tracing::info!(
+                    view = view.0,
+                    round = round.map(|r| r.0),
+                    executed = executed.0,
+                    "signing floor learned from 2f+1 peers; signing only above it"
+                );
             }
         }
         let view = self.replica.view();

@@ -842,6 +842,84 @@ async fn a_validator_paused_past_the_kept_certificates_resyncs_while_running() {
     validators.stop_cleanly();
 }
 
+/// Issue 11 (a wiped validator never double-signs): SIGKILL a validator under load and
+/// delete its data folder, keys kept and no `reset-state`. An empty store is not a fresh
+/// validator: it learns a signing floor from 2f + 1 peers before it signs again. No
+/// validator may see proof of a conflicting message (`weft_equivocations_total` stays
+/// absent everywhere), the wiped one catches up, and every acknowledged transaction is
+/// final exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wiped_validator_rejoins_without_signing_a_conflicting_message() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (homes, endpoints, metrics) = testnet_with_metrics(dir.path(), 4);
+    let mut validators = Validators::start(&homes);
+    let mut clients = Vec::new();
+    for endpoint in &endpoints {
+        clients.push(connect(endpoint).await);
+    }
+    wait_connected(&mut clients).await;
+    let victim: usize = 3;
+    assert_ne!(status(&mut clients[0]).await.primary_index, 3);
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = spawn_load(clients[..3].to_vec(), "wipe load", stop.clone());
+    // It signs vertices and votes for a while first.
+    wait_status(
+        &mut clients[victim],
+        "the victim finalizes under load",
+        |s| s.last_finalized_sequence >= 10,
+    )
+    .await;
+    validators.kill(victim);
+    let data = homes[victim].join("data");
+    assert!(data.is_dir(), "no data folder at {}", data.display());
+    std::fs::remove_dir_all(&data).expect("wipe the data folder");
+    assert!(
+        homes[victim]
+            .join("keys")
+            .join("validator.started")
+            .is_file(),
+        "the marker of a validator that signed before is kept with its keys"
+    );
+    let at_kill = status(&mut clients[0]).await.last_finalized_sequence;
+    for client in &mut clients[..3] {
+        wait_status(client, "the survivors finalize without the victim", |s| {
+            s.last_finalized_sequence >= at_kill + 10
+        })
+        .await;
+    }
+    validators.restart(victim, &homes[victim]);
+    clients[victim] = connect(&endpoints[victim]).await;
+    let ahead = status(&mut clients[0]).await.last_finalized_sequence;
+    wait_status(
+        &mut clients[victim],
+        "the wiped validator catches up",
+        |s| !s.syncing && s.last_finalized_sequence >= ahead,
+    )
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let accepted = load.await.expect("load task");
+    assert!(accepted.len() >= 500, "only {} accepted", accepted.len());
+    assert_final_exactly_once(&mut clients, &accepted).await;
+    let log = std::fs::read_to_string(homes[victim].join("node.log")).expect("victim log");
+    assert!(
+        log.contains("signing floor learned"),
+        "the wiped validator never learned a signing floor (taken for fresh?): {log}"
+    );
+    for (index, address) in metrics.iter().enumerate() {
+        let body = scrape(address).await;
+        let proofs: Vec<&str> = body
+            .lines()
+            .filter(|l| l.starts_with("weft_equivocations_total{"))
+            .collect();
+        assert!(
+            proofs.is_empty(),
+            "validator {index} holds proof of a conflicting message: {proofs:?}"
+        );
+    }
+    validators.stop_cleanly();
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

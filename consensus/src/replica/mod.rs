@@ -363,6 +363,18 @@ impl Replica {
             .collect()
     }
 
+    /// True while a replica recovered from an empty store (not a fresh validator) may
+    /// not sign anything: it is learning its signing floor from 2f + 1 peers' status.
+    pub fn learning_signing_floor(&self) -> bool {
+        self.learning()
+    }
+
+    /// The signing floor learned after a wiped store, if any: the highest view, own
+    /// round and executed sequence 2f + 1 peers reported. It signs only above it.
+    pub fn signing_floor(&self) -> Option<(View, Option<Round>, Sequence)> {
+        self.floor.as_ref().map(|f| (f.view, f.round, f.executed))
+    }
+
     /// The in-memory DAG, read-only (diagnostics, and the simulator's adversary, which
     /// crafts vertices from what a target replica holds).
     pub fn dag(&self) -> &Dag {
