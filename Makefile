@@ -7,9 +7,9 @@ CARGO ?= cargo
 # Crash-test kills; CI and developers can raise it (WEFT_CRASH_KILLS=1000 make test).
 export WEFT_CRASH_KILLS ?= 100
 
-.PHONY: test deps fmt-check clippy pure-core unit sim-gate devnet bench
+.PHONY: test deps fmt-check clippy pure-core unit sim-gate soak-short soak devnet bench
 
-test: deps fmt-check clippy pure-core unit sim-gate
+test: deps fmt-check clippy pure-core unit sim-gate soak-short
 
 # RocksDB's bindgen needs clang and libclang-dev: installed only when missing, only as root.
 deps:
@@ -62,6 +62,16 @@ bench:
 
 # The same build as the tests (workspace, all targets), so RocksDB is compiled once for
 # both; our own code is unoptimized, its dependencies are at opt-level 3.
+# The soak benchmark (scripts/soak.sh): RSS, data-folder size and open descriptors of each
+# validator of a local devnet under steady load. CI runs one minute of it; `make soak` is
+# the 30-minute run at 5,000 tx/s.
+soak-short:
+	scripts/soak.sh --rate 200 --minutes 1 --interval-s 20
+
+soak: deps
+	$(CARGO) build --workspace --all-targets --locked
+	scripts/soak.sh --rate 5000 --minutes 30 --interval-s 60
+
 devnet: deps
 	$(CARGO) build --workspace --all-targets --locked
 	target/debug/weft devnet --validators 4 --dir ./devnet
