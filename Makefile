@@ -7,9 +7,9 @@ CARGO ?= cargo
 # Crash-test kills; CI and developers can raise it (WEFT_CRASH_KILLS=1000 make test).
 export WEFT_CRASH_KILLS ?= 100
 
-.PHONY: test deps fmt-check clippy pure-core unit sim-gate soak-short soak devnet bench
+.PHONY: test deps fmt-check clippy deny audit pure-core unit sim-gate soak-short soak devnet bench
 
-test: deps fmt-check clippy pure-core unit sim-gate soak-short
+test: deps fmt-check clippy deny pure-core unit sim-gate soak-short
 
 # RocksDB's bindgen needs clang and libclang-dev: installed only when missing, only as root.
 deps:
@@ -62,6 +62,14 @@ bench:
 
 # The same build as the tests (workspace, all targets), so RocksDB is compiled once for
 # both; our own code is unoptimized, its dependencies are at opt-level 3.
+# Licenses, banned or duplicate crates and sources (deny.toml), offline.
+deny:
+	cargo deny --offline check licenses bans sources
+
+# The RustSec advisories too: needs the advisory database's git repository.
+audit:
+	cargo deny check advisories licenses bans sources
+
 # The soak benchmark (scripts/soak.sh): RSS, data-folder size and open descriptors of each
 # validator of a local devnet under steady load. CI runs one minute of it; `make soak` is
 # the 30-minute run at 5,000 tx/s.

@@ -29,3 +29,9 @@ for component in rustfmt clippy; do
         rustup component add "$component"
     fi
 done
+
+# cargo-deny checks licenses, bans and sources in `make test` (deny.toml).
+if ! command -v cargo-deny >/dev/null 2>&1; then
+    echo "ensure-deps: installing cargo-deny from crates.io (a few minutes, once)"
+    cargo install cargo-deny --locked --quiet
+fi
