@@ -60,7 +60,7 @@ fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Option<T> {
         return None;
     }
     match postcard::take_from_bytes(bytes) {
-        Ok((value, rest)) if rest.is_empty() => Some(value),
+        Ok((value, [])) => Some(value),
         _ => None,
     }
 }
