@@ -194,6 +194,32 @@ fn vc_message(vc: SignedViewChange) -> Message {
     }
 }
 
+/// The NewView of `view` signed by `primary` over `view_changes`, with `proposals`
+/// decided (stable checkpoint 0).
+fn new_view_message(
+    committee: &Committee,
+    view: u64,
+    primary: u16,
+    view_changes: Vec<SignedViewChange>,
+    proposals: Vec<(Sequence, Option<Digest>)>,
+) -> Message {
+    let new_view = NewView {
+        chain_id: committee.chain_id().clone(),
+        epoch: Epoch(0),
+        view: View(view),
+        primary: v(primary),
+        stable_sequence: Sequence(0),
+        stable_digest: Digest::default(),
+        proposals,
+        view_changes: view_changes.iter().map(Signed::hash).collect(),
+    };
+    Message::NewView(Box::new(NewViewMessage {
+        new_view: Signed::sign_with(new_view, &Signer::Placeholder),
+        view_changes,
+        certificate: Vec::new(),
+    }))
+}
+
 /// Genesis vertices of the other validators (the replica under test builds its own).
 fn genesis_except(builder: &mut DagBuilder, own: u16) -> Vec<SignedVertex> {
     builder
@@ -222,23 +248,9 @@ fn new_view_decided_sequence_attack(mutant: Option<Mutant>) -> Vec<Output> {
         view_change(&committee, 1, 1, vec![], vec![]),
         view_change(&committee, 2, 1, vec![], vec![claim]),
     ];
-    let new_view = NewView {
-        chain_id: committee.chain_id().clone(),
-        epoch: Epoch(0),
-        view: View(1),
-        primary: v(1),
-        stable_sequence: Sequence(0),
-        stable_digest: Digest::default(),
-        proposals: vec![(Sequence(1), Some(d))],
-        view_changes: vcs.iter().map(Signed::hash).collect(),
-    };
     let entered = node.deliver(
         1,
-        Message::NewView(Box::new(NewViewMessage {
-            new_view: Signed::sign_with(new_view, &Signer::Placeholder),
-            view_changes: vcs,
-            certificate: Vec::new(),
-        })),
+        new_view_message(&committee, 1, 1, vcs, vec![(Sequence(1), Some(d))]),
     );
     assert_eq!(node.replica.view(), View(1), "entered view 1");
     assert!(
@@ -296,23 +308,9 @@ fn below_stable_attack(mutant: Option<Mutant>) -> Vec<Output> {
         view_change(&committee, 1, 1, vec![], vec![]),
         view_change(&committee, 2, 1, vec![], vec![claim]),
     ];
-    let new_view = NewView {
-        chain_id: committee.chain_id().clone(),
-        epoch: Epoch(0),
-        view: View(1),
-        primary: v(1),
-        stable_sequence: Sequence(0),
-        stable_digest: Digest::default(),
-        proposals: vec![(Sequence(1), Some(d))],
-        view_changes: vcs.iter().map(Signed::hash).collect(),
-    };
     node.deliver(
         1,
-        Message::NewView(Box::new(NewViewMessage {
-            new_view: Signed::sign_with(new_view, &Signer::Placeholder),
-            view_changes: vcs,
-            certificate: Vec::new(),
-        })),
+        new_view_message(&committee, 1, 1, vcs, vec![(Sequence(1), Some(d))]),
     );
     assert_eq!(node.replica.view(), View(1), "entered view 1");
     let state = Digest::of(b"state at sequence 4");
@@ -700,23 +698,15 @@ fn wiped_restart(mutant: Option<Mutant>) -> (Vec<Output>, Vec<Output>) {
         view_change(&committee, 1, 2, vec![], vec![claim]),
         view_change(&committee, 2, 2, vec![], vec![]),
     ];
-    let new_view = NewView {
-        chain_id: committee.chain_id().clone(),
-        epoch: Epoch(0),
-        view: View(2),
-        primary: v(2),
-        stable_sequence: Sequence(0),
-        stable_digest: Digest::default(),
-        proposals: vec![(Sequence(1), None), (Sequence(2), Some(d))],
-        view_changes: vcs.iter().map(Signed::hash).collect(),
-    };
     let entered = node.deliver(
         2,
-        Message::NewView(Box::new(NewViewMessage {
-            new_view: Signed::sign_with(new_view, &Signer::Placeholder),
-            view_changes: vcs,
-            certificate: Vec::new(),
-        })),
+        new_view_message(
+            &committee,
+            2,
+            2,
+            vcs,
+            vec![(Sequence(1), None), (Sequence(2), Some(d))],
+        ),
     );
     assert_eq!(node.replica.view(), View(2));
     (started, entered)
@@ -830,23 +820,9 @@ fn recovered_new_view_slot(restart: bool) -> Vec<Output> {
         view_change(&committee, 1, 1, vec![], vec![]),
         view_change(&committee, 2, 1, vec![], vec![claim]),
     ];
-    let new_view = NewView {
-        chain_id: committee.chain_id().clone(),
-        epoch: Epoch(0),
-        view: View(1),
-        primary: v(1),
-        stable_sequence: Sequence(0),
-        stable_digest: Digest::default(),
-        proposals: vec![(Sequence(1), Some(d.hash()))],
-        view_changes: vcs.iter().map(Signed::hash).collect(),
-    };
     let out = node.deliver(
         1,
-        Message::NewView(Box::new(NewViewMessage {
-            new_view: Signed::sign_with(new_view, &Signer::Placeholder),
-            view_changes: vcs,
-            certificate: Vec::new(),
-        })),
+        new_view_message(&committee, 1, 1, vcs, vec![(Sequence(1), Some(d.hash()))]),
     );
     seen.extend(own_vertices(&out, 3));
     assert_eq!(node.replica.view(), View(1));
