@@ -333,7 +333,7 @@ fn below_stable_attack(mutant: Option<Mutant>) -> Vec<Output> {
 }
 
 #[test]
-fn a_replica_never_pre_prepares_at_or_below_its_stable_checkpoint() {
+fn a_restarted_replica_never_pre_prepares_at_or_below_its_stable_checkpoint() {
     let outputs = below_stable_attack(None);
     assert!(
         votes(&outputs, Phase::Prepare)

@@ -53,9 +53,11 @@ impl Replica {
     /// (max(executed, h), h + W]: not executed yet, above the stable checkpoint h (PBFT's
     /// low-water mark) and inside the window above it. Anything else is dropped without
     /// buffering. A replica whose stable checkpoint is ahead of its execution (learned
-    /// from 2f + 1 peers' checkpoints) catches up to h through commit certificates: it
-    /// never pre-prepares a sequence at or below h, whose content the certificate already
-    /// fixed. Otherwise, once its stable checkpoint passes a sequence the view's NewView
+    /// from 2f + 1 peers' checkpoints) catches up to h through commit certificates (or
+    /// the host's state sync when peers no longer hold them): it never takes a new
+    /// pre-prepare for a sequence at or below h, whose content the certificate already
+    /// fixed. (Log entries installed before h moved, with the NewView's or the primary's
+    /// digest, may still get prepares: harmless, the digest is the one decided.) Otherwise, once its stable checkpoint passes a sequence the view's NewView
     /// re-proposed (and the log entry leaves with it), a Byzantine primary could hand it
     /// a second pre-prepare for that sequence (found by the simulator, seed 10,001,024).
     pub(super) fn in_window(&self, sequence: Sequence) -> bool {
@@ -121,17 +123,6 @@ impl Replica {
         }
         let hash = anchor.hash();
         let sequence = proposal.sequence;
-        if std::env::var("DEBUGPP").is_ok() {
-            eprintln!(
-                "DEBUGPP r{} pp v{} s{} round {} slot {:?} executed {}",
-                self.config.index.0,
-                proposal.view.0,
-                proposal.sequence.0,
-                body.round.0,
-                self.log.get(&sequence),
-                self.finalizer.last_sequence().0
-            );
-        }
         if let Some(slot) = self.log.get(&sequence).copied() {
             match slot.source {
                 Source::Primary { .. } if slot.digest == Some(hash) => return,
@@ -293,18 +284,6 @@ impl Replica {
         };
         if slot.state != SlotState::AwaitingHistory || sequence <= self.finalizer.last_sequence() {
             return;
-        }
-        if std::env::var("DEBUGPP").is_ok() {
-            eprintln!(
-                "DEBUGPP r{} v{} prepare s{} slot {:?} held {:?} executed {} stable {}",
-                self.config.index.0,
-                self.view.0,
-                sequence.0,
-                slot,
-                slot.digest.map(|d| self.dag.contains(&d)),
-                self.finalizer.last_sequence().0,
-                self.stable.sequence.0
-            );
         }
         if slot.digest.is_some_and(|d| !self.dag.contains(&d))
             || !self.may_vote(self.view, sequence)
