@@ -287,8 +287,9 @@ fn a_primary_vertex_cannot_take_a_sequence_the_new_view_decided() {
         .any(|p| p.sequence == Sequence(1) && p.view == View(1)));
 }
 
-/// Found by the simulator after the fixes (seed 10,001,024; rule: a replica pre-prepares
-/// only above max(executed, h), PBFT's low-water mark). Replica 3 enters view 1 through
+/// Found by the simulator after the fixes (seed 10,001,024; rule O3: a sequence the
+/// view's NewView decided is never taken by a primary's vertex, even when it lies at or
+/// below the stable checkpoint and has no log entry). Replica 3 enters view 1 through
 /// a NewView that re-proposes anchor d at sequence 1, which it does not hold. Before it
 /// executes anything, 2f + 1 peers' checkpoints at sequence 4 make its stable checkpoint
 /// 4, and it restarts (recovery rebuilds the log above 4 only). The Byzantine primary of view 1 then
@@ -341,8 +342,8 @@ fn a_restarted_replica_never_pre_prepares_at_or_below_its_stable_checkpoint() {
             .all(|p| p.sequence != Sequence(1)),
         "prepared sequence 1 below the stable checkpoint"
     );
-    // The old window (executed, h + W]: it prepares the Byzantine anchor against the
-    // NewView's decision.
+    // Without the check (the log entry is gone): it prepares the Byzantine anchor
+    // against the NewView's decision.
     let outputs = below_stable_attack(Some(Mutant::PrePrepareBelowStable));
     assert!(votes(&outputs, Phase::Prepare)
         .iter()

@@ -80,9 +80,9 @@ pub enum Mutant {
     /// Finding 5: an empty store is treated as a fresh validator (signs from view 0,
     /// round 0 at once).
     WipedStoreSignsAtOnce,
-    /// Found by the side-history adversary: a replica whose stable checkpoint is ahead of
-    /// its execution still pre-prepares sequences at or below it (the window's low end
-    /// is the executed sequence, not max(executed, h)).
+    /// Found by the side-history adversary: a primary's vertex may take a sequence the
+    /// view's NewView decided when that sequence has no log entry (it lies at or below
+    /// the replica's stable checkpoint, which passed its execution).
     PrePrepareBelowStable,
 }
 
