@@ -220,6 +220,22 @@ fn new_view_message(
     }))
 }
 
+/// View 1's NewView (primary 1) over the view changes of 0, 1 and 2, where 0 prepared
+/// and 2 pre-prepared anchor `d` at sequence 1 in view 0: it re-proposes d at sequence 1.
+fn view_1_reproposing(committee: &Committee, d: Digest) -> Message {
+    let claim = Claim {
+        sequence: Sequence(1),
+        view: View(0),
+        digest: Some(d),
+    };
+    let vcs = vec![
+        view_change(committee, 0, 1, vec![claim], vec![claim]),
+        view_change(committee, 1, 1, vec![], vec![]),
+        view_change(committee, 2, 1, vec![], vec![claim]),
+    ];
+    new_view_message(committee, 1, 1, vcs, vec![(Sequence(1), Some(d))])
+}
+
 /// Genesis vertices of the other validators (the replica under test builds its own).
 fn genesis_except(builder: &mut DagBuilder, own: u16) -> Vec<SignedVertex> {
     builder
@@ -238,20 +254,7 @@ fn new_view_decided_sequence_attack(mutant: Option<Mutant>) -> Vec<Output> {
     let (committee, _) = committee(4);
     let mut node = Node::new(3, &committee, mutant);
     let d = Digest::of(b"anchor committed in view 0 on replica 0 only");
-    let claim = Claim {
-        sequence: Sequence(1),
-        view: View(0),
-        digest: Some(d),
-    };
-    let vcs = vec![
-        view_change(&committee, 0, 1, vec![claim], vec![claim]),
-        view_change(&committee, 1, 1, vec![], vec![]),
-        view_change(&committee, 2, 1, vec![], vec![claim]),
-    ];
-    let entered = node.deliver(
-        1,
-        new_view_message(&committee, 1, 1, vcs, vec![(Sequence(1), Some(d))]),
-    );
+    let entered = node.deliver(1, view_1_reproposing(&committee, d));
     assert_eq!(node.replica.view(), View(1), "entered view 1");
     assert!(
         entered
@@ -299,20 +302,7 @@ fn below_stable_attack(mutant: Option<Mutant>) -> Vec<Output> {
     let (committee, _) = committee(4);
     let mut node = Node::new(3, &committee, mutant);
     let d = Digest::of(b"anchor committed in view 0");
-    let claim = Claim {
-        sequence: Sequence(1),
-        view: View(0),
-        digest: Some(d),
-    };
-    let vcs = vec![
-        view_change(&committee, 0, 1, vec![claim], vec![claim]),
-        view_change(&committee, 1, 1, vec![], vec![]),
-        view_change(&committee, 2, 1, vec![], vec![claim]),
-    ];
-    node.deliver(
-        1,
-        new_view_message(&committee, 1, 1, vcs, vec![(Sequence(1), Some(d))]),
-    );
+    node.deliver(1, view_1_reproposing(&committee, d));
     assert_eq!(node.replica.view(), View(1), "entered view 1");
     let state = Digest::of(b"state at sequence 4");
     for peer in [0, 1, 2] {
@@ -811,20 +801,7 @@ fn recovered_new_view_slot(restart: bool) -> Vec<Output> {
         .iter()
         .any(|p| p.digest == Some(d.hash())));
     // 2. NewView of view 1 re-proposes d at sequence 1.
-    let claim = Claim {
-        sequence: Sequence(1),
-        view: View(0),
-        digest: Some(d.hash()),
-    };
-    let vcs = vec![
-        view_change(&committee, 0, 1, vec![claim], vec![claim]),
-        view_change(&committee, 1, 1, vec![], vec![]),
-        view_change(&committee, 2, 1, vec![], vec![claim]),
-    ];
-    let out = node.deliver(
-        1,
-        new_view_message(&committee, 1, 1, vcs, vec![(Sequence(1), Some(d.hash()))]),
-    );
+    let out = node.deliver(1, view_1_reproposing(&committee, d.hash()));
     seen.extend(own_vertices(&out, 3));
     assert_eq!(node.replica.view(), View(1));
     assert!(votes(&out, Phase::Prepare)
