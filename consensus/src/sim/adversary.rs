@@ -31,7 +31,6 @@ use weft_dag::{
 
 use super::{Behaviour, World};
 use crate::messages::{Message, NewViewMessage, Phase, SignedVote, Vote};
-use crate::replica::Replica;
 use crate::view_change::{Claim, NewView, Signed, ViewChange};
 
 /// What a crafting Byzantine replica remembers.
@@ -100,13 +99,24 @@ impl World {
     }
 
     fn send_crafted(&mut self, instance: usize, target: usize, message: Message) {
+        self.send_crafted_later(instance, target, message, 0);
+    }
+
+    /// [`World::send_crafted`], `later_ms` after the network's own delay.
+    fn send_crafted_later(
+        &mut self,
+        instance: usize,
+        target: usize,
+        message: Message,
+        later_ms: u64,
+    ) {
         if let Message::Vertex(vertex) = &message {
             self.vertices
                 .entry(vertex.hash())
                 .or_insert_with(|| vertex.clone());
         }
         self.crafted += 1;
-        self.deliver(instance, target, message, false);
+        self.deliver_later(instance, target, message, false, later_ms);
     }
 
     fn send_plain(&mut self, instance: usize, targets: &[usize], message: &Message) {
@@ -548,14 +558,12 @@ impl World {
             if i.index == own || i.byzantine {
                 continue;
             }
-            let Some(dag) = i.replica.as_ref().map(Replica::dag) else {
-                continue;
-            };
-            // A re-proposed sequence it has not executed, whose anchor it lacks or whose
-            // content its stable checkpoint already fixed.
             let Some(replica) = i.replica.as_ref() else {
                 continue;
             };
+            let dag = replica.dag();
+            // A re-proposed sequence it has not executed, whose anchor it lacks or whose
+            // content its stable checkpoint already fixed.
             let (executed, stable) = (
                 replica.last_executed(),
                 replica.stable_checkpoint().sequence,
@@ -616,10 +624,6 @@ impl World {
             let mut batch = StoreBatch::new();
             batch.put_vertex(vertex.clone());
             let _ = self.instances[instance].store.write(batch);
-            self.vertices
-                .entry(vertex.hash())
-                .or_insert_with(|| vertex.clone());
-            self.crafted += 1;
             self.instances[instance].adversary.crafted.push((
                 proposal.view,
                 proposal.sequence,
@@ -627,13 +631,7 @@ impl World {
             ));
             self.side_vertices.insert(vertex.hash());
             let later = self.rng.gen_range(50..=400);
-            self.deliver_later(
-                instance,
-                target,
-                Message::Vertex(vertex.clone()),
-                false,
-                later,
-            );
+            self.send_crafted_later(instance, target, Message::Vertex(vertex.clone()), later);
             self.vote_for(instance, &[target], proposal, vertex.hash());
         }
     }
