@@ -668,6 +668,13 @@ fn wiped_restart(mutant: Option<Mutant>) -> (Vec<Output>, Vec<Output>) {
         now: 5_000,
     };
     let mut started = node.step(Input::Start);
+    // The mutant does not learn, so it asks nothing.
+    let nonce = status_request_nonce(&started);
+    assert_eq!(
+        nonce.is_some(),
+        mutant.is_none(),
+        "asks its peers where they are"
+    );
     for (peer, view, round) in [(0, 2, 7), (1, 2, 9), (2, 1, 8)] {
         started.extend(node.deliver(
             peer,
@@ -675,6 +682,7 @@ fn wiped_restart(mutant: Option<Mutant>) -> (Vec<Output>, Vec<Output>) {
                 view: View(view),
                 executed: Sequence(0),
                 round: Some(Round(round)),
+                answers: nonce,
             },
         ));
     }
@@ -722,6 +730,64 @@ fn a_wiped_replica_signs_only_above_what_2f_plus_1_peers_report() {
     let (started, entered) = wiped_restart(Some(Mutant::WipedStoreSignsAtOnce));
     assert_eq!(own_vertices(&started), 1);
     assert_eq!(votes(&entered, Phase::Prepare).len(), 1);
+}
+
+/// The nonce of the status request among `outputs`, if any.
+fn status_request_nonce(outputs: &[Output]) -> Option<u64> {
+    sent(outputs).into_iter().find_map(|m| match m {
+        Message::StatusRequest { nonce } => Some(*nonce),
+        _ => None,
+    })
+}
+
+/// The signing floor a wiped replica 3 holds (none while it still learns) after 0, 1 and
+/// 2 report round 4 in statuses that answer no request of its own (sent before the
+/// wipe, when replica 3 may since have signed up to round 6, and delivered late by the
+/// network), and then after they report round 7 in answers to its request.
+type Floor = Option<(View, Option<Round>, Sequence)>;
+
+fn stale_status_restart(mutant: Option<Mutant>) -> (Floor, Floor) {
+    let (committee, _) = committee(4);
+    let mut config = ReplicaConfig::new(v(3), committee.clone());
+    config.mutant = mutant;
+    config.boot_nonce = 77;
+    let store = MemoryStore::new();
+    let replica = Replica::recover(config.clone(), Signer::Placeholder, &store).expect("recovers");
+    let mut node = Node {
+        replica,
+        store,
+        config,
+        now: 5_000,
+    };
+    let started = node.step(Input::Start);
+    let nonce = status_request_nonce(&started).expect("asks its peers where they are");
+    let status = |round: u64, answers: Option<u64>| Message::Status {
+        view: View(0),
+        executed: Sequence(0),
+        round: Some(Round(round)),
+        answers,
+    };
+    for peer in [0u16, 1, 2] {
+        // Periodic broadcasts, and an answer to some other request: none is fresh.
+        let answers = (peer == 2).then_some(nonce.wrapping_add(1));
+        node.deliver(peer, status(4, answers));
+    }
+    let after_stale = node.replica.signing_floor();
+    for peer in [0u16, 1, 2] {
+        node.deliver(peer, status(7, Some(nonce)));
+    }
+    (after_stale, node.replica.signing_floor())
+}
+
+#[test]
+fn a_wiped_replica_learns_its_floor_only_from_answers_to_its_own_request() {
+    let (after_stale, after_fresh) = stale_status_restart(None);
+    assert_eq!(after_stale, None, "learned a floor from stale statuses");
+    assert_eq!(after_fresh, Some((View(0), Some(Round(7)), Sequence(0))));
+    // The old rule: the stale statuses set the floor at round 4, so it would sign round
+    // 6, which it may have signed before the wipe.
+    let (after_stale, _) = stale_status_restart(Some(Mutant::StaleStatusCounts));
+    assert_eq!(after_stale, Some((View(0), Some(Round(4)), Sequence(0))));
 }
 
 /// A checkpoint vote by `signer`.
@@ -871,4 +937,96 @@ fn a_restarted_replica_never_names_the_honest_primary_in_evidence() {
         "evidence against honest validators {culprits:?}; prepared seq 5: {prepared_5}; view changes sent: {:?}",
         view_changes_sent(&outputs)
     );
+}
+
+/// Found by the long run (seed 100,017,076, `flooding`; rule: a replica enters round
+/// r + 1 once it holds 2f + 1 vertices of round r, whatever its own last round). Replica
+/// 3 signs its genesis vertex and then hears nothing new while 0, 1 and 2 build rounds
+/// 1 to 12 among themselves; it learns them late (a fetch), with primary 0's round-12
+/// anchor for (view 0, sequence 1), which commits and executes. That moves the GC round
+/// to 12 - D = 8, above its own round 0: the quorum of round 0 its next vertex needed is
+/// gone for good. With work to do (the anchor, a transaction) it must build above round
+/// 12, not stay silent (in the seed it was the primary of the stalled view, so nothing
+/// finalized again).
+fn fallen_behind_the_gc_round(mutant: Option<Mutant>) -> Vec<Output> {
+    let (committee, _) = committee(4);
+    let mut config = ReplicaConfig::new(v(3), committee.clone());
+    config.gc_depth = 4;
+    config.max_round_lead = 4;
+    config.mutant = mutant;
+    let replica = Replica::new(config.clone(), Signer::Placeholder).expect("valid config");
+    let mut node = Node {
+        replica,
+        store: MemoryStore::new(),
+        config,
+        now: 1_000,
+    };
+    let started = node.step(Input::Start);
+    assert_eq!(
+        own_vertices(&started, 3)
+            .iter()
+            .map(|x| x.vertex().round)
+            .collect::<Vec<_>>(),
+        vec![Round(0)],
+        "signs its genesis vertex at start"
+    );
+    let mut builder = DagBuilder::with_committee(committee.clone()).transactions_per_vertex(0);
+    let mut history = genesis_except(&mut builder, 3);
+    let others = [v(0), v(1), v(2)];
+    for round in 1..=12 {
+        for author in others {
+            let vertex = builder.vertex(author, Round(round), &others, 0);
+            history.push(if round == 12 && author == v(0) {
+                with_proposal(&vertex, 0, 1)
+            } else {
+                vertex
+            });
+        }
+    }
+    let anchor = history
+        .iter()
+        .find(|x| x.vertex().proposal.is_some())
+        .expect("the anchor")
+        .hash();
+    let fetched = node.step(Input::Fetched {
+        from: v(1),
+        vertices: history,
+    });
+    assert!(own_vertices(&fetched, 3).is_empty(), "nothing to order yet");
+    assert!(votes(&fetched, Phase::Prepare)
+        .iter()
+        .any(|p| p.digest == Some(anchor)));
+    let mut outputs = Vec::new();
+    for voter in [1, 2] {
+        outputs.extend(node.deliver(
+            voter,
+            Message::Vote(prepare_by(&committee, voter, 0, 1, anchor)),
+        ));
+    }
+    for voter in [1, 2] {
+        let mut commit = prepare_by(&committee, voter, 0, 1, anchor).vote().clone();
+        commit.phase = Phase::Commit;
+        outputs.extend(node.deliver(voter, Message::Vote(commit.sign_with(&Signer::Placeholder))));
+    }
+    assert_eq!(
+        node.replica.last_executed(),
+        Sequence(1),
+        "sequence 1 executed"
+    );
+    outputs.extend(node.step(Input::Transactions(vec![Transaction::new(
+        b"work".to_vec(),
+    )])));
+    outputs
+}
+
+#[test]
+fn a_replica_whose_own_round_fell_below_the_gc_round_builds_above_the_quorum_round() {
+    let built = own_vertices(&fallen_behind_the_gc_round(None), 3);
+    assert_eq!(
+        built.iter().map(|x| x.vertex().round).collect::<Vec<_>>(),
+        vec![Round(13)],
+        "one vertex, above the highest round a quorum reached"
+    );
+    // The old rule: it waits for 2f + 1 vertices of round 0, which the GC removed.
+    assert!(own_vertices(&fallen_behind_the_gc_round(Some(Mutant::NoRoundJump)), 3).is_empty());
 }

@@ -7,6 +7,16 @@ use super::*;
 impl Replica {
     pub(super) fn start(&mut self, now: TimestampMs, outputs: &mut Vec<Output>) {
         self.view_started = now;
+        if self.learning() {
+            // A fresh nonce for this start: only statuses sent after it count (§8).
+            let mut seed = Vec::with_capacity(16);
+            seed.extend_from_slice(&self.config.boot_nonce.to_le_bytes());
+            seed.extend_from_slice(&now.0.to_le_bytes());
+            let digest = Digest::of(&seed);
+            let mut first = [0u8; 8];
+            first.copy_from_slice(&digest.as_bytes()[..8]);
+            self.learning_nonce = u64::from_le_bytes(first);
+        }
         outputs.push(Output::SetTimer {
             timer: Timer::Tick,
             after_ms: self.config.tick_interval_ms,
@@ -39,6 +49,11 @@ impl Replica {
         outputs.push(Output::Broadcast(
             self.status(self.finalizer.last_sequence()),
         ));
+        if self.learning() {
+            outputs.push(Output::Broadcast(Message::StatusRequest {
+                nonce: self.learning_nonce,
+            }));
+        }
         let mut missing = self.dag.missing();
         for slot in self.log.values() {
             if let Some(anchor) = slot.digest.filter(|a| !self.dag.contains(a)) {
@@ -87,7 +102,39 @@ impl Replica {
             view: self.view,
             executed,
             round: self.own_latest.as_ref().map(|v| v.vertex().round),
+            answers: None,
         }
+    }
+
+    /// A learning peer asks where we are: our status, echoing its nonce. At most one
+    /// answer per peer per half retransmission interval unless the nonce is new. A
+    /// replica that is learning itself knows nothing worth reporting and stays silent.
+    pub(super) fn on_status_request(
+        &mut self,
+        from: ValidatorIndex,
+        nonce: u64,
+        now: TimestampMs,
+        outputs: &mut Vec<Output>,
+    ) {
+        if from == self.config.index || self.learning() {
+            return;
+        }
+        let Some(slot) = self.request_replies.get_mut(from.as_usize()) else {
+            return;
+        };
+        if nonce == slot.1 && now.0 < slot.0 .0 + self.config.retransmit_interval_ms / 2 {
+            return;
+        }
+        *slot = (now, nonce);
+        outputs.push(Output::Send {
+            to: from,
+            message: Message::Status {
+                view: self.view,
+                executed: self.finalizer.last_sequence(),
+                round: self.own_latest.as_ref().map(|v| v.vertex().round),
+                answers: Some(nonce),
+            },
+        });
     }
 
     pub(super) fn on_status(

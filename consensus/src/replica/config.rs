@@ -47,6 +47,11 @@ pub struct ReplicaConfig {
     /// at once; otherwise an empty store learns a signing floor from 2f + 1 peers first
     /// (an empty store is not a fresh validator: its disk may have been wiped).
     pub fresh: bool,
+    /// Entropy from the host, different at every process start (the node draws it from
+    /// the clock's nanoseconds and its process id). A learning replica's status-request
+    /// nonce mixes it with the start time, so no status sent before this start (say,
+    /// before the wipe) can answer the request.
+    pub boot_nonce: u64,
     #[doc(hidden)]
     /// Deliberate bugs for the simulator's checker tests. Always `None` in a node.
     pub mutant: Option<Mutant>,
@@ -84,11 +89,18 @@ pub enum Mutant {
     /// view's NewView decided when that sequence has no log entry (it lies at or below
     /// the replica's stable checkpoint, which passed its execution).
     PrePrepareBelowStable,
+    /// Found by the long run (seed 100,017,076): a replica builds only at its own next
+    /// round, so one whose chain fell below the GC round never builds again.
+    NoRoundJump,
+    /// Found with the round-jump mutant's seeds (seed 5,000,419, no Byzantine): a
+    /// learning replica counts any peer's status, even one sent before its wipe, which
+    /// may report a round below what the replica signed before it.
+    StaleStatusCounts,
 }
 
 impl Mutant {
     /// Every mutant, in the order the simulator's tests run them.
-    pub const ALL: [Mutant; 10] = [
+    pub const ALL: [Mutant; 12] = [
         Mutant::NoDurableOwnVertex,
         Mutant::CountParentVertices,
         Mutant::PerAuthorFrontier,
@@ -99,6 +111,8 @@ impl Mutant {
         Mutant::NewViewNotDurable,
         Mutant::WipedStoreSignsAtOnce,
         Mutant::PrePrepareBelowStable,
+        Mutant::NoRoundJump,
+        Mutant::StaleStatusCounts,
     ];
 
     /// The command-line name (`--mutant NAME`).
@@ -114,6 +128,8 @@ impl Mutant {
             Mutant::NewViewNotDurable => "new-view-not-durable",
             Mutant::WipedStoreSignsAtOnce => "wiped-store-signs-at-once",
             Mutant::PrePrepareBelowStable => "pre-prepare-below-stable",
+            Mutant::NoRoundJump => "no-round-jump",
+            Mutant::StaleStatusCounts => "stale-status-counts",
         }
     }
 
@@ -162,6 +178,7 @@ impl ReplicaConfig {
             decided_retention: 1_024,
             ban_threshold: 3,
             fresh: false,
+            boot_nonce: 0,
             mutant: None,
         }
     }

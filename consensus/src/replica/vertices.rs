@@ -115,11 +115,18 @@ impl Replica {
         if self.learning() {
             return;
         }
-        let next_round = match &self.own_latest {
+        let mut next_round = match &self.own_latest {
             None => Round(0),
             Some(latest) => latest.vertex().round.next(),
         }
         .max(self.lowest_own_round());
+        if let Some(previous) = next_round.previous() {
+            if !self.holds_quorum_of(previous) {
+                if let Some(ahead) = self.highest_quorum_round_from(next_round) {
+                    next_round = ahead.next();
+                }
+            }
+        }
         // Backpressure: at most 2D rounds above the GC round. Beyond, only the primary
         // builds, and only to propose the anchor that moves the GC round.
         let cap = self.finalizer.gc_round().0 + 2 * self.config.gc_depth;
@@ -154,6 +161,39 @@ impl Replica {
             }
         }
         self.build_vertex(next_round, now, outputs);
+    }
+
+    /// True when accepted vertices of `round` come from at least 2f + 1 distinct authors.
+    fn holds_quorum_of(&self, round: Round) -> bool {
+        let mut authors: Vec<ValidatorIndex> = self
+            .dag
+            .round_vertices(round)
+            .iter()
+            .map(|v| v.vertex().author)
+            .collect();
+        authors.dedup();
+        authors.len() >= self.config.committee.quorum()
+    }
+
+    /// The highest round at or above `lowest` whose accepted vertices come from a quorum,
+    /// if any. A replica whose own chain fell behind (it was cut off, crashed or synced
+    /// by certificates while the others built on) has no quorum at its own next round's
+    /// predecessor, possibly ever again: those rounds may be below the GC round. It
+    /// builds above the highest round a quorum reached instead (Narwhal's rule: a round
+    /// is entered once 2f + 1 vertices of the round below are held). At least f + 1
+    /// honest validators signed that round, so a Byzantine minority cannot pull us up.
+    fn highest_quorum_round_from(&self, lowest: Round) -> Option<Round> {
+        if self.config.mutant == Some(Mutant::NoRoundJump) {
+            return None;
+        }
+        let mut round = self.dag.highest_round()?;
+        while round >= lowest {
+            if self.holds_quorum_of(round) {
+                return Some(round);
+            }
+            round = round.previous()?;
+        }
+        None
     }
 
     pub(super) fn wants_to_propose(&self) -> bool {
