@@ -1030,3 +1030,183 @@ fn a_replica_whose_own_round_fell_below_the_gc_round_builds_above_the_quorum_rou
     // The old rule: it waits for 2f + 1 vertices of round 0, which the GC removed.
     assert!(own_vertices(&fallen_behind_the_gc_round(Some(Mutant::NoRoundJump)), 3).is_empty());
 }
+
+/// The status `outputs` sends to `to`, if any.
+fn status_to(outputs: &[Output], to: u16) -> Option<Message> {
+    outputs.iter().find_map(|o| match o {
+        Output::Send {
+            to: t,
+            message: m @ Message::Status { .. },
+        } if *t == v(to) => Some(m.clone()),
+        _ => None,
+    })
+}
+
+/// A view change `outputs` broadcast, as a signed view change.
+fn own_view_change(outputs: &[Output]) -> SignedViewChange {
+    sent(outputs)
+        .into_iter()
+        .find_map(|m| match m {
+            Message::ViewChange { view_change, .. } => Some(view_change.clone()),
+            _ => None,
+        })
+        .expect("announced a view change")
+}
+
+fn wiped_node(index: u16, committee: &Committee, boot: u64, now: u64) -> (Node, Vec<Output>) {
+    let mut config = ReplicaConfig::new(v(index), committee.clone());
+    config.boot_nonce = boot;
+    let store = MemoryStore::new();
+    let replica = Replica::recover(config.clone(), Signer::Placeholder, &store).expect("recovers");
+    let mut node = Node {
+        replica,
+        store,
+        config,
+        now,
+    };
+    let started = node.step(Input::Start);
+    (node, started)
+}
+
+/// Found by the review of the fresh-status rule (rule: a replica that learned a floor
+/// answers a status request with at least floor view + 1, floor round + 1 and E: what
+/// it may have signed before its own wipe). Beyond the fault model (Byzantine 1 and two
+/// wiped replicas, one not yet past its floor), and defense in depth all the same:
+/// n = 4; Byzantine 1 (primary of view 1); honest 0 (slow: never leaves view 0), 2, 3.
+/// 1. 2 and 3 time out in view 0 and announce view 1; primary 1's NewView (view changes
+///    of 1, 2, 3) takes them into view 1; its anchor d carries (view 1, seq 1); honest 3
+///    prepares (1, 1, d).
+/// 2. 2's disk is wiped. It learns from 0, 1, 3 (floor view 1) and leaves learning, but
+///    its view is 0 again and it holds no own vertex.
+/// 3. 3's disk is wiped (2 is no longer learning: at most one learner at a time).
+///    Its request is answered by 0 (view 0, round 0), by 2 and by Byzantine 1 (a
+///    downward lie). Before the rule, 2 answered view 0, round none, so 3's floor was
+///    view 0.
+/// 4. Primary 1 resends its NewView and an equivocating anchor d' for (1, 1): 3 must
+///    not prepare (1, 1, d'), a second prepare for (Prepare, view 1, seq 1).
+#[test]
+fn a_reporter_wiped_earlier_never_lowers_the_next_wiped_replicas_floor() {
+    let (committee, _) = committee(4);
+    let mut n0 = Node::new(0, &committee, None);
+    let mut n2 = Node::new(2, &committee, None);
+    let mut n3 = Node::new(3, &committee, None);
+    // Genesis vertices (each node built its own at Start), read back from its store.
+    let latest = |n: &Node| {
+        let bytes = n.store.replica_state(b"own/latest").unwrap().unwrap();
+        let hash = Digest::from_bytes(<[u8; 32]>::try_from(bytes.as_slice()).unwrap());
+        n.store.vertex(&hash).unwrap().unwrap()
+    };
+    let g0 = latest(&n0);
+    let g2 = latest(&n2);
+    let mut builder = DagBuilder::with_committee(committee.clone()).transactions_per_vertex(1);
+    let g1 = builder.vertex_with_parents(v(1), Round(0), Vec::new(), 0);
+
+    // 1. Work arrives, nobody makes progress (0 and 1 silent): 2 and 3 time out.
+    let mut vcs = Vec::new();
+    for node in [&mut n2, &mut n3] {
+        node.step(Input::Transactions(vec![Transaction::new(
+            b"work".to_vec(),
+        )]));
+        node.step(Input::Timer(weft_consensus::replica::Timer::Tick));
+        node.now += 60_000;
+        let out = node.step(Input::Timer(weft_consensus::replica::Timer::Tick));
+        vcs.push(own_view_change(&out));
+    }
+    assert_eq!(vcs[0].body().view, View(1));
+    let vc1 = view_change(&committee, 1, 1, vec![], vec![]);
+    let nv = new_view_message(
+        &committee,
+        1,
+        1,
+        vec![vc1.clone(), vcs[0].clone(), vcs[1].clone()],
+        vec![],
+    );
+    let parents = vec![g0.as_parent(), g2.as_parent()];
+    let d = with_proposal(
+        &builder.vertex_with_parents(v(1), Round(1), parents.clone(), 0),
+        1,
+        1,
+    );
+    let mut before = Vec::new();
+    for node in [&mut n2, &mut n3] {
+        node.deliver(1, nv.clone());
+        assert_eq!(node.replica.view(), View(1));
+        for g in [&g0, &g1, &g2] {
+            before.extend(node.deliver(g.vertex().author.0, Message::Vertex(g.clone())));
+        }
+        before.extend(node.deliver(1, Message::Vertex(d.clone())));
+    }
+    let prepared_before: Vec<Vote> = votes(&before, Phase::Prepare)
+        .into_iter()
+        .filter(|p| p.voter == v(3))
+        .collect();
+    assert_eq!(prepared_before.len(), 1, "3 prepared d in view 1");
+    assert_eq!(prepared_before[0].digest, Some(d.hash()));
+
+    // 2. 2 is wiped and learns from 0, 1 and 3.
+    let (mut n2, started) = wiped_node(2, &committee, 222, n2.now);
+    let nonce2 = status_request_nonce(&started).expect("2 asks");
+    let a0 = status_to(&n0.deliver(2, Message::StatusRequest { nonce: nonce2 }), 2).unwrap();
+    let a3 = status_to(&n3.deliver(2, Message::StatusRequest { nonce: nonce2 }), 2).unwrap();
+    n2.deliver(0, a0);
+    n2.deliver(3, a3);
+    n2.deliver(
+        1,
+        Message::Status {
+            view: View(1),
+            executed: Sequence(0),
+            round: Some(Round(1)),
+            answers: Some(nonce2),
+        },
+    );
+    assert!(!n2.replica.learning_signing_floor(), "2 learned");
+    assert_eq!(n2.replica.signing_floor().map(|f| f.0), Some(View(1)));
+
+    // 3. 3 is wiped and learns from 0, 2 (honest, fresh answers) and Byzantine 1.
+    let (mut n3, started) = wiped_node(3, &committee, 333, n3.now);
+    let nonce3 = status_request_nonce(&started).expect("3 asks");
+    let a0 = status_to(&n0.deliver(3, Message::StatusRequest { nonce: nonce3 }), 3).unwrap();
+    let a2 = status_to(&n2.deliver(3, Message::StatusRequest { nonce: nonce3 }), 3).unwrap();
+    n3.deliver(0, a0);
+    n3.deliver(2, a2);
+    n3.deliver(
+        1,
+        Message::Status {
+            view: View(0),
+            executed: Sequence(0),
+            round: Some(Round(0)),
+            answers: Some(nonce3),
+        },
+    );
+    assert_eq!(
+        n3.replica.signing_floor().map(|f| f.0),
+        Some(View(2)),
+        "2 answers at least its floor view + 1"
+    );
+    assert!(!n3.replica.learning_signing_floor(), "3 learned");
+
+    // 4. Primary 1 replays its NewView and sends an equivocating anchor for (1, 1).
+    let d2 = with_proposal(
+        &builder.vertex_with_parents(v(1), Round(1), parents, 1),
+        1,
+        1,
+    );
+    assert_ne!(d.hash(), d2.hash());
+    let mut after = n3.deliver(1, nv);
+    for g in [&g0, &g1, &g2] {
+        after.extend(n3.deliver(g.vertex().author.0, Message::Vertex(g.clone())));
+    }
+    after.extend(n3.deliver(1, Message::Vertex(d2.clone())));
+    let prepared_after: Vec<Vote> = votes(&after, Phase::Prepare)
+        .into_iter()
+        .filter(|p| p.view == View(1) && p.sequence == Sequence(1))
+        .collect();
+    assert!(
+        prepared_after
+            .iter()
+            .all(|p| p.digest == prepared_before[0].digest),
+        "honest 3 double-signed (Prepare, view 1, seq 1): before the wipe {:?}, after {:?}",
+        prepared_before[0].digest,
+        prepared_after.iter().map(|p| p.digest).collect::<Vec<_>>()
+    );
+}

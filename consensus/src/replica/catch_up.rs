@@ -126,12 +126,29 @@ impl Replica {
             return;
         }
         *slot = (now, nonce);
+        // A replica that learned a floor itself (its store was wiped earlier) may hold
+        // less than it signed before that wipe: it answers with at least what its floor
+        // bounds (a view change up to floor view + 1, a vertex up to floor round + 1,
+        // an execution up to E), so it never lowers the asker's floor. Upward only
+        // delays the asker. Found by review: a reporter wiped earlier answered view 0,
+        // and the asker then prepared a second digest in view 1.
+        let mut view = self.view;
+        let mut executed = self.finalizer.last_sequence();
+        let mut round = self.own_latest.as_ref().map(|v| v.vertex().round);
+        if let Some(floor) = &self.floor {
+            view = view.max(View(floor.view.0.saturating_add(1)));
+            executed = executed.max(floor.executed);
+            if let Some(floor_round) = floor.round {
+                let bound = Round(floor_round.0.saturating_add(1));
+                round = Some(round.map_or(bound, |r| r.max(bound)));
+            }
+        }
         outputs.push(Output::Send {
             to: from,
             message: Message::Status {
-                view: self.view,
-                executed: self.finalizer.last_sequence(),
-                round: self.own_latest.as_ref().map(|v| v.vertex().round),
+                view,
+                executed,
+                round,
                 answers: Some(nonce),
             },
         });
