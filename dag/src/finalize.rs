@@ -77,9 +77,11 @@ impl FinalizedEntry {
     }
 }
 
-/// `blake3("weft/state/v1" || previous || sequence || anchor || vertices || tx ids)`, with
-/// fixed-width fields and counts so the concatenation is unambiguous. It covers the
-/// finalized set (through the vertex hashes) and the dedup set (through the tx ids).
+/// `blake3("weft/state/v2" || previous || sequence || anchor || vertices || transactions)`,
+/// with fixed-width fields and counts so the concatenation is unambiguous. It covers the
+/// finalized set (through the vertex hashes), the dedup set (through the tx ids) and
+/// where each transaction is (its vertex and position): a peer that serves an entry
+/// cannot move a transaction without changing the digest.
 pub fn chain_digest(
     previous: &Digest,
     sequence: Sequence,
@@ -87,8 +89,8 @@ pub fn chain_digest(
     vertices: &[Digest],
     transactions: &[FinalizedTransaction],
 ) -> Digest {
-    let mut hasher_input = Vec::with_capacity(64 + 32 * (vertices.len() + transactions.len()));
-    hasher_input.extend_from_slice(b"weft/state/v1");
+    let mut hasher_input = Vec::with_capacity(64 + 32 * vertices.len() + 68 * transactions.len());
+    hasher_input.extend_from_slice(b"weft/state/v2");
     hasher_input.extend_from_slice(previous.as_bytes());
     hasher_input.extend_from_slice(&sequence.0.to_le_bytes());
     match anchor {
@@ -105,6 +107,8 @@ pub fn chain_digest(
     hasher_input.extend_from_slice(&(transactions.len() as u64).to_le_bytes());
     for transaction in transactions {
         hasher_input.extend_from_slice(transaction.id.0.as_bytes());
+        hasher_input.extend_from_slice(transaction.vertex.as_bytes());
+        hasher_input.extend_from_slice(&transaction.position.to_le_bytes());
     }
     Digest::of(&hasher_input)
 }

@@ -420,6 +420,33 @@ fn order_is_round_then_rotated_author_then_hash_with_first_transaction_winning()
     ));
 }
 
+/// The chained digest binds where each transaction is: an entry whose transaction was
+/// moved to another vertex or position (what a lying sync peer would serve so that
+/// `GetTransaction` reports the wrong place) no longer chains.
+#[test]
+fn the_chained_digest_covers_each_transactions_vertex_and_position() {
+    let mut builder = DagBuilder::new(4).transactions_per_vertex(2);
+    let genesis = builder.genesis();
+    let anchor = builder.vertex(v(0), Round(1), &all(4), 0);
+    let mut dag = new_dag(&builder);
+    insert_all(&mut dag, &genesis);
+    dag.insert(anchor.clone()).expect("valid");
+    let entry = Finalizer::new(10)
+        .execute(&dag, Sequence(1), Some(anchor.hash()), 0)
+        .expect("executes");
+    let previous = Digest::default();
+    assert_eq!(entry.chained_digest(&previous), entry.state_digest);
+    let mut moved = entry.clone();
+    moved.transactions[0].vertex = genesis[3].hash();
+    assert_ne!(moved.chained_digest(&previous), entry.state_digest, "vertex");
+    let mut moved = entry.clone();
+    moved.transactions[0].position += 1;
+    assert_ne!(moved.chained_digest(&previous), entry.state_digest, "position");
+    let mut swapped = entry.clone();
+    swapped.transactions.swap(0, 1);
+    assert_ne!(swapped.chained_digest(&previous), entry.state_digest, "order");
+}
+
 /// A random DAG: every round, a random quorum-or-more of authors each reference a
 /// random quorum-or-more of the previous round.
 fn random_dag(seed: u64, n: u16, rounds: u64) -> DagBuilder {
