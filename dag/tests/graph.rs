@@ -438,13 +438,25 @@ fn the_chained_digest_covers_each_transactions_vertex_and_position() {
     assert_eq!(entry.chained_digest(&previous), entry.state_digest);
     let mut moved = entry.clone();
     moved.transactions[0].vertex = genesis[3].hash();
-    assert_ne!(moved.chained_digest(&previous), entry.state_digest, "vertex");
+    assert_ne!(
+        moved.chained_digest(&previous),
+        entry.state_digest,
+        "vertex"
+    );
     let mut moved = entry.clone();
     moved.transactions[0].position += 1;
-    assert_ne!(moved.chained_digest(&previous), entry.state_digest, "position");
+    assert_ne!(
+        moved.chained_digest(&previous),
+        entry.state_digest,
+        "position"
+    );
     let mut swapped = entry.clone();
     swapped.transactions.swap(0, 1);
-    assert_ne!(swapped.chained_digest(&previous), entry.state_digest, "order");
+    assert_ne!(
+        swapped.chained_digest(&previous),
+        entry.state_digest,
+        "order"
+    );
 }
 
 /// A random DAG: every round, a random quorum-or-more of authors each reference a
