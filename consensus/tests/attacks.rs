@@ -1210,3 +1210,71 @@ fn a_reporter_wiped_earlier_never_lowers_the_next_wiped_replicas_floor() {
         prepared_after.iter().map(|p| p.digest).collect::<Vec<_>>()
     );
 }
+
+/// Found by the review of the round jump (rule: a replica's own vertex in the round
+/// below is its own parent, whether it is its latest known vertex or came back from
+/// peers after a wipe). Replica 3 is wiped and learns floor round 4, so it builds from
+/// round 6; peers relay back its own pre-wipe round-5 vertex, and only 0 and 1 of the
+/// others reach round 5. Three authors of round 5 are held, so it builds round 6, and
+/// that vertex must name three round-5 parents, its own among them (before, it left its
+/// own out and signed a vertex with two, which every peer refuses).
+#[test]
+fn a_wiped_replica_references_its_own_pre_wipe_vertex_of_the_round_below() {
+    let (committee, _) = committee(4);
+    let mut config = ReplicaConfig::new(v(3), committee.clone());
+    config.boot_nonce = 5;
+    let store = MemoryStore::new();
+    let replica = Replica::recover(config.clone(), Signer::Placeholder, &store).expect("recovers");
+    let mut node = Node {
+        replica,
+        store,
+        config,
+        now: 5_000,
+    };
+    let started = node.step(Input::Start);
+    let nonce = status_request_nonce(&started).expect("asks");
+    for peer in [0u16, 1, 2] {
+        node.deliver(
+            peer,
+            Message::Status {
+                view: View(0),
+                executed: Sequence(0),
+                round: Some(Round(4)),
+                answers: Some(nonce),
+            },
+        );
+    }
+    assert_eq!(
+        node.replica.signing_floor(),
+        Some((View(0), Some(Round(4)), Sequence(0)))
+    );
+    let mut builder = DagBuilder::with_committee(committee.clone()).transactions_per_vertex(0);
+    let mut history = builder.genesis();
+    for round in 1..=4 {
+        history.extend(builder.full_round(Round(round)));
+    }
+    for author in [0u16, 1, 3] {
+        history.push(builder.vertex(v(author), Round(5), &[v(0), v(1), v(2), v(3)], 0));
+    }
+    let mut outputs = node.step(Input::Fetched {
+        from: v(0),
+        vertices: history,
+    });
+    outputs.extend(node.step(Input::Transactions(vec![Transaction::new(
+        b"work".to_vec(),
+    )])));
+    let built = own_vertices(&outputs, 3);
+    assert_eq!(built.len(), 1, "builds round 6");
+    let body = built[0].vertex();
+    assert_eq!(body.round, Round(6));
+    let mut round_5: Vec<u16> = body
+        .parents
+        .iter()
+        .filter(|p| p.round == Round(5))
+        .map(|p| p.author.0)
+        .collect();
+    round_5.sort_unstable();
+    assert_eq!(round_5, vec![0, 1, 3]);
+    body.check_structure(&committee, &Limits::default())
+        .expect("a valid vertex");
+}

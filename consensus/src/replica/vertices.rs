@@ -234,8 +234,18 @@ impl Replica {
         let index = self.config.index;
         let mut parents = Vec::new();
         if let Some(previous) = round.previous() {
-            if let Some(own) = &self.own_latest {
-                parents.push(own.as_parent());
+            // Our own link: our vertex of the previous round if the DAG holds one (after a
+            // wipe, peers may relay back one we signed before it, and the quorum count
+            // above included it), otherwise our latest vertex.
+            let own_below = self
+                .dag
+                .round_vertices(previous)
+                .into_iter()
+                .find(|v| v.vertex().author == index)
+                .map(SignedVertex::as_parent);
+            let own_latest = self.own_latest.as_ref().map(SignedVertex::as_parent);
+            if let Some(own) = own_below.or(own_latest) {
+                parents.push(own);
             }
             let lowest =
                 Round(round.0.saturating_sub(self.config.gc_depth)).max(self.dag.gc_round());
