@@ -13,11 +13,17 @@ use weft_consensus::view_change::{Claim, NewView, Signed, SignedViewChange, View
 use weft_consensus::Signer;
 use weft_crypto::Digest;
 use weft_dag::store::{MemoryStore, Store};
-use weft_dag::testing::{committee, placeholder_signature, DagBuilder};
+use weft_dag::testing::{committee, placeholder_signature, DagBuilder, BUILDER_EPOCH_MS};
 use weft_dag::{
     Committee, Epoch, Limits, Proposal, Round, Sequence, SignedVertex, TimestampMs, Transaction,
     ValidatorIndex, View,
 };
+
+/// A client transaction, valid while the tests' clocks run (around `BUILDER_EPOCH_MS`,
+/// where `DagBuilder` stamps its vertices).
+fn work(payload: Vec<u8>) -> Transaction {
+    Transaction::new(payload, TimestampMs(BUILDER_EPOCH_MS + 200_000))
+}
 
 fn v(i: u16) -> ValidatorIndex {
     ValidatorIndex(i)
@@ -40,7 +46,10 @@ impl Node {
             replica,
             store: MemoryStore::new(),
             config,
-            now: 1_000,
+            // Just below `DagBuilder`'s stamps: its vertices may reference our own genesis
+            // (a child is never stamped below its parents), and they are within the
+            // clock drift we reference and prepare.
+            now: BUILDER_EPOCH_MS - 4_000,
         };
         node.step(Input::Start);
         node
@@ -525,9 +534,7 @@ fn primary_restart(mutant: Option<Mutant>) -> Vec<Proposal> {
     assert_eq!(own_genesis.len(), 1, "round 0 built on start");
     let mut builder = DagBuilder::with_committee(committee.clone());
     let genesis = genesis_except(&mut builder, 0);
-    node.step(Input::Transactions(vec![Transaction::new(
-        b"first".to_vec(),
-    )]));
+    node.step(Input::Transactions(vec![work(b"first".to_vec())]));
     let mut proposals: Vec<(Digest, Proposal)> = Vec::new();
     let is_anchor = |o: &Output| matches!(o, Output::Broadcast(Message::Vertex(vertex)) if vertex.vertex().proposal.is_some());
     for vertex in genesis.clone() {
@@ -552,9 +559,7 @@ fn primary_restart(mutant: Option<Mutant>) -> Vec<Proposal> {
         from: v(1),
         vertices: own_genesis.into_iter().chain(genesis).collect(),
     });
-    node.step(Input::Transactions(vec![Transaction::new(
-        b"second".to_vec(),
-    )]));
+    node.step(Input::Transactions(vec![work(b"second".to_vec())]));
     for author in [1, 2, 3] {
         let vertex = builder.vertex(v(author), Round(1), &[v(1), v(2), v(3)], 0);
         let outputs = node.deliver(author, Message::Vertex(vertex));
@@ -665,7 +670,7 @@ fn wiped_restart(mutant: Option<Mutant>) -> (Vec<Output>, Vec<Output>) {
         replica,
         store,
         config,
-        now: 5_000,
+        now: BUILDER_EPOCH_MS + 5_000,
     };
     let mut started = node.step(Input::Start);
     // The mutant does not learn, so it asks nothing.
@@ -757,7 +762,7 @@ fn stale_status_restart(mutant: Option<Mutant>) -> (Floor, Floor) {
         replica,
         store,
         config,
-        now: 5_000,
+        now: BUILDER_EPOCH_MS + 5_000,
     };
     let started = node.step(Input::Start);
     let nonce = status_request_nonce(&started).expect("asks its peers where they are");
@@ -959,7 +964,7 @@ fn fallen_behind_the_gc_round(mutant: Option<Mutant>) -> Vec<Output> {
         replica,
         store: MemoryStore::new(),
         config,
-        now: 1_000,
+        now: BUILDER_EPOCH_MS + 1_000,
     };
     let started = node.step(Input::Start);
     assert_eq!(
@@ -1013,9 +1018,7 @@ fn fallen_behind_the_gc_round(mutant: Option<Mutant>) -> Vec<Output> {
         Sequence(1),
         "sequence 1 executed"
     );
-    outputs.extend(node.step(Input::Transactions(vec![Transaction::new(
-        b"work".to_vec(),
-    )])));
+    outputs.extend(node.step(Input::Transactions(vec![work(b"work".to_vec())])));
     outputs
 }
 
@@ -1104,9 +1107,7 @@ fn a_reporter_wiped_earlier_never_lowers_the_next_wiped_replicas_floor() {
     // 1. Work arrives, nobody makes progress (0 and 1 silent): 2 and 3 time out.
     let mut vcs = Vec::new();
     for node in [&mut n2, &mut n3] {
-        node.step(Input::Transactions(vec![Transaction::new(
-            b"work".to_vec(),
-        )]));
+        node.step(Input::Transactions(vec![work(b"work".to_vec())]));
         node.step(Input::Timer(weft_consensus::replica::Timer::Tick));
         node.now += 60_000;
         let out = node.step(Input::Timer(weft_consensus::replica::Timer::Tick));
@@ -1229,7 +1230,7 @@ fn a_wiped_replica_references_its_own_pre_wipe_vertex_of_the_round_below() {
         replica,
         store,
         config,
-        now: 5_000,
+        now: BUILDER_EPOCH_MS + 5_000,
     };
     let started = node.step(Input::Start);
     let nonce = status_request_nonce(&started).expect("asks");
@@ -1260,9 +1261,7 @@ fn a_wiped_replica_references_its_own_pre_wipe_vertex_of_the_round_below() {
         from: v(0),
         vertices: history,
     });
-    outputs.extend(node.step(Input::Transactions(vec![Transaction::new(
-        b"work".to_vec(),
-    )])));
+    outputs.extend(node.step(Input::Transactions(vec![work(b"work".to_vec())])));
     let built = own_vertices(&outputs, 3);
     assert_eq!(built.len(), 1, "builds round 6");
     let body = built[0].vertex();
@@ -1277,4 +1276,35 @@ fn a_wiped_replica_references_its_own_pre_wipe_vertex_of_the_round_below() {
     assert_eq!(round_5, vec![0, 1, 3]);
     body.check_structure(&committee, &Limits::default())
         .expect("a valid vertex");
+}
+
+/// Rule: consensus time comes from anchors' stamps, so a replica prepares a primary's
+/// anchor only if it is stamped at most `max_clock_drift_ms` ahead of its clock (a
+/// Byzantine primary stamping the far future would otherwise expire every pending
+/// transaction). The same anchor within the allowance is prepared.
+fn stamped_anchor(ahead_ms: u64) -> Vec<Output> {
+    let (committee, _) = committee(4);
+    let mut node = Node::new(3, &committee, None);
+    let mut builder = DagBuilder::with_committee(committee.clone());
+    for vertex in genesis_except(&mut builder, 3) {
+        node.deliver(vertex.vertex().author.0, Message::Vertex(vertex));
+    }
+    let mut body = builder
+        .vertex(v(0), Round(1), &[v(0), v(1), v(2)], 0)
+        .vertex()
+        .clone();
+    body.created_at = TimestampMs(node.now + ahead_ms);
+    body.proposal = Some(Proposal {
+        view: View(0),
+        sequence: Sequence(1),
+    });
+    let anchor = SignedVertex::with_signature(body, placeholder_signature());
+    node.deliver(0, Message::Vertex(anchor))
+}
+
+#[test]
+fn an_anchor_stamped_beyond_the_clock_drift_allowance_is_not_prepared() {
+    let drift = ReplicaConfig::new(v(3), committee(4).0).max_clock_drift_ms;
+    assert!(votes(&stamped_anchor(drift + 1_000), Phase::Prepare).is_empty());
+    assert_eq!(votes(&stamped_anchor(drift / 2), Phase::Prepare).len(), 1);
 }

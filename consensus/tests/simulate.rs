@@ -131,7 +131,8 @@ fn liveness_checker_fires_only_for_acknowledged_transactions() {
     let mut acknowledged: HashSet<_> = submitted.keys().copied().collect();
     let logs = [entries.clone(), entries];
     assert!(check_integrity(&logs, &submitted, &acknowledged).is_empty());
-    let lost = weft_dag::Transaction::new(b"never finalized".to_vec()).id();
+    let lost =
+        weft_dag::Transaction::new(b"never finalized".to_vec(), weft_dag::TimestampMs(1)).id();
     submitted.insert(lost, 0);
     assert!(check_integrity(&logs, &submitted, &acknowledged).is_empty());
     acknowledged.insert(lost);

@@ -30,6 +30,11 @@ pub struct ReplicaConfig {
     pub idle_interval_ms: u64,
     /// The heartbeat that checks deadlines.
     pub tick_interval_ms: u64,
+    /// How far ahead of our clock a primary's anchor may be stamped for us to prepare
+    /// it; vertices stamped more than half of this ahead are not referenced. Consensus
+    /// time is taken from anchors' stamps, so this bounds how far one Byzantine primary
+    /// can push it (and expire transactions early).
+    pub max_clock_drift_ms: u64,
     /// Re-send what peers may have lost this often.
     pub retransmit_interval_ms: u64,
     /// T: waiting this long without progress starts a view change.
@@ -171,6 +176,7 @@ impl ReplicaConfig {
             max_mempool_transactions: 100_000,
             idle_interval_ms: 50,
             tick_interval_ms: 50,
+            max_clock_drift_ms: 10_000,
             retransmit_interval_ms: 300,
             view_change_timeout_ms: 1_000,
             max_view_change_timeout_ms: 8_000,
@@ -219,6 +225,11 @@ impl ReplicaConfig {
             ),
             (self.idle_interval_ms >= 1, "idle_interval_ms", "at least 1"),
             (self.tick_interval_ms >= 1, "tick_interval_ms", "at least 1"),
+            (
+                self.max_clock_drift_ms >= 2,
+                "max_clock_drift_ms",
+                "at least 2",
+            ),
             (
                 self.view_change_timeout_ms >= self.tick_interval_ms,
                 "view_change_timeout_ms",

@@ -398,7 +398,7 @@ impl Replica {
                     self.insert_vertex(from, vertex, false, now, &mut outputs);
                 }
             }
-            Input::Transactions(transactions) => self.add_transactions(transactions),
+            Input::Transactions(transactions) => self.add_transactions(transactions, now),
             Input::Timer(Timer::Idle) => {
                 self.idle_armed = false;
                 self.idle_fired = true;

@@ -503,6 +503,10 @@ struct World {
     recent_statuses: Vec<VecDeque<(u64, usize, Message)>>,
 }
 
+/// Simulated clients' transactions expire this long after their first submission (well
+/// beyond any run's end: liveness owes them finality).
+const CLIENT_TTL_MS: u64 = 240_000;
+
 /// How far back a status may be held and delivered across a wipe.
 const STALE_STATUS_MS: u64 = 3_000;
 
@@ -665,7 +669,7 @@ impl World {
             self.schedule(
                 at,
                 Event::Submit {
-                    transaction: Transaction::new(payload),
+                    transaction: Transaction::new(payload, TimestampMs(at + CLIENT_TTL_MS)),
                     attempt: 0,
                 },
             );
