@@ -161,7 +161,8 @@ fn limits_are_enforced_before_allocation() {
     ));
     // A count that claims more elements than bytes remain is refused up front.
     let mut bytes = sample().encode();
-    let count_at = bytes.len() - (4 + 4 + 5);
+    // The count, then one transaction: expiry u64, length u32, "hello".
+    let count_at = bytes.len() - (4 + 8 + 4 + 5);
     bytes[count_at..count_at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
     assert!(Vertex::decode(&bytes, &Limits::default()).is_err());
     let big = Limits {
