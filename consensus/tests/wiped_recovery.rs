@@ -137,10 +137,7 @@ impl Net {
             self.now += 50;
             self.tx_counter += 1;
             for i in 0..self.replicas.len() {
-                let tx = Transaction::new(
-                    format!("tx {} at {}", self.tx_counter, i).into_bytes(),
-                    TimestampMs(self.now + 60_000),
-                );
+                let tx = Transaction::new(format!("tx {} at {}", self.tx_counter, i).into_bytes());
                 self.queue.push_back((i, Input::Transactions(vec![tx])));
                 self.queue.push_back((i, Input::Timer(Timer::Tick)));
                 if self.idle_due[i].is_some_and(|due| due <= self.now) {

@@ -10,7 +10,7 @@ use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 use weft_crypto::Digest;
 use weft_dag::store::Store;
-use weft_dag::{FinalizedEntry, Limits, Sequence, TimestampMs, Transaction, TxId, MAX_TTL_MS};
+use weft_dag::{FinalizedEntry, Limits, Sequence, Transaction, TxId};
 use weft_network::Network;
 use weft_proto::v1;
 use weft_proto::v1::ledger_server::Ledger;
@@ -26,15 +26,6 @@ pub const LIST_LIMIT: u32 = 1_000;
 pub const LIST_LIMIT_WITH_IDS: u32 = 100;
 /// Most streamed submissions handed to the engine as one batch.
 const SUBMIT_BATCH: usize = 512;
-/// The expiry filled in when a request leaves `expires_at_ms` at 0: the validator's
-/// clock plus this.
-pub const DEFAULT_TTL_MS: u64 = 120_000;
-
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
 /// Entries a subscriber may fall behind before it is closed.
 pub const SUBSCRIBER_BUFFER: usize = 1_024;
 
@@ -126,26 +117,6 @@ impl LedgerService {
         Ok(())
     }
 
-    /// The expiry a request asks for, or the default; refused when already passed or
-    /// further ahead of our clock than the dedup window.
-    fn expiry(&self, requested_ms: u64) -> Result<TimestampMs, Status> {
-        let now = unix_ms();
-        if requested_ms == 0 {
-            return Ok(TimestampMs(now.saturating_add(DEFAULT_TTL_MS)));
-        }
-        if requested_ms < now {
-            return Err(Status::failed_precondition(format!(
-                "the transaction expired at {requested_ms} ms; this validator's clock reads {now} ms"
-            )));
-        }
-        if requested_ms > now.saturating_add(MAX_TTL_MS) {
-            return Err(Status::invalid_argument(format!(
-                "expires_at_ms {requested_ms} is more than {MAX_TTL_MS} ms ahead of this validator's clock ({now} ms)"
-            )));
-        }
-        Ok(TimestampMs(requested_ms))
-    }
-
     fn outcome(&self, admission: Admission) -> Result<(), Status> {
         let label = match admission {
             Admission::Accepted => "accepted",
@@ -156,7 +127,7 @@ impl LedgerService {
         match admission {
             Admission::Accepted => Ok(()),
             Admission::Duplicate => Err(Status::already_exists(
-                "this transaction (payload and expiry) is already pending or finalized",
+                "this payload is already pending or finalized",
             )),
             Admission::Full => Err(Status::resource_exhausted(
                 "the mempool is full; retry later",
@@ -175,24 +146,13 @@ impl LedgerService {
         Ok(())
     }
 
-    async fn submit_one(
-        &self,
-        payload: Vec<u8>,
-        expires_at_ms: u64,
-    ) -> Result<(TxId, TimestampMs), Status> {
+    async fn submit_one(&self, payload: Vec<u8>) -> Result<TxId, Status> {
         self.ready()?;
         if let Err(status) = self.check_payload(&payload) {
             self.metrics.submitted.with_label_values(&["invalid"]).inc();
             return Err(status);
         }
-        let expires_at = match self.expiry(expires_at_ms) {
-            Ok(expires_at) => expires_at,
-            Err(status) => {
-                self.metrics.submitted.with_label_values(&["expiry"]).inc();
-                return Err(status);
-            }
-        };
-        let transaction = Transaction::new(payload, expires_at);
+        let transaction = Transaction::new(payload);
         let id = transaction.id();
         let answers = self
             .engine
@@ -200,34 +160,23 @@ impl LedgerService {
             .await
             .ok_or_else(|| Status::unavailable("the node is shutting down"))?;
         let admission = answers.first().copied().unwrap_or(Admission::Full);
-        self.outcome(admission).map(|()| (id, expires_at))
+        self.outcome(admission).map(|()| id)
     }
 }
 
 impl LedgerService {
     /// The streamed submit: every payload gets an answer, in order.
-    async fn submit_many(
-        &self,
-        requests: Vec<v1::SubmitTransactionRequest>,
-    ) -> Vec<v1::SubmitTransactionsResponse> {
-        let mut answers: Vec<Option<Result<(), Status>>> = Vec::with_capacity(requests.len());
-        let mut ids = Vec::with_capacity(requests.len());
+    async fn submit_many(&self, payloads: Vec<Vec<u8>>) -> Vec<v1::SubmitTransactionsResponse> {
+        let mut answers: Vec<Option<Result<(), Status>>> = Vec::with_capacity(payloads.len());
+        let mut ids = Vec::with_capacity(payloads.len());
         let mut valid = Vec::new();
-        for request in requests {
-            let expiry = self.expiry(request.expires_at_ms);
-            let expires_at = expiry
-                .as_ref()
-                .map_or(TimestampMs(request.expires_at_ms), |e| *e);
-            let transaction = Transaction::new(request.payload, expires_at);
-            ids.push((transaction.id(), expires_at));
+        for payload in payloads {
+            let transaction = Transaction::new(payload);
+            ids.push(transaction.id());
             match self
                 .ready()
                 .and_then(|()| self.check_payload(transaction.payload()))
-                .and_then(|()| {
-                    expiry.map(|_| ()).inspect_err(|_| {
-                        self.metrics.submitted.with_label_values(&["expiry"]).inc();
-                    })
-                }) {
+            {
                 Ok(()) => {
                     answers.push(None);
                     valid.push(transaction);
@@ -248,7 +197,7 @@ impl LedgerService {
         let mut admissions = admissions.map(Vec::into_iter);
         ids.into_iter()
             .zip(answers)
-            .map(|((id, expires_at), answer)| {
+            .map(|(id, answer)| {
                 let result = answer.unwrap_or_else(|| match admissions.as_mut() {
                     Some(admissions) => self.outcome(admissions.next().unwrap_or(Admission::Full)),
                     None => Err(Status::unavailable("the node is shutting down")),
@@ -261,7 +210,6 @@ impl LedgerService {
                     tx_id: id.0.as_bytes().to_vec(),
                     code: code as i32,
                     message,
-                    expires_at_ms: expires_at.0,
                 }
             })
             .collect()
@@ -365,13 +313,9 @@ impl Ledger for LedgerService {
         &self,
         request: Request<v1::SubmitTransactionRequest>,
     ) -> Result<Response<v1::SubmitTransactionResponse>, Status> {
-        let request = request.into_inner();
-        let (id, expires_at) = self
-            .submit_one(request.payload, request.expires_at_ms)
-            .await?;
+        let id = self.submit_one(request.into_inner().payload).await?;
         Ok(Response::new(v1::SubmitTransactionResponse {
             tx_id: id.0.as_bytes().to_vec(),
-            expires_at_ms: expires_at.0,
         }))
     }
 
@@ -405,18 +349,18 @@ impl Ledger for LedgerService {
                         _ => break,
                     }
                 }
-                let mut requests = Vec::with_capacity(batch.len());
+                let mut payloads = Vec::with_capacity(batch.len());
                 let mut broken = false;
                 for next in batch {
                     match next {
-                        Ok(request) => requests.push(request),
+                        Ok(request) => payloads.push(request.payload),
                         Err(_) => {
                             broken = true;
                             break;
                         }
                     }
                 }
-                for answer in service.submit_many(requests).await {
+                for answer in service.submit_many(payloads).await {
                     if answers.send(Ok(answer)).await.is_err() {
                         return;
                     }
