@@ -516,6 +516,7 @@ impl Ledger for LedgerService {
             connected_validators: u32::try_from(self.network.connected().len()).unwrap_or(u32::MAX),
             mempool_transactions: status.mempool as u64,
             syncing: status.syncing,
+            learning_signing_floor: status.learning_signing_floor,
         }))
     }
 

@@ -51,6 +51,9 @@ pub struct Status {
     pub mempool: usize,
     /// Still syncing the finalized log from peers (the engine has not started).
     pub syncing: bool,
+    /// Started from a wiped store with a key that has signed before, and not yet
+    /// signing: waiting for 2f + 1 peers to report the floor it must sign above.
+    pub learning_signing_floor: bool,
 }
 
 enum Command {
@@ -254,6 +257,9 @@ impl Engine {
         let (verified_tx, verified) = mpsc::channel::<Verified>(4096);
         let last_view = replica.view().0;
         let learning_floor = replica.learning_signing_floor();
+        metrics
+            .learning_signing_floor
+            .set(i64::from(learning_floor));
         if learning_floor {
             tracing::warn!(
                 "empty store for a validator whose key has signed before: learning the \
@@ -536,6 +542,7 @@ impl Engine {
         }
         if self.learning_floor && !self.replica.learning_signing_floor() {
             self.learning_floor = false;
+            self.metrics.learning_signing_floor.set(0);
             if let Some((view, round, executed)) = self.replica.signing_floor() {
                 tracing::info!(
                     view = view.0,
@@ -579,6 +586,7 @@ impl Engine {
             stable_checkpoint: stable,
             mempool: self.replica.mempool_len(),
             syncing: false,
+            learning_signing_floor: self.learning_floor,
         };
         self.status.send_replace(status);
     }

@@ -44,6 +44,8 @@ pub struct NodeMetrics {
     pub view_changes: IntCounter,
     /// `weft_syncing`.
     pub syncing: IntGauge,
+    /// `weft_learning_signing_floor`.
+    pub learning_signing_floor: IntGauge,
     /// `weft_sync_entries_total`.
     pub sync_entries: IntCounter,
     /// `weft_sync_rejected_batches_total`.
@@ -123,6 +125,11 @@ impl NodeMetrics {
                 "weft_syncing",
                 "1 while the validator syncs the finalized log from peers, else 0.",
             )?,
+            learning_signing_floor: IntGauge::new(
+                "weft_learning_signing_floor",
+                "1 while a validator restarted on a wiped store waits for 2f+1 peers to \
+                 report the floor it must sign above (it signs nothing meanwhile), else 0.",
+            )?,
             sync_entries: IntCounter::new(
                 "weft_sync_entries_total",
                 "Finalized entries taken from peers by state sync (checked and confirmed).",
@@ -154,6 +161,7 @@ impl NodeMetrics {
         registry.register(Box::new(metrics.submitted.clone()))?;
         registry.register(Box::new(metrics.view_changes.clone()))?;
         registry.register(Box::new(metrics.syncing.clone()))?;
+        registry.register(Box::new(metrics.learning_signing_floor.clone()))?;
         registry.register(Box::new(metrics.sync_entries.clone()))?;
         registry.register(Box::new(metrics.sync_rejected.clone()))?;
         registry.register(Box::new(metrics.sync_lag.clone()))?;

@@ -16,13 +16,31 @@ const TIMEOUT: Duration = Duration::from_secs(120);
 /// Child validators, stopped (SIGKILL) whatever happens to the test.
 struct Validators {
     children: Vec<Option<Child>>,
+    homes: Vec<PathBuf>,
 }
+
+/// Lines of each validator's log printed when a test fails.
+const LOG_TAIL_LINES: usize = 150;
 
 impl Drop for Validators {
     fn drop(&mut self) {
         for child in self.children.iter_mut().flatten() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        // A failing test shows what each validator was doing (the harness captures this).
+        if std::thread::panicking() {
+            for (index, home) in self.homes.iter().enumerate() {
+                let log = std::fs::read_to_string(home.join("node.log")).unwrap_or_default();
+                let lines: Vec<&str> = log.lines().collect();
+                let tail = &lines[lines.len().saturating_sub(LOG_TAIL_LINES)..];
+                eprintln!(
+                    "===== validator {index}: last {} of {} log lines =====\n{}",
+                    tail.len(),
+                    lines.len(),
+                    tail.join("\n")
+                );
+            }
         }
     }
 }
@@ -31,6 +49,7 @@ impl Validators {
     fn start(homes: &[PathBuf]) -> Validators {
         Validators {
             children: homes.iter().map(|home| Some(spawn(home))).collect(),
+            homes: homes.to_vec(),
         }
     }
 
@@ -893,8 +912,8 @@ async fn a_wiped_validator_rejoins_without_signing_a_conflicting_message() {
     let ahead = status(&mut clients[0]).await.last_finalized_sequence;
     wait_status(
         &mut clients[victim],
-        "the wiped validator catches up",
-        |s| !s.syncing && s.last_finalized_sequence >= ahead,
+        "the wiped validator catches up and learns its signing floor",
+        |s| !s.syncing && !s.learning_signing_floor && s.last_finalized_sequence >= ahead,
     )
     .await;
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -915,6 +934,10 @@ async fn a_wiped_validator_rejoins_without_signing_a_conflicting_message() {
         assert!(
             proofs.is_empty(),
             "validator {index} holds proof of a conflicting message: {proofs:?}"
+        );
+        assert!(
+            body.lines().any(|l| l == "weft_learning_signing_floor 0"),
+            "validator {index} still reports learning its signing floor"
         );
     }
     validators.stop_cleanly();
