@@ -28,7 +28,7 @@ fn typical_vertex() -> Vertex {
             .map(|i| {
                 let mut payload = vec![0u8; 512];
                 payload[..4].copy_from_slice(&i.to_le_bytes());
-                Transaction::new(payload)
+                Transaction::new(payload, weft_dag::TimestampMs(1_700_000_000_000))
             })
             .collect(),
     }

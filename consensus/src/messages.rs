@@ -55,6 +55,16 @@ pub enum Message {
         /// The round of the sender's own latest vertex (none before its first): a
         /// replica whose store was wiped learns from 2f + 1 of these where it may sign.
         round: Option<Round>,
+        /// The nonce of the [`Message::StatusRequest`] this status answers; none for the
+        /// periodic broadcast. A learning replica counts only answers to its own nonce:
+        /// a status sent before it asked may predate its last signature.
+        answers: Option<u64>,
+    },
+    /// "My store is empty: where are you?" A learning replica's request, answered by a
+    /// [`Message::Status`] echoing `nonce`. Unsigned, like `Status`.
+    StatusRequest {
+        /// Drawn afresh at every start, so no status sent before it can echo it.
+        nonce: u64,
     },
     /// A commit certificate: 2f + 1 matching commit votes for one sequence.
     Decided(Vec<SignedVote>),
@@ -102,7 +112,7 @@ impl Message {
                     .iter()
                     .try_for_each(|c| c.verify(committee))
             }
-            Message::Status { .. } => Ok(()),
+            Message::Status { .. } | Message::StatusRequest { .. } => Ok(()),
             Message::Decided(votes) => votes.iter().try_for_each(|v| v.verify(committee)),
         }
     }
@@ -119,6 +129,7 @@ impl Message {
             Message::ViewChange { .. } => "view_change",
             Message::NewView(_) => "new_view",
             Message::Status { .. } => "status",
+            Message::StatusRequest { .. } => "status_request",
             Message::Decided(_) => "decided",
         }
     }
@@ -160,17 +171,17 @@ impl Message {
                 view,
                 executed,
                 round,
+                answers,
             } => {
                 writer.u8(5);
                 writer.u64(view.0);
                 writer.u64(executed.0);
-                match round {
-                    None => writer.u8(0),
-                    Some(round) => {
-                        writer.u8(1);
-                        writer.u64(round.0);
-                    }
-                }
+                write_optional(&mut writer, round.map(|r| r.0));
+                write_optional(&mut writer, *answers);
+            }
+            Message::StatusRequest { nonce } => {
+                writer.u8(7);
+                writer.u64(*nonce);
             }
             Message::Decided(votes) => {
                 writer.u8(6);
@@ -220,16 +231,11 @@ impl Message {
             5 => Message::Status {
                 view: View(reader.u64("view")?),
                 executed: Sequence(reader.u64("executed")?),
-                round: match reader.u8("round tag")? {
-                    0 => None,
-                    1 => Some(Round(reader.u64("round")?)),
-                    tag => {
-                        return Err(DecodeError::Invalid {
-                            field: "round tag",
-                            reason: format!("{tag} is neither 0 nor 1"),
-                        })
-                    }
-                },
+                round: read_optional(&mut reader, "round")?.map(Round),
+                answers: read_optional(&mut reader, "answers")?,
+            },
+            7 => Message::StatusRequest {
+                nonce: reader.u64("nonce")?,
             },
             6 => {
                 let raw = u64::from(reader.u16("vote count")?);
@@ -258,6 +264,28 @@ pub(crate) fn write_certificate(writer: &mut Writer, certificate: &[SignedCheckp
     writer.u16(u16::try_from(certificate.len()).unwrap_or(u16::MAX));
     for checkpoint in certificate {
         checkpoint.write_wire(writer);
+    }
+}
+
+/// An optional u64: a tag byte (0 none, 1 some), then the value.
+fn write_optional(writer: &mut Writer, value: Option<u64>) {
+    match value {
+        None => writer.u8(0),
+        Some(value) => {
+            writer.u8(1);
+            writer.u64(value);
+        }
+    }
+}
+
+fn read_optional(reader: &mut Reader<'_>, field: &'static str) -> Result<Option<u64>, DecodeError> {
+    match reader.u8(field)? {
+        0 => Ok(None),
+        1 => Ok(Some(reader.u64(field)?)),
+        tag => Err(DecodeError::Invalid {
+            field,
+            reason: format!("tag {tag} is neither 0 nor 1"),
+        }),
     }
 }
 

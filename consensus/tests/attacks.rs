@@ -13,11 +13,17 @@ use weft_consensus::view_change::{Claim, NewView, Signed, SignedViewChange, View
 use weft_consensus::Signer;
 use weft_crypto::Digest;
 use weft_dag::store::{MemoryStore, Store};
-use weft_dag::testing::{committee, placeholder_signature, DagBuilder};
+use weft_dag::testing::{committee, placeholder_signature, DagBuilder, BUILDER_EPOCH_MS};
 use weft_dag::{
     Committee, Epoch, Limits, Proposal, Round, Sequence, SignedVertex, TimestampMs, Transaction,
     ValidatorIndex, View,
 };
+
+/// A client transaction, valid while the tests' clocks run (around `BUILDER_EPOCH_MS`,
+/// where `DagBuilder` stamps its vertices).
+fn work(payload: Vec<u8>) -> Transaction {
+    Transaction::new(payload, TimestampMs(BUILDER_EPOCH_MS + 200_000))
+}
 
 fn v(i: u16) -> ValidatorIndex {
     ValidatorIndex(i)
@@ -40,7 +46,10 @@ impl Node {
             replica,
             store: MemoryStore::new(),
             config,
-            now: 1_000,
+            // Just below `DagBuilder`'s stamps: its vertices may reference our own genesis
+            // (a child is never stamped below its parents), and they are within the
+            // clock drift we reference and prepare.
+            now: BUILDER_EPOCH_MS - 4_000,
         };
         node.step(Input::Start);
         node
@@ -525,9 +534,7 @@ fn primary_restart(mutant: Option<Mutant>) -> Vec<Proposal> {
     assert_eq!(own_genesis.len(), 1, "round 0 built on start");
     let mut builder = DagBuilder::with_committee(committee.clone());
     let genesis = genesis_except(&mut builder, 0);
-    node.step(Input::Transactions(vec![Transaction::new(
-        b"first".to_vec(),
-    )]));
+    node.step(Input::Transactions(vec![work(b"first".to_vec())]));
     let mut proposals: Vec<(Digest, Proposal)> = Vec::new();
     let is_anchor = |o: &Output| matches!(o, Output::Broadcast(Message::Vertex(vertex)) if vertex.vertex().proposal.is_some());
     for vertex in genesis.clone() {
@@ -552,9 +559,7 @@ fn primary_restart(mutant: Option<Mutant>) -> Vec<Proposal> {
         from: v(1),
         vertices: own_genesis.into_iter().chain(genesis).collect(),
     });
-    node.step(Input::Transactions(vec![Transaction::new(
-        b"second".to_vec(),
-    )]));
+    node.step(Input::Transactions(vec![work(b"second".to_vec())]));
     for author in [1, 2, 3] {
         let vertex = builder.vertex(v(author), Round(1), &[v(1), v(2), v(3)], 0);
         let outputs = node.deliver(author, Message::Vertex(vertex));
@@ -665,9 +670,16 @@ fn wiped_restart(mutant: Option<Mutant>) -> (Vec<Output>, Vec<Output>) {
         replica,
         store,
         config,
-        now: 5_000,
+        now: BUILDER_EPOCH_MS + 5_000,
     };
     let mut started = node.step(Input::Start);
+    // The mutant does not learn, so it asks nothing.
+    let nonce = status_request_nonce(&started);
+    assert_eq!(
+        nonce.is_some(),
+        mutant.is_none(),
+        "asks its peers where they are"
+    );
     for (peer, view, round) in [(0, 2, 7), (1, 2, 9), (2, 1, 8)] {
         started.extend(node.deliver(
             peer,
@@ -675,6 +687,7 @@ fn wiped_restart(mutant: Option<Mutant>) -> (Vec<Output>, Vec<Output>) {
                 view: View(view),
                 executed: Sequence(0),
                 round: Some(Round(round)),
+                answers: nonce,
             },
         ));
     }
@@ -722,6 +735,64 @@ fn a_wiped_replica_signs_only_above_what_2f_plus_1_peers_report() {
     let (started, entered) = wiped_restart(Some(Mutant::WipedStoreSignsAtOnce));
     assert_eq!(own_vertices(&started), 1);
     assert_eq!(votes(&entered, Phase::Prepare).len(), 1);
+}
+
+/// The nonce of the status request among `outputs`, if any.
+fn status_request_nonce(outputs: &[Output]) -> Option<u64> {
+    sent(outputs).into_iter().find_map(|m| match m {
+        Message::StatusRequest { nonce } => Some(*nonce),
+        _ => None,
+    })
+}
+
+/// The signing floor a wiped replica 3 holds (none while it still learns) after 0, 1 and
+/// 2 report round 4 in statuses that answer no request of its own (sent before the
+/// wipe, when replica 3 may since have signed up to round 6, and delivered late by the
+/// network), and then after they report round 7 in answers to its request.
+type Floor = Option<(View, Option<Round>, Sequence)>;
+
+fn stale_status_restart(mutant: Option<Mutant>) -> (Floor, Floor) {
+    let (committee, _) = committee(4);
+    let mut config = ReplicaConfig::new(v(3), committee.clone());
+    config.mutant = mutant;
+    config.boot_nonce = 77;
+    let store = MemoryStore::new();
+    let replica = Replica::recover(config.clone(), Signer::Placeholder, &store).expect("recovers");
+    let mut node = Node {
+        replica,
+        store,
+        config,
+        now: BUILDER_EPOCH_MS + 5_000,
+    };
+    let started = node.step(Input::Start);
+    let nonce = status_request_nonce(&started).expect("asks its peers where they are");
+    let status = |round: u64, answers: Option<u64>| Message::Status {
+        view: View(0),
+        executed: Sequence(0),
+        round: Some(Round(round)),
+        answers,
+    };
+    for peer in [0u16, 1, 2] {
+        // Periodic broadcasts, and an answer to some other request: none is fresh.
+        let answers = (peer == 2).then_some(nonce.wrapping_add(1));
+        node.deliver(peer, status(4, answers));
+    }
+    let after_stale = node.replica.signing_floor();
+    for peer in [0u16, 1, 2] {
+        node.deliver(peer, status(7, Some(nonce)));
+    }
+    (after_stale, node.replica.signing_floor())
+}
+
+#[test]
+fn a_wiped_replica_learns_its_floor_only_from_answers_to_its_own_request() {
+    let (after_stale, after_fresh) = stale_status_restart(None);
+    assert_eq!(after_stale, None, "learned a floor from stale statuses");
+    assert_eq!(after_fresh, Some((View(0), Some(Round(7)), Sequence(0))));
+    // The old rule: the stale statuses set the floor at round 4, so it would sign round
+    // 6, which it may have signed before the wipe.
+    let (after_stale, _) = stale_status_restart(Some(Mutant::StaleStatusCounts));
+    assert_eq!(after_stale, Some((View(0), Some(Round(4)), Sequence(0))));
 }
 
 /// A checkpoint vote by `signer`.
@@ -871,4 +942,369 @@ fn a_restarted_replica_never_names_the_honest_primary_in_evidence() {
         "evidence against honest validators {culprits:?}; prepared seq 5: {prepared_5}; view changes sent: {:?}",
         view_changes_sent(&outputs)
     );
+}
+
+/// Found by the long run (seed 100,017,076, `flooding`; rule: a replica enters round
+/// r + 1 once it holds 2f + 1 vertices of round r, whatever its own last round). Replica
+/// 3 signs its genesis vertex and then hears nothing new while 0, 1 and 2 build rounds
+/// 1 to 12 among themselves; it learns them late (a fetch), with primary 0's round-12
+/// anchor for (view 0, sequence 1), which commits and executes. That moves the GC round
+/// to 12 - D = 8, above its own round 0: the quorum of round 0 its next vertex needed is
+/// gone for good. With work to do (the anchor, a transaction) it must build above round
+/// 12, not stay silent (in the seed it was the primary of the stalled view, so nothing
+/// finalized again).
+fn fallen_behind_the_gc_round(mutant: Option<Mutant>) -> Vec<Output> {
+    let (committee, _) = committee(4);
+    let mut config = ReplicaConfig::new(v(3), committee.clone());
+    config.gc_depth = 4;
+    config.max_round_lead = 4;
+    config.mutant = mutant;
+    let replica = Replica::new(config.clone(), Signer::Placeholder).expect("valid config");
+    let mut node = Node {
+        replica,
+        store: MemoryStore::new(),
+        config,
+        now: BUILDER_EPOCH_MS + 1_000,
+    };
+    let started = node.step(Input::Start);
+    assert_eq!(
+        own_vertices(&started, 3)
+            .iter()
+            .map(|x| x.vertex().round)
+            .collect::<Vec<_>>(),
+        vec![Round(0)],
+        "signs its genesis vertex at start"
+    );
+    let mut builder = DagBuilder::with_committee(committee.clone()).transactions_per_vertex(0);
+    let mut history = genesis_except(&mut builder, 3);
+    let others = [v(0), v(1), v(2)];
+    for round in 1..=12 {
+        for author in others {
+            let vertex = builder.vertex(author, Round(round), &others, 0);
+            history.push(if round == 12 && author == v(0) {
+                with_proposal(&vertex, 0, 1)
+            } else {
+                vertex
+            });
+        }
+    }
+    let anchor = history
+        .iter()
+        .find(|x| x.vertex().proposal.is_some())
+        .expect("the anchor")
+        .hash();
+    let fetched = node.step(Input::Fetched {
+        from: v(1),
+        vertices: history,
+    });
+    assert!(own_vertices(&fetched, 3).is_empty(), "nothing to order yet");
+    assert!(votes(&fetched, Phase::Prepare)
+        .iter()
+        .any(|p| p.digest == Some(anchor)));
+    let mut outputs = Vec::new();
+    for voter in [1, 2] {
+        outputs.extend(node.deliver(
+            voter,
+            Message::Vote(prepare_by(&committee, voter, 0, 1, anchor)),
+        ));
+    }
+    for voter in [1, 2] {
+        let mut commit = prepare_by(&committee, voter, 0, 1, anchor).vote().clone();
+        commit.phase = Phase::Commit;
+        outputs.extend(node.deliver(voter, Message::Vote(commit.sign_with(&Signer::Placeholder))));
+    }
+    assert_eq!(
+        node.replica.last_executed(),
+        Sequence(1),
+        "sequence 1 executed"
+    );
+    outputs.extend(node.step(Input::Transactions(vec![work(b"work".to_vec())])));
+    outputs
+}
+
+#[test]
+fn a_replica_whose_own_round_fell_below_the_gc_round_builds_above_the_quorum_round() {
+    let built = own_vertices(&fallen_behind_the_gc_round(None), 3);
+    assert_eq!(
+        built.iter().map(|x| x.vertex().round).collect::<Vec<_>>(),
+        vec![Round(13)],
+        "one vertex, above the highest round a quorum reached"
+    );
+    // The old rule: it waits for 2f + 1 vertices of round 0, which the GC removed.
+    assert!(own_vertices(&fallen_behind_the_gc_round(Some(Mutant::NoRoundJump)), 3).is_empty());
+}
+
+/// The status `outputs` sends to `to`, if any.
+fn status_to(outputs: &[Output], to: u16) -> Option<Message> {
+    outputs.iter().find_map(|o| match o {
+        Output::Send {
+            to: t,
+            message: m @ Message::Status { .. },
+        } if *t == v(to) => Some(m.clone()),
+        _ => None,
+    })
+}
+
+/// A view change `outputs` broadcast, as a signed view change.
+fn own_view_change(outputs: &[Output]) -> SignedViewChange {
+    sent(outputs)
+        .into_iter()
+        .find_map(|m| match m {
+            Message::ViewChange { view_change, .. } => Some(view_change.clone()),
+            _ => None,
+        })
+        .expect("announced a view change")
+}
+
+fn wiped_node(index: u16, committee: &Committee, boot: u64, now: u64) -> (Node, Vec<Output>) {
+    let mut config = ReplicaConfig::new(v(index), committee.clone());
+    config.boot_nonce = boot;
+    let store = MemoryStore::new();
+    let replica = Replica::recover(config.clone(), Signer::Placeholder, &store).expect("recovers");
+    let mut node = Node {
+        replica,
+        store,
+        config,
+        now,
+    };
+    let started = node.step(Input::Start);
+    (node, started)
+}
+
+/// Found by the review of the fresh-status rule (rule: a replica that learned a floor
+/// answers a status request with at least floor view + 1, floor round + 1 and E: what
+/// it may have signed before its own wipe). Beyond the fault model (Byzantine 1 and two
+/// wiped replicas, one not yet past its floor), and defense in depth all the same:
+/// n = 4; Byzantine 1 (primary of view 1); honest 0 (slow: never leaves view 0), 2, 3.
+/// 1. 2 and 3 time out in view 0 and announce view 1; primary 1's NewView (view changes
+///    of 1, 2, 3) takes them into view 1; its anchor d carries (view 1, seq 1); honest 3
+///    prepares (1, 1, d).
+/// 2. 2's disk is wiped. It learns from 0, 1, 3 (floor view 1) and leaves learning, but
+///    its view is 0 again and it holds no own vertex.
+/// 3. 3's disk is wiped (2 is no longer learning: at most one learner at a time).
+///    Its request is answered by 0 (view 0, round 0), by 2 and by Byzantine 1 (a
+///    downward lie). Before the rule, 2 answered view 0, round none, so 3's floor was
+///    view 0.
+/// 4. Primary 1 resends its NewView and an equivocating anchor d' for (1, 1): 3 must
+///    not prepare (1, 1, d'), a second prepare for (Prepare, view 1, seq 1).
+#[test]
+fn a_reporter_wiped_earlier_never_lowers_the_next_wiped_replicas_floor() {
+    let (committee, _) = committee(4);
+    let mut n0 = Node::new(0, &committee, None);
+    let mut n2 = Node::new(2, &committee, None);
+    let mut n3 = Node::new(3, &committee, None);
+    // Genesis vertices (each node built its own at Start), read back from its store.
+    let latest = |n: &Node| {
+        let bytes = n.store.replica_state(b"own/latest").unwrap().unwrap();
+        let hash = Digest::from_bytes(<[u8; 32]>::try_from(bytes.as_slice()).unwrap());
+        n.store.vertex(&hash).unwrap().unwrap()
+    };
+    let g0 = latest(&n0);
+    let g2 = latest(&n2);
+    let mut builder = DagBuilder::with_committee(committee.clone()).transactions_per_vertex(1);
+    let g1 = builder.vertex_with_parents(v(1), Round(0), Vec::new(), 0);
+
+    // 1. Work arrives, nobody makes progress (0 and 1 silent): 2 and 3 time out.
+    let mut vcs = Vec::new();
+    for node in [&mut n2, &mut n3] {
+        node.step(Input::Transactions(vec![work(b"work".to_vec())]));
+        node.step(Input::Timer(weft_consensus::replica::Timer::Tick));
+        node.now += 60_000;
+        let out = node.step(Input::Timer(weft_consensus::replica::Timer::Tick));
+        vcs.push(own_view_change(&out));
+    }
+    assert_eq!(vcs[0].body().view, View(1));
+    let vc1 = view_change(&committee, 1, 1, vec![], vec![]);
+    let nv = new_view_message(
+        &committee,
+        1,
+        1,
+        vec![vc1.clone(), vcs[0].clone(), vcs[1].clone()],
+        vec![],
+    );
+    let parents = vec![g0.as_parent(), g2.as_parent()];
+    let d = with_proposal(
+        &builder.vertex_with_parents(v(1), Round(1), parents.clone(), 0),
+        1,
+        1,
+    );
+    let mut before = Vec::new();
+    for node in [&mut n2, &mut n3] {
+        node.deliver(1, nv.clone());
+        assert_eq!(node.replica.view(), View(1));
+        for g in [&g0, &g1, &g2] {
+            before.extend(node.deliver(g.vertex().author.0, Message::Vertex(g.clone())));
+        }
+        before.extend(node.deliver(1, Message::Vertex(d.clone())));
+    }
+    let prepared_before: Vec<Vote> = votes(&before, Phase::Prepare)
+        .into_iter()
+        .filter(|p| p.voter == v(3))
+        .collect();
+    assert_eq!(prepared_before.len(), 1, "3 prepared d in view 1");
+    assert_eq!(prepared_before[0].digest, Some(d.hash()));
+
+    // 2. 2 is wiped and learns from 0, 1 and 3.
+    let (mut n2, started) = wiped_node(2, &committee, 222, n2.now);
+    let nonce2 = status_request_nonce(&started).expect("2 asks");
+    let a0 = status_to(&n0.deliver(2, Message::StatusRequest { nonce: nonce2 }), 2).unwrap();
+    let a3 = status_to(&n3.deliver(2, Message::StatusRequest { nonce: nonce2 }), 2).unwrap();
+    n2.deliver(0, a0);
+    n2.deliver(3, a3);
+    n2.deliver(
+        1,
+        Message::Status {
+            view: View(1),
+            executed: Sequence(0),
+            round: Some(Round(1)),
+            answers: Some(nonce2),
+        },
+    );
+    assert!(!n2.replica.learning_signing_floor(), "2 learned");
+    assert_eq!(n2.replica.signing_floor().map(|f| f.0), Some(View(1)));
+
+    // 3. 3 is wiped and learns from 0, 2 (honest, fresh answers) and Byzantine 1.
+    let (mut n3, started) = wiped_node(3, &committee, 333, n3.now);
+    let nonce3 = status_request_nonce(&started).expect("3 asks");
+    let a0 = status_to(&n0.deliver(3, Message::StatusRequest { nonce: nonce3 }), 3).unwrap();
+    let a2 = status_to(&n2.deliver(3, Message::StatusRequest { nonce: nonce3 }), 3).unwrap();
+    n3.deliver(0, a0);
+    n3.deliver(2, a2);
+    n3.deliver(
+        1,
+        Message::Status {
+            view: View(0),
+            executed: Sequence(0),
+            round: Some(Round(0)),
+            answers: Some(nonce3),
+        },
+    );
+    assert_eq!(
+        n3.replica.signing_floor().map(|f| f.0),
+        Some(View(2)),
+        "2 answers at least its floor view + 1"
+    );
+    assert!(!n3.replica.learning_signing_floor(), "3 learned");
+
+    // 4. Primary 1 replays its NewView and sends an equivocating anchor for (1, 1).
+    let d2 = with_proposal(
+        &builder.vertex_with_parents(v(1), Round(1), parents, 1),
+        1,
+        1,
+    );
+    assert_ne!(d.hash(), d2.hash());
+    let mut after = n3.deliver(1, nv);
+    for g in [&g0, &g1, &g2] {
+        after.extend(n3.deliver(g.vertex().author.0, Message::Vertex(g.clone())));
+    }
+    after.extend(n3.deliver(1, Message::Vertex(d2.clone())));
+    let prepared_after: Vec<Vote> = votes(&after, Phase::Prepare)
+        .into_iter()
+        .filter(|p| p.view == View(1) && p.sequence == Sequence(1))
+        .collect();
+    assert!(
+        prepared_after
+            .iter()
+            .all(|p| p.digest == prepared_before[0].digest),
+        "honest 3 double-signed (Prepare, view 1, seq 1): before the wipe {:?}, after {:?}",
+        prepared_before[0].digest,
+        prepared_after.iter().map(|p| p.digest).collect::<Vec<_>>()
+    );
+}
+
+/// Found by the review of the round jump (rule: a replica's own vertex in the round
+/// below is its own parent, whether it is its latest known vertex or came back from
+/// peers after a wipe). Replica 3 is wiped and learns floor round 4, so it builds from
+/// round 6; peers relay back its own pre-wipe round-5 vertex, and only 0 and 1 of the
+/// others reach round 5. Three authors of round 5 are held, so it builds round 6, and
+/// that vertex must name three round-5 parents, its own among them (before, it left its
+/// own out and signed a vertex with two, which every peer refuses).
+#[test]
+fn a_wiped_replica_references_its_own_pre_wipe_vertex_of_the_round_below() {
+    let (committee, _) = committee(4);
+    let mut config = ReplicaConfig::new(v(3), committee.clone());
+    config.boot_nonce = 5;
+    let store = MemoryStore::new();
+    let replica = Replica::recover(config.clone(), Signer::Placeholder, &store).expect("recovers");
+    let mut node = Node {
+        replica,
+        store,
+        config,
+        now: BUILDER_EPOCH_MS + 5_000,
+    };
+    let started = node.step(Input::Start);
+    let nonce = status_request_nonce(&started).expect("asks");
+    for peer in [0u16, 1, 2] {
+        node.deliver(
+            peer,
+            Message::Status {
+                view: View(0),
+                executed: Sequence(0),
+                round: Some(Round(4)),
+                answers: Some(nonce),
+            },
+        );
+    }
+    assert_eq!(
+        node.replica.signing_floor(),
+        Some((View(0), Some(Round(4)), Sequence(0)))
+    );
+    let mut builder = DagBuilder::with_committee(committee.clone()).transactions_per_vertex(0);
+    let mut history = builder.genesis();
+    for round in 1..=4 {
+        history.extend(builder.full_round(Round(round)));
+    }
+    for author in [0u16, 1, 3] {
+        history.push(builder.vertex(v(author), Round(5), &[v(0), v(1), v(2), v(3)], 0));
+    }
+    let mut outputs = node.step(Input::Fetched {
+        from: v(0),
+        vertices: history,
+    });
+    outputs.extend(node.step(Input::Transactions(vec![work(b"work".to_vec())])));
+    let built = own_vertices(&outputs, 3);
+    assert_eq!(built.len(), 1, "builds round 6");
+    let body = built[0].vertex();
+    assert_eq!(body.round, Round(6));
+    let mut round_5: Vec<u16> = body
+        .parents
+        .iter()
+        .filter(|p| p.round == Round(5))
+        .map(|p| p.author.0)
+        .collect();
+    round_5.sort_unstable();
+    assert_eq!(round_5, vec![0, 1, 3]);
+    body.check_structure(&committee, &Limits::default())
+        .expect("a valid vertex");
+}
+
+/// Rule: consensus time comes from anchors' stamps, so a replica prepares a primary's
+/// anchor only if it is stamped at most `max_clock_drift_ms` ahead of its clock (a
+/// Byzantine primary stamping the far future would otherwise expire every pending
+/// transaction). The same anchor within the allowance is prepared.
+fn stamped_anchor(ahead_ms: u64) -> Vec<Output> {
+    let (committee, _) = committee(4);
+    let mut node = Node::new(3, &committee, None);
+    let mut builder = DagBuilder::with_committee(committee.clone());
+    for vertex in genesis_except(&mut builder, 3) {
+        node.deliver(vertex.vertex().author.0, Message::Vertex(vertex));
+    }
+    let mut body = builder
+        .vertex(v(0), Round(1), &[v(0), v(1), v(2)], 0)
+        .vertex()
+        .clone();
+    body.created_at = TimestampMs(node.now + ahead_ms);
+    body.proposal = Some(Proposal {
+        view: View(0),
+        sequence: Sequence(1),
+    });
+    let anchor = SignedVertex::with_signature(body, placeholder_signature());
+    node.deliver(0, Message::Vertex(anchor))
+}
+
+#[test]
+fn an_anchor_stamped_beyond_the_clock_drift_allowance_is_not_prepared() {
+    let drift = ReplicaConfig::new(v(3), committee(4).0).max_clock_drift_ms;
+    assert!(votes(&stamped_anchor(drift + 1_000), Phase::Prepare).is_empty());
+    assert_eq!(votes(&stamped_anchor(drift / 2), Phase::Prepare).len(), 1);
 }

@@ -137,7 +137,10 @@ impl Net {
             self.now += 50;
             self.tx_counter += 1;
             for i in 0..self.replicas.len() {
-                let tx = Transaction::new(format!("tx {} at {}", self.tx_counter, i).into_bytes());
+                let tx = Transaction::new(
+                    format!("tx {} at {}", self.tx_counter, i).into_bytes(),
+                    TimestampMs(self.now + 60_000),
+                );
                 self.queue.push_back((i, Input::Transactions(vec![tx])));
                 self.queue.push_back((i, Input::Timer(Timer::Tick)));
                 if self.idle_due[i].is_some_and(|due| due <= self.now) {

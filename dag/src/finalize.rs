@@ -12,17 +12,23 @@
 //! depending on which version each replica saw first. The exact set has no such
 //! ambiguity: a hash is final or it is not.
 //!
-//! Transactions are deduplicated across the whole log: the first occurrence wins, later
-//! copies (a client sent the same payload to two validators, or an author re-proposed a
-//! transaction that fell below G) are skipped.
+//! Transactions are deduplicated: the first occurrence wins, later copies (a client sent
+//! the same transaction to two validators, or an author re-proposed one that fell below
+//! G) are skipped. The dedup set stays bounded because every transaction carries an
+//! expiry its id covers. Each entry has a **consensus time** T_s, the highest `created_at`
+//! of the anchors executed so far (monotone, a function of the committed log). Entry s
+//! finalizes a transaction only if T_s <= expires_at <= T_s + MAX_TTL_MS; afterwards its id
+//! is remembered only while expires_at >= T, since a copy arriving later would be expired
+//! anyway. So a transaction is finalized at most once, ever, and at most MAX_TTL_MS of
+//! ids are remembered.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 use weft_crypto::Digest;
 
 use crate::graph::{Dag, HistoryError};
-use crate::{Round, Sequence, SignedVertex, TxId};
+use crate::{Round, Sequence, SignedVertex, TimestampMs, TxId, MAX_TTL_MS};
 
 /// Where a finalized transaction is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,6 +50,9 @@ pub struct FinalizedTransaction {
     pub vertex: Digest,
     /// Its index among that vertex's transactions.
     pub position: u32,
+    /// Its expiry (covered by its id): the dedup set forgets it once consensus time
+    /// passes this.
+    pub expires_at: TimestampMs,
 }
 
 /// One entry of the finalized log.
@@ -57,6 +66,8 @@ pub struct FinalizedEntry {
     pub vertices: Vec<Digest>,
     /// The transactions finalized, deduplicated, in final order.
     pub transactions: Vec<FinalizedTransaction>,
+    /// T_s: the highest `created_at` of the anchors executed up to this entry.
+    pub consensus_time: TimestampMs,
     /// Chains the previous entry's digest with this entry's content.
     pub state_digest: Digest,
     /// When this replica finalized it (wall clock, or simulated time). Not part of the
@@ -71,24 +82,30 @@ impl FinalizedEntry {
             previous,
             self.sequence,
             self.anchor.as_ref(),
+            self.consensus_time,
             &self.vertices,
             &self.transactions,
         )
     }
 }
 
-/// `blake3("weft/state/v1" || previous || sequence || anchor || vertices || tx ids)`, with
-/// fixed-width fields and counts so the concatenation is unambiguous. It covers the
-/// finalized set (through the vertex hashes) and the dedup set (through the tx ids).
+/// `blake3("weft/state/v3" || previous || sequence || anchor || consensus time || vertices
+/// || transactions)`,
+/// with fixed-width fields and counts so the concatenation is unambiguous. It covers the
+/// finalized set (through the vertex hashes), the dedup set (through the tx ids, which
+/// cover each expiry, and the consensus time, which decides what is forgotten) and where
+/// each transaction is (its vertex and position): a peer that serves an entry cannot move
+/// a transaction without changing the digest.
 pub fn chain_digest(
     previous: &Digest,
     sequence: Sequence,
     anchor: Option<&Digest>,
+    consensus_time: TimestampMs,
     vertices: &[Digest],
     transactions: &[FinalizedTransaction],
 ) -> Digest {
-    let mut hasher_input = Vec::with_capacity(64 + 32 * (vertices.len() + transactions.len()));
-    hasher_input.extend_from_slice(b"weft/state/v1");
+    let mut hasher_input = Vec::with_capacity(64 + 32 * vertices.len() + 68 * transactions.len());
+    hasher_input.extend_from_slice(b"weft/state/v3");
     hasher_input.extend_from_slice(previous.as_bytes());
     hasher_input.extend_from_slice(&sequence.0.to_le_bytes());
     match anchor {
@@ -98,6 +115,7 @@ pub fn chain_digest(
             hasher_input.extend_from_slice(anchor.as_bytes());
         }
     }
+    hasher_input.extend_from_slice(&consensus_time.0.to_le_bytes());
     hasher_input.extend_from_slice(&(vertices.len() as u64).to_le_bytes());
     for vertex in vertices {
         hasher_input.extend_from_slice(vertex.as_bytes());
@@ -105,6 +123,8 @@ pub fn chain_digest(
     hasher_input.extend_from_slice(&(transactions.len() as u64).to_le_bytes());
     for transaction in transactions {
         hasher_input.extend_from_slice(transaction.id.0.as_bytes());
+        hasher_input.extend_from_slice(transaction.vertex.as_bytes());
+        hasher_input.extend_from_slice(&transaction.position.to_le_bytes());
     }
     Digest::of(&hasher_input)
 }
@@ -149,7 +169,12 @@ pub struct Finalizer {
     /// Finalized vertices at or above the GC round, by round so they can be released.
     finalized_vertices: BTreeMap<Round, HashSet<Digest>>,
     finalized_index: HashSet<Digest>,
-    finalized_transactions: HashSet<TxId>,
+    /// T after the last executed sequence.
+    consensus_time: TimestampMs,
+    /// The dedup set: finalized ids whose expiry is not below T, with their expiry...
+    finalized_transactions: HashMap<TxId, TimestampMs>,
+    /// ...and the same ids by expiry, to forget them once T passes it.
+    by_expiry: BTreeMap<TimestampMs, Vec<TxId>>,
     /// A deliberately wrong rule for the simulator's mutant test: "finalized" means at or
     /// below the author's highest finalized round (a per-author frontier) instead of in
     /// the exact set. Never set outside that test.
@@ -199,9 +224,9 @@ impl Finalizer {
                     .insert(*hash);
                 finalizer.finalized_index.insert(*hash);
             }
-            finalizer
-                .finalized_transactions
-                .extend(entry.transactions.iter().map(|t| t.id));
+            finalizer.remember(&entry.transactions);
+            finalizer.consensus_time = entry.consensus_time;
+            finalizer.forget_expired();
             finalizer.last_sequence = entry.sequence;
             finalizer.state_digest = entry.state_digest;
             finalizer.release_below(finalizer.gc_round());
@@ -240,9 +265,51 @@ impl Finalizer {
         self.finalized_index.contains(hash)
     }
 
-    /// True when the transaction was finalized before.
+    /// True when the transaction was finalized and its expiry has not passed (once it
+    /// has, the id is forgotten: no later entry can finalize it).
     pub fn is_transaction_finalized(&self, id: &TxId) -> bool {
-        self.finalized_transactions.contains(id)
+        self.finalized_transactions.contains_key(id)
+    }
+
+    /// T: the consensus time after the last executed sequence.
+    pub fn consensus_time(&self) -> TimestampMs {
+        self.consensus_time
+    }
+
+    /// Ids in the dedup set (for memory accounting).
+    pub fn remembered_transactions(&self) -> usize {
+        self.finalized_transactions.len()
+    }
+
+    /// True when an entry at consensus time `time` may finalize a transaction expiring
+    /// at `expires_at`: not expired, and not further ahead than the dedup window.
+    pub fn within_validity(time: TimestampMs, expires_at: TimestampMs) -> bool {
+        expires_at >= time && expires_at.0 <= time.0.saturating_add(MAX_TTL_MS)
+    }
+
+    fn remember(&mut self, transactions: &[FinalizedTransaction]) {
+        for transaction in transactions {
+            if self
+                .finalized_transactions
+                .insert(transaction.id, transaction.expires_at)
+                .is_none()
+            {
+                self.by_expiry
+                    .entry(transaction.expires_at)
+                    .or_default()
+                    .push(transaction.id);
+            }
+        }
+    }
+
+    /// Forgets ids whose expiry is below T.
+    fn forget_expired(&mut self) {
+        let kept = self.by_expiry.split_off(&self.consensus_time);
+        for ids in std::mem::replace(&mut self.by_expiry, kept).into_values() {
+            for id in ids {
+                self.finalized_transactions.remove(&id);
+            }
+        }
     }
 
     /// Executes `sequence` with `anchor` (or a null sequence) over `dag`, at wall time
@@ -263,10 +330,12 @@ impl Finalizer {
         }
         let mut highest = self.highest_anchor_round;
         let mut ordered: Vec<&SignedVertex> = Vec::new();
+        let mut time = self.consensus_time;
         if let Some(anchor_hash) = anchor {
             let anchor_vertex = dag
                 .get(&anchor_hash)
                 .ok_or(HistoryError::Missing(anchor_hash))?;
+            time = time.max(anchor_vertex.vertex().created_at);
             let anchor_round = anchor_vertex.vertex().round;
             highest = Some(highest.map_or(anchor_round, |h| h.max(anchor_round)));
             let gc_round = self.gc_round_below(highest);
@@ -289,13 +358,17 @@ impl Finalizer {
         for vertex in &ordered {
             for (position, transaction) in vertex.vertex().transactions.iter().enumerate() {
                 let id = transaction.id();
-                if self.finalized_transactions.contains(&id) || !seen_in_entry.insert(id) {
+                if !Finalizer::within_validity(time, transaction.expires_at())
+                    || self.finalized_transactions.contains_key(&id)
+                    || !seen_in_entry.insert(id)
+                {
                     continue;
                 }
                 transactions.push(FinalizedTransaction {
                     id,
                     vertex: vertex.hash(),
                     position: u32::try_from(position).unwrap_or(u32::MAX),
+                    expires_at: transaction.expires_at(),
                 });
             }
         }
@@ -304,6 +377,7 @@ impl Finalizer {
             &self.state_digest,
             sequence,
             anchor.as_ref(),
+            time,
             &vertices,
             &transactions,
         );
@@ -319,8 +393,9 @@ impl Finalizer {
                 *top = (*top).max(vertex.vertex().round);
             }
         }
-        self.finalized_transactions
-            .extend(transactions.iter().map(|t| t.id));
+        self.remember(&transactions);
+        self.consensus_time = time;
+        self.forget_expired();
         self.highest_anchor_round = highest;
         self.last_sequence = sequence;
         self.state_digest = state_digest;
@@ -330,6 +405,7 @@ impl Finalizer {
             anchor,
             vertices,
             transactions,
+            consensus_time: time,
             state_digest,
             finalized_unix_ms: now_unix_ms,
         })

@@ -27,7 +27,7 @@ pub use finalize::{
     TxLocation,
 };
 pub use graph::{Dag, DagConfig, Equivocation, HistoryError, InsertError, InsertReport};
-pub use transaction::{Transaction, TxId};
+pub use transaction::{transaction_id, Transaction, TxId, MAX_TTL_MS};
 pub use types::{
     ChainId, ChainIdError, Epoch, Round, Sequence, TimestampMs, ValidatorIndex, View,
     MAX_CHAIN_ID_BYTES,

@@ -12,6 +12,12 @@ use crate::{
     Round, Sequence, SignedVertex, TimestampMs, Transaction, ValidatorIndex, Vertex,
 };
 
+/// The `created_at` of a [`DagBuilder`] vertex is this plus 10 ms per round.
+pub const BUILDER_EPOCH_MS: u64 = 1_700_000_000_000;
+
+/// Test transactions expire this long after their vertex's `created_at`.
+pub const TEST_TTL_MS: u64 = 60_000;
+
 /// An all-zero signature: for graph and storage tests that never verify signatures.
 pub fn placeholder_signature() -> Signature {
     match Signature::from_bytes(&[0; SIGNATURE_BYTES]) {
@@ -175,10 +181,12 @@ impl DagBuilder {
         parents: Vec<ParentRef>,
         variant: u64,
     ) -> SignedVertex {
+        let created_at = TimestampMs(BUILDER_EPOCH_MS + round.0 * 10);
         let transactions = (0..self.transactions_per_vertex)
             .map(|i| {
                 Transaction::new(
                     format!("tx r{} a{} v{variant} #{i}", round.0, author.0).into_bytes(),
+                    TimestampMs(created_at.0 + TEST_TTL_MS),
                 )
             })
             .collect();
@@ -187,7 +195,7 @@ impl DagBuilder {
             epoch: self.committee.epoch(),
             author,
             round,
-            created_at: TimestampMs(1_700_000_000_000 + round.0 * 10),
+            created_at,
             proposal: None,
             parents,
             transactions,
@@ -246,7 +254,12 @@ pub fn entry_chain_from(
                 proposal: None,
                 parents: Vec::new(),
                 transactions: (0..transactions_per_vertex)
-                    .map(|i| Transaction::new(format!("s{} v{slot} t{i}", sequence.0).into_bytes()))
+                    .map(|i| {
+                        Transaction::new(
+                            format!("s{} v{slot} t{i}", sequence.0).into_bytes(),
+                            TimestampMs(sequence.0 + TEST_TTL_MS),
+                        )
+                    })
                     .collect(),
             };
             let signed = SignedVertex::with_signature(vertex, placeholder_signature());
@@ -255,20 +268,29 @@ pub fn entry_chain_from(
                     id: transaction.id(),
                     vertex: signed.hash(),
                     position: u32::try_from(position).unwrap_or(u32::MAX),
+                    expires_at: transaction.expires_at(),
                 });
             }
             hashes.push(signed.hash());
             all_vertices.push(signed);
         }
         let anchor = hashes.last().copied();
-        let state_digest =
-            chain_digest(&previous, sequence, anchor.as_ref(), &hashes, &transactions);
+        let consensus_time = TimestampMs(sequence.0);
+        let state_digest = chain_digest(
+            &previous,
+            sequence,
+            anchor.as_ref(),
+            consensus_time,
+            &hashes,
+            &transactions,
+        );
         previous = state_digest;
         entries.push(FinalizedEntry {
             sequence,
             anchor,
             vertices: hashes,
             transactions,
+            consensus_time,
             state_digest,
             finalized_unix_ms: 1_700_000_000_000 + sequence.0,
         });

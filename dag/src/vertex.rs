@@ -15,7 +15,8 @@
 //! created_at    u64   milliseconds since the Unix epoch
 //! proposal      u8 tag: 0 = none, 1 = followed by view u64, sequence u64
 //! parents       u16 count, then per parent: author u16, round u64, hash [32]
-//! transactions  u32 count, then per transaction: u32 length, payload bytes
+//! transactions  u32 count, then per transaction: expires_at u64 (ms), u32 length,
+//!               payload bytes
 //! ```
 //!
 //! On the wire a signed vertex is `u32 length, encoding, signature [4627]`.
@@ -111,7 +112,7 @@ impl Vertex {
         let payload_bytes: usize = self
             .transactions
             .iter()
-            .map(|t| 4 + t.payload().len())
+            .map(|t| 12 + t.payload().len())
             .sum();
         let mut writer = Writer::with_capacity(
             1 + self.chain_id.as_str().len()
@@ -139,6 +140,7 @@ impl Vertex {
         }
         writer.u32(u32::try_from(self.transactions.len()).unwrap_or(u32::MAX));
         for transaction in &self.transactions {
+            writer.u64(transaction.expires_at().0);
             writer.u32(u32::try_from(transaction.payload().len()).unwrap_or(u32::MAX));
             writer.raw(transaction.payload());
         }
@@ -179,15 +181,21 @@ impl Vertex {
             });
         }
         let raw_transactions = u64::from(reader.u32("transaction count")?);
-        let transaction_count =
-            reader.count("transactions", raw_transactions, limits.max_transactions, 4)?;
+        let transaction_count = reader.count(
+            "transactions",
+            raw_transactions,
+            limits.max_transactions,
+            12,
+        )?;
         let mut transactions = Vec::with_capacity(transaction_count);
         for _ in 0..transaction_count {
+            let expires_at = TimestampMs(reader.u64("transaction expiry")?);
             let length = u64::from(reader.u32("transaction length")?);
             let length =
                 reader.count("transaction bytes", length, limits.max_transaction_bytes, 1)?;
             transactions.push(Transaction::new(
                 reader.take("transaction", length)?.to_vec(),
+                expires_at,
             ));
         }
         reader.finish()?;

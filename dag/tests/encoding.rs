@@ -19,7 +19,10 @@ fn arbitrary_vertex() -> impl Strategy<Value = Vertex> {
         any::<u64>(),
         proptest::option::of((any::<u64>(), any::<u64>())),
         proptest::collection::vec((any::<u16>(), any::<u64>(), any::<[u8; 32]>()), 0..8),
-        proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), 0..8),
+        proptest::collection::vec(
+            (proptest::collection::vec(any::<u8>(), 0..40), any::<u64>()),
+            0..8,
+        ),
     )
         .prop_map(
             |(epoch, author, round, created, proposal, parents, txs)| Vertex {
@@ -40,7 +43,10 @@ fn arbitrary_vertex() -> impl Strategy<Value = Vertex> {
                         hash: Digest::from_bytes(h),
                     })
                     .collect(),
-                transactions: txs.into_iter().map(Transaction::new).collect(),
+                transactions: txs
+                    .into_iter()
+                    .map(|(payload, expiry)| Transaction::new(payload, TimestampMs(expiry)))
+                    .collect(),
             },
         )
 }
@@ -102,7 +108,7 @@ fn sample() -> Vertex {
             round: Round(2),
             hash: Digest::of(b"p"),
         }],
-        transactions: vec![Transaction::new(b"hello".to_vec())],
+        transactions: vec![Transaction::new(b"hello".to_vec(), TimestampMs(9))],
     }
 }
 
@@ -135,7 +141,9 @@ fn limits_are_enforced_before_allocation() {
         ..Limits::default()
     };
     let mut vertex = sample();
-    vertex.transactions.push(Transaction::new(b"x".to_vec()));
+    vertex
+        .transactions
+        .push(Transaction::new(b"x".to_vec(), TimestampMs(9)));
     assert!(matches!(
         Vertex::decode(&vertex.encode(), &limits),
         Err(DecodeError::TooLarge {
@@ -153,7 +161,8 @@ fn limits_are_enforced_before_allocation() {
     ));
     // A count that claims more elements than bytes remain is refused up front.
     let mut bytes = sample().encode();
-    let count_at = bytes.len() - (4 + 4 + 5);
+    // The count, then one transaction: expiry u64, length u32, "hello".
+    let count_at = bytes.len() - (4 + 8 + 4 + 5);
     bytes[count_at..count_at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
     assert!(Vertex::decode(&bytes, &Limits::default()).is_err());
     let big = Limits {

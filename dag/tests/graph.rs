@@ -11,8 +11,8 @@ use weft_crypto::Digest;
 use weft_dag::testing::{committee, placeholder_signature, DagBuilder};
 use weft_dag::{
     ChainId, Committee, Dag, DagConfig, Epoch, FinalizedEntry, Finalizer, InsertError, Limits,
-    ParentRef, Round, Sequence, SignedVertex, TimestampMs, Transaction, ValidatorIndex, Vertex,
-    VertexError,
+    ParentRef, Round, Sequence, SignedVertex, TimestampMs, Transaction, TxId, ValidatorIndex,
+    Vertex, VertexError, MAX_TTL_MS,
 };
 
 fn v(index: u16) -> ValidatorIndex {
@@ -146,7 +146,7 @@ fn other_structural_rules() {
     let mut empty_transaction = base.clone();
     empty_transaction
         .transactions
-        .push(Transaction::new(Vec::new()));
+        .push(Transaction::new(Vec::new(), TimestampMs(0)));
     assert_eq!(
         structure(&empty_transaction, &committee),
         Err(VertexError::EmptyTransaction)
@@ -418,6 +418,123 @@ fn order_is_round_then_rotated_author_then_hash_with_first_transaction_winning()
         finalizer.execute(&dag, Sequence(4), None, 0),
         Err(weft_dag::ExecuteError::OutOfOrder { .. })
     ));
+}
+
+/// The chained digest binds where each transaction is: an entry whose transaction was
+/// moved to another vertex or position (what a lying sync peer would serve so that
+/// `GetTransaction` reports the wrong place) no longer chains.
+#[test]
+fn the_chained_digest_covers_each_transactions_vertex_and_position() {
+    let mut builder = DagBuilder::new(4).transactions_per_vertex(2);
+    let genesis = builder.genesis();
+    let anchor = builder.vertex(v(0), Round(1), &all(4), 0);
+    let mut dag = new_dag(&builder);
+    insert_all(&mut dag, &genesis);
+    dag.insert(anchor.clone()).expect("valid");
+    let entry = Finalizer::new(10)
+        .execute(&dag, Sequence(1), Some(anchor.hash()), 0)
+        .expect("executes");
+    let previous = Digest::default();
+    assert_eq!(entry.chained_digest(&previous), entry.state_digest);
+    let mut moved = entry.clone();
+    moved.transactions[0].vertex = genesis[3].hash();
+    assert_ne!(
+        moved.chained_digest(&previous),
+        entry.state_digest,
+        "vertex"
+    );
+    let mut moved = entry.clone();
+    moved.transactions[0].position += 1;
+    assert_ne!(
+        moved.chained_digest(&previous),
+        entry.state_digest,
+        "position"
+    );
+    let mut swapped = entry.clone();
+    swapped.transactions.swap(0, 1);
+    assert_ne!(
+        swapped.chained_digest(&previous),
+        entry.state_digest,
+        "order"
+    );
+}
+
+/// Entry s finalizes a transaction only if T_s <= expires_at <= T_s + MAX_TTL_MS, where T_s
+/// is the highest anchor `created_at` so far.
+#[test]
+fn a_transaction_is_finalized_only_inside_its_validity_window() {
+    let mut builder = DagBuilder::new(4).transactions_per_vertex(0);
+    let genesis = builder.genesis();
+    let mut body = builder.vertex(v(0), Round(1), &all(4), 0).vertex().clone();
+    let time = body.created_at;
+    let expired = Transaction::new(b"expired".to_vec(), TimestampMs(time.0 - 1));
+    let at_time = Transaction::new(b"at time".to_vec(), time);
+    let last = Transaction::new(b"last".to_vec(), TimestampMs(time.0 + MAX_TTL_MS));
+    let too_far = Transaction::new(b"too far".to_vec(), TimestampMs(time.0 + MAX_TTL_MS + 1));
+    body.transactions = vec![expired, at_time.clone(), last.clone(), too_far];
+    let anchor = SignedVertex::with_signature(body, placeholder_signature());
+    let mut dag = new_dag(&builder);
+    insert_all(&mut dag, &genesis);
+    dag.insert(anchor.clone()).expect("valid");
+    let entry = Finalizer::new(10)
+        .execute(&dag, Sequence(1), Some(anchor.hash()), 0)
+        .expect("executes");
+    assert_eq!(entry.consensus_time, time);
+    let ids: Vec<TxId> = entry.transactions.iter().map(|t| t.id).collect();
+    assert_eq!(ids, vec![at_time.id(), last.id()]);
+}
+
+/// Integrity for all time with a bounded dedup set: a finalized id is remembered while
+/// consensus time has not passed its expiry (a copy is deduplicated), then forgotten (a
+/// copy is expired), so it is finalized once, ever; a restored finalizer agrees.
+#[test]
+fn an_id_is_forgotten_once_consensus_time_passes_its_expiry_and_never_finalized_again() {
+    let mut builder = DagBuilder::new(4).transactions_per_vertex(0);
+    let genesis = builder.genesis();
+    let mut dag = new_dag(&builder);
+    insert_all(&mut dag, &genesis);
+    let t1 = builder
+        .vertex(v(0), Round(1), &all(4), 0)
+        .vertex()
+        .created_at;
+    let tx = Transaction::new(b"once".to_vec(), TimestampMs(t1.0 + 1_000));
+    let mut carrier = |author: u16, created: u64| {
+        let mut body = builder
+            .vertex(v(author), Round(1), &all(4), 1)
+            .vertex()
+            .clone();
+        body.transactions = vec![tx.clone()];
+        body.created_at = TimestampMs(t1.0 + created);
+        let signed = SignedVertex::with_signature(body, placeholder_signature());
+        dag.insert(signed.clone()).expect("valid");
+        signed.hash()
+    };
+    let anchors = [carrier(0, 0), carrier(1, 500), carrier(2, 2_000)];
+    let mut finalizer = Finalizer::new(10);
+    let mut entries = Vec::new();
+    for (i, anchor) in anchors.iter().enumerate() {
+        let sequence = Sequence(u64::try_from(i).expect("small") + 1);
+        entries.push(
+            finalizer
+                .execute(&dag, sequence, Some(*anchor), 0)
+                .expect("executes"),
+        );
+        let remembered = if i < 2 { 1 } else { 0 };
+        assert_eq!(finalizer.remembered_transactions(), remembered, "after {i}");
+        let restored = Finalizer::restore(10, entries.clone(), |h| {
+            dag.get(h).map(|x| x.vertex().round)
+        })
+        .expect("restores");
+        assert_eq!(restored.remembered_transactions(), remembered);
+        assert_eq!(restored.state_digest(), finalizer.state_digest());
+    }
+    let finalized: Vec<usize> = entries.iter().map(|e| e.transactions.len()).collect();
+    assert_eq!(
+        finalized,
+        vec![1, 0, 0],
+        "finalized once: deduplicated, then expired"
+    );
+    assert!(!finalizer.is_transaction_finalized(&tx.id()));
 }
 
 /// A random DAG: every round, a random quorum-or-more of authors each reference a

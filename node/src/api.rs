@@ -10,7 +10,7 @@ use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 use weft_crypto::Digest;
 use weft_dag::store::Store;
-use weft_dag::{FinalizedEntry, Limits, Sequence, Transaction, TxId};
+use weft_dag::{FinalizedEntry, Limits, Sequence, TimestampMs, Transaction, TxId, MAX_TTL_MS};
 use weft_network::Network;
 use weft_proto::v1;
 use weft_proto::v1::ledger_server::Ledger;
@@ -26,6 +26,15 @@ pub const LIST_LIMIT: u32 = 1_000;
 pub const LIST_LIMIT_WITH_IDS: u32 = 100;
 /// Most streamed submissions handed to the engine as one batch.
 const SUBMIT_BATCH: usize = 512;
+/// The expiry filled in when a request leaves `expires_at_ms` at 0: the validator's
+/// clock plus this.
+pub const DEFAULT_TTL_MS: u64 = 120_000;
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
 /// Entries a subscriber may fall behind before it is closed.
 pub const SUBSCRIBER_BUFFER: usize = 1_024;
 
@@ -117,6 +126,26 @@ impl LedgerService {
         Ok(())
     }
 
+    /// The expiry a request asks for, or the default; refused when already passed or
+    /// further ahead of our clock than the dedup window.
+    fn expiry(&self, requested_ms: u64) -> Result<TimestampMs, Status> {
+        let now = unix_ms();
+        if requested_ms == 0 {
+            return Ok(TimestampMs(now.saturating_add(DEFAULT_TTL_MS)));
+        }
+        if requested_ms < now {
+            return Err(Status::failed_precondition(format!(
+                "the transaction expired at {requested_ms} ms; this validator's clock reads {now} ms"
+            )));
+        }
+        if requested_ms > now.saturating_add(MAX_TTL_MS) {
+            return Err(Status::invalid_argument(format!(
+                "expires_at_ms {requested_ms} is more than {MAX_TTL_MS} ms ahead of this validator's clock ({now} ms)"
+            )));
+        }
+        Ok(TimestampMs(requested_ms))
+    }
+
     fn outcome(&self, admission: Admission) -> Result<(), Status> {
         let label = match admission {
             Admission::Accepted => "accepted",
@@ -127,7 +156,7 @@ impl LedgerService {
         match admission {
             Admission::Accepted => Ok(()),
             Admission::Duplicate => Err(Status::already_exists(
-                "this payload is already pending or finalized",
+                "this transaction (payload and expiry) is already pending or finalized",
             )),
             Admission::Full => Err(Status::resource_exhausted(
                 "the mempool is full; retry later",
@@ -146,13 +175,24 @@ impl LedgerService {
         Ok(())
     }
 
-    async fn submit_one(&self, payload: Vec<u8>) -> Result<TxId, Status> {
+    async fn submit_one(
+        &self,
+        payload: Vec<u8>,
+        expires_at_ms: u64,
+    ) -> Result<(TxId, TimestampMs), Status> {
         self.ready()?;
         if let Err(status) = self.check_payload(&payload) {
             self.metrics.submitted.with_label_values(&["invalid"]).inc();
             return Err(status);
         }
-        let transaction = Transaction::new(payload);
+        let expires_at = match self.expiry(expires_at_ms) {
+            Ok(expires_at) => expires_at,
+            Err(status) => {
+                self.metrics.submitted.with_label_values(&["expiry"]).inc();
+                return Err(status);
+            }
+        };
+        let transaction = Transaction::new(payload, expires_at);
         let id = transaction.id();
         let answers = self
             .engine
@@ -160,23 +200,34 @@ impl LedgerService {
             .await
             .ok_or_else(|| Status::unavailable("the node is shutting down"))?;
         let admission = answers.first().copied().unwrap_or(Admission::Full);
-        self.outcome(admission).map(|()| id)
+        self.outcome(admission).map(|()| (id, expires_at))
     }
 }
 
 impl LedgerService {
     /// The streamed submit: every payload gets an answer, in order.
-    async fn submit_many(&self, payloads: Vec<Vec<u8>>) -> Vec<v1::SubmitTransactionsResponse> {
-        let mut answers: Vec<Option<Result<(), Status>>> = Vec::with_capacity(payloads.len());
-        let mut ids = Vec::with_capacity(payloads.len());
+    async fn submit_many(
+        &self,
+        requests: Vec<v1::SubmitTransactionRequest>,
+    ) -> Vec<v1::SubmitTransactionsResponse> {
+        let mut answers: Vec<Option<Result<(), Status>>> = Vec::with_capacity(requests.len());
+        let mut ids = Vec::with_capacity(requests.len());
         let mut valid = Vec::new();
-        for payload in payloads {
-            let transaction = Transaction::new(payload);
-            ids.push(transaction.id());
+        for request in requests {
+            let expiry = self.expiry(request.expires_at_ms);
+            let expires_at = expiry
+                .as_ref()
+                .map_or(TimestampMs(request.expires_at_ms), |e| *e);
+            let transaction = Transaction::new(request.payload, expires_at);
+            ids.push((transaction.id(), expires_at));
             match self
                 .ready()
                 .and_then(|()| self.check_payload(transaction.payload()))
-            {
+                .and_then(|()| {
+                    expiry.map(|_| ()).inspect_err(|_| {
+                        self.metrics.submitted.with_label_values(&["expiry"]).inc();
+                    })
+                }) {
                 Ok(()) => {
                     answers.push(None);
                     valid.push(transaction);
@@ -197,7 +248,7 @@ impl LedgerService {
         let mut admissions = admissions.map(Vec::into_iter);
         ids.into_iter()
             .zip(answers)
-            .map(|(id, answer)| {
+            .map(|((id, expires_at), answer)| {
                 let result = answer.unwrap_or_else(|| match admissions.as_mut() {
                     Some(admissions) => self.outcome(admissions.next().unwrap_or(Admission::Full)),
                     None => Err(Status::unavailable("the node is shutting down")),
@@ -210,6 +261,7 @@ impl LedgerService {
                     tx_id: id.0.as_bytes().to_vec(),
                     code: code as i32,
                     message,
+                    expires_at_ms: expires_at.0,
                 }
             })
             .collect()
@@ -313,9 +365,13 @@ impl Ledger for LedgerService {
         &self,
         request: Request<v1::SubmitTransactionRequest>,
     ) -> Result<Response<v1::SubmitTransactionResponse>, Status> {
-        let id = self.submit_one(request.into_inner().payload).await?;
+        let request = request.into_inner();
+        let (id, expires_at) = self
+            .submit_one(request.payload, request.expires_at_ms)
+            .await?;
         Ok(Response::new(v1::SubmitTransactionResponse {
             tx_id: id.0.as_bytes().to_vec(),
+            expires_at_ms: expires_at.0,
         }))
     }
 
@@ -349,18 +405,18 @@ impl Ledger for LedgerService {
                         _ => break,
                     }
                 }
-                let mut payloads = Vec::with_capacity(batch.len());
+                let mut requests = Vec::with_capacity(batch.len());
                 let mut broken = false;
                 for next in batch {
                     match next {
-                        Ok(request) => payloads.push(request.payload),
+                        Ok(request) => requests.push(request),
                         Err(_) => {
                             broken = true;
                             break;
                         }
                     }
                 }
-                for answer in service.submit_many(payloads).await {
+                for answer in service.submit_many(requests).await {
                     if answers.send(Ok(answer)).await.is_err() {
                         return;
                     }

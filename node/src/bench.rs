@@ -146,8 +146,21 @@ fn payload(run: u64, counter: u64, size: usize) -> Vec<u8> {
     bytes
 }
 
-fn tx_id(payload: &[u8]) -> [u8; 32] {
-    *weft_crypto::Digest::of(payload).as_bytes()
+/// The id the validators give a transaction: it covers the expiry, which the load
+/// generator sets itself (so it knows every id without waiting for answers).
+fn tx_id(expires_at_ms: u64, payload: &[u8]) -> [u8; 32] {
+    *weft_dag::transaction_id(weft_dag::TimestampMs(expires_at_ms), payload)
+        .0
+        .as_bytes()
+}
+
+/// Transactions the load generator offers expire this long after they are sent.
+const BENCH_TTL_MS: u64 = 120_000;
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -326,10 +339,14 @@ pub async fn run(
         let due = elapsed_us.saturating_mul(options.rate) / 1_000_000;
         while counter < due.min(total) {
             let bytes = payload(run_tag, counter, options.tx_size);
-            let id = tx_id(&bytes);
+            let expires_at_ms = unix_ms().saturating_add(BENCH_TTL_MS);
+            let id = tx_id(expires_at_ms, &bytes);
             let target = usize::try_from(counter % senders.len() as u64).unwrap_or(0);
             counter += 1;
-            match senders[target].try_send(v1::SubmitTransactionRequest { payload: bytes }) {
+            match senders[target].try_send(v1::SubmitTransactionRequest {
+                payload: bytes,
+                expires_at_ms,
+            }) {
                 Ok(()) => {
                     tally.report.submitted += 1;
                     tally.sent_at.insert(id, Instant::now());
@@ -428,8 +445,9 @@ mod tests {
         let b = payload(1, 1, 512);
         let c = payload(2, 0, 512);
         assert_eq!(a.len(), 512);
-        assert_ne!(tx_id(&a), tx_id(&b));
-        assert_ne!(tx_id(&a), tx_id(&c));
+        assert_ne!(tx_id(9, &a), tx_id(9, &b));
+        assert_ne!(tx_id(9, &a), tx_id(9, &c));
+        assert_ne!(tx_id(9, &a), tx_id(10, &a), "the id covers the expiry");
     }
 
     #[test]

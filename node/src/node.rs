@@ -231,6 +231,7 @@ pub async fn run(home: &Path) -> Result<(), NodeError> {
         replica_config.decided_retention = config.consensus.decided_retention;
         replica_config.idle_interval_ms = config.consensus.idle_heartbeat_ms;
         replica_config.fresh = std::mem::take(&mut fresh);
+        replica_config.boot_nonce = boot_nonce();
         let recovered = home
             .load_validator_key()
             .map_err(NodeError::from)
@@ -300,4 +301,14 @@ pub async fn run(home: &Path) -> Result<(), NodeError> {
     drop(store);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Entropy that differs at every start of the replica: the clock's nanoseconds and the
+/// process id. Not secret; it only has to differ from every earlier start's.
+fn boot_nonce() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let folded = u64::try_from(nanos & u128::from(u64::MAX)).unwrap_or(0);
+    folded ^ (u64::from(std::process::id()) << 32)
 }

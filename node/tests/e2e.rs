@@ -13,6 +13,19 @@ use weft_proto::v1::ledger_client::LedgerClient;
 const WEFT: &str = env!("CARGO_BIN_EXE_weft");
 const TIMEOUT: Duration = Duration::from_secs(120);
 
+/// One expiry for every transaction these tests submit themselves (so a resubmission is
+/// the same transaction): 290 s after first use, within the 300 s validators accept.
+fn expiry_ms() -> u64 {
+    static EXPIRY: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *EXPIRY.get_or_init(|| unix_ms() + 290_000)
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// Child validators, stopped (SIGKILL) whatever happens to the test.
 struct Validators {
     children: Vec<Option<Child>>,
@@ -281,11 +294,15 @@ async fn submit_stream(
     payloads: Vec<Vec<u8>>,
 ) -> Vec<Vec<u8>> {
     let count = payloads.len();
-    let requests = tokio_stream::iter(
-        payloads
-            .into_iter()
-            .map(|payload| v1::SubmitTransactionRequest { payload }),
-    );
+    let requests =
+        tokio_stream::iter(
+            payloads
+                .into_iter()
+                .map(|payload| v1::SubmitTransactionRequest {
+                    payload,
+                    expires_at_ms: expiry_ms(),
+                }),
+        );
     let mut answers = client
         .submit_transactions(requests)
         .await
@@ -374,14 +391,17 @@ async fn four_validators_finalize_a_thousand_transactions_identically() {
     for i in 0..1_000u32 {
         let client = &mut clients[(i % 4) as usize];
         let payload = format!("e2e transaction {i}").into_bytes();
-        let id = client
-            .submit_transaction(v1::SubmitTransactionRequest { payload })
+        let answer = client
+            .submit_transaction(v1::SubmitTransactionRequest {
+                payload,
+                expires_at_ms: expiry_ms(),
+            })
             .await
             .expect("submit")
-            .into_inner()
-            .tx_id;
-        assert_eq!(id.len(), 32);
-        ids.push(id);
+            .into_inner();
+        assert_eq!(answer.tx_id.len(), 32);
+        assert_eq!(answer.expires_at_ms, expiry_ms());
+        ids.push(answer.tx_id);
     }
 
     // Every transaction final on every validator.
@@ -444,16 +464,9 @@ async fn four_validators_finalize_a_thousand_transactions_identically() {
     assert_eq!(
         code(
             client
-                .submit_transaction(v1::SubmitTransactionRequest { payload: vec![] })
-                .await
-        ),
-        Code::InvalidArgument
-    );
-    assert_eq!(
-        code(
-            client
                 .submit_transaction(v1::SubmitTransactionRequest {
-                    payload: vec![1; 1 << 20]
+                    payload: vec![],
+                    expires_at_ms: 0,
                 })
                 .await
         ),
@@ -463,12 +476,58 @@ async fn four_validators_finalize_a_thousand_transactions_identically() {
         code(
             client
                 .submit_transaction(v1::SubmitTransactionRequest {
-                    payload: b"e2e transaction 7".to_vec()
+                    payload: vec![1; 1 << 20],
+                    expires_at_ms: 0,
+                })
+                .await
+        ),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        code(
+            client
+                .submit_transaction(v1::SubmitTransactionRequest {
+                    payload: b"e2e transaction 7".to_vec(),
+                    expires_at_ms: expiry_ms(),
                 })
                 .await
         ),
         Code::AlreadyExists
     );
+    // Expired, and further ahead than the dedup window.
+    assert_eq!(
+        code(
+            client
+                .submit_transaction(v1::SubmitTransactionRequest {
+                    payload: b"e2e transaction 7".to_vec(),
+                    expires_at_ms: 1,
+                })
+                .await
+        ),
+        Code::FailedPrecondition
+    );
+    assert_eq!(
+        code(
+            client
+                .submit_transaction(v1::SubmitTransactionRequest {
+                    payload: b"e2e transaction 7".to_vec(),
+                    expires_at_ms: unix_ms() + 3_600_000,
+                })
+                .await
+        ),
+        Code::InvalidArgument
+    );
+    // Left at 0, the validator fills in its clock + 120 s: another transaction.
+    let filled = client
+        .submit_transaction(v1::SubmitTransactionRequest {
+            payload: b"e2e transaction 7".to_vec(),
+            expires_at_ms: 0,
+        })
+        .await
+        .expect("a new expiry is a new transaction")
+        .into_inner();
+    let now = unix_ms();
+    assert!(filled.expires_at_ms > now + 100_000 && filled.expires_at_ms <= now + 120_000);
     let bad_id = client
         .get_transaction(v1::GetTransactionRequest { tx_id: vec![1; 5] })
         .await

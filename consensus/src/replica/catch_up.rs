@@ -7,6 +7,16 @@ use super::*;
 impl Replica {
     pub(super) fn start(&mut self, now: TimestampMs, outputs: &mut Vec<Output>) {
         self.view_started = now;
+        if self.learning() {
+            // A fresh nonce for this start: only statuses sent after it count (§8).
+            let mut seed = Vec::with_capacity(16);
+            seed.extend_from_slice(&self.config.boot_nonce.to_le_bytes());
+            seed.extend_from_slice(&now.0.to_le_bytes());
+            let digest = Digest::of(&seed);
+            let mut first = [0u8; 8];
+            first.copy_from_slice(&digest.as_bytes()[..8]);
+            self.learning_nonce = u64::from_le_bytes(first);
+        }
         outputs.push(Output::SetTimer {
             timer: Timer::Tick,
             after_ms: self.config.tick_interval_ms,
@@ -39,6 +49,11 @@ impl Replica {
         outputs.push(Output::Broadcast(
             self.status(self.finalizer.last_sequence()),
         ));
+        if self.learning() {
+            outputs.push(Output::Broadcast(Message::StatusRequest {
+                nonce: self.learning_nonce,
+            }));
+        }
         let mut missing = self.dag.missing();
         for slot in self.log.values() {
             if let Some(anchor) = slot.digest.filter(|a| !self.dag.contains(a)) {
@@ -87,7 +102,56 @@ impl Replica {
             view: self.view,
             executed,
             round: self.own_latest.as_ref().map(|v| v.vertex().round),
+            answers: None,
         }
+    }
+
+    /// A learning peer asks where we are: our status, echoing its nonce. At most one
+    /// answer per peer per half retransmission interval unless the nonce is new. A
+    /// replica that is learning itself knows nothing worth reporting and stays silent.
+    pub(super) fn on_status_request(
+        &mut self,
+        from: ValidatorIndex,
+        nonce: u64,
+        now: TimestampMs,
+        outputs: &mut Vec<Output>,
+    ) {
+        if from == self.config.index || self.learning() {
+            return;
+        }
+        let Some(slot) = self.request_replies.get_mut(from.as_usize()) else {
+            return;
+        };
+        if nonce == slot.1 && now.0 < slot.0 .0 + self.config.retransmit_interval_ms / 2 {
+            return;
+        }
+        *slot = (now, nonce);
+        // A replica that learned a floor itself (its store was wiped earlier) may hold
+        // less than it signed before that wipe: it answers with at least what its floor
+        // bounds (a view change up to floor view + 1, a vertex up to floor round + 1,
+        // an execution up to E), so it never lowers the asker's floor. Upward only
+        // delays the asker. Found by review: a reporter wiped earlier answered view 0,
+        // and the asker then prepared a second digest in view 1.
+        let mut view = self.view;
+        let mut executed = self.finalizer.last_sequence();
+        let mut round = self.own_latest.as_ref().map(|v| v.vertex().round);
+        if let Some(floor) = &self.floor {
+            view = view.max(View(floor.view.0.saturating_add(1)));
+            executed = executed.max(floor.executed);
+            if let Some(floor_round) = floor.round {
+                let bound = Round(floor_round.0.saturating_add(1));
+                round = Some(round.map_or(bound, |r| r.max(bound)));
+            }
+        }
+        outputs.push(Output::Send {
+            to: from,
+            message: Message::Status {
+                view,
+                executed,
+                round,
+                answers: Some(nonce),
+            },
+        });
     }
 
     pub(super) fn on_status(

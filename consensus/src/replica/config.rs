@@ -30,6 +30,11 @@ pub struct ReplicaConfig {
     pub idle_interval_ms: u64,
     /// The heartbeat that checks deadlines.
     pub tick_interval_ms: u64,
+    /// How far ahead of our clock a primary's anchor may be stamped for us to prepare
+    /// it; vertices stamped more than half of this ahead are not referenced. Consensus
+    /// time is taken from anchors' stamps, so this bounds how far one Byzantine primary
+    /// can push it (and expire transactions early).
+    pub max_clock_drift_ms: u64,
     /// Re-send what peers may have lost this often.
     pub retransmit_interval_ms: u64,
     /// T: waiting this long without progress starts a view change.
@@ -47,6 +52,11 @@ pub struct ReplicaConfig {
     /// at once; otherwise an empty store learns a signing floor from 2f + 1 peers first
     /// (an empty store is not a fresh validator: its disk may have been wiped).
     pub fresh: bool,
+    /// Entropy from the host, different at every process start (the node draws it from
+    /// the clock's nanoseconds and its process id). A learning replica's status-request
+    /// nonce mixes it with the start time, so no status sent before this start (say,
+    /// before the wipe) can answer the request.
+    pub boot_nonce: u64,
     #[doc(hidden)]
     /// Deliberate bugs for the simulator's checker tests. Always `None` in a node.
     pub mutant: Option<Mutant>,
@@ -84,11 +94,18 @@ pub enum Mutant {
     /// view's NewView decided when that sequence has no log entry (it lies at or below
     /// the replica's stable checkpoint, which passed its execution).
     PrePrepareBelowStable,
+    /// Found by the long run (seed 100,017,076): a replica builds only at its own next
+    /// round, so one whose chain fell below the GC round never builds again.
+    NoRoundJump,
+    /// Found with the round-jump mutant's seeds (seed 5,000,419, no Byzantine): a
+    /// learning replica counts any peer's status, even one sent before its wipe, which
+    /// may report a round below what the replica signed before it.
+    StaleStatusCounts,
 }
 
 impl Mutant {
     /// Every mutant, in the order the simulator's tests run them.
-    pub const ALL: [Mutant; 10] = [
+    pub const ALL: [Mutant; 12] = [
         Mutant::NoDurableOwnVertex,
         Mutant::CountParentVertices,
         Mutant::PerAuthorFrontier,
@@ -99,6 +116,8 @@ impl Mutant {
         Mutant::NewViewNotDurable,
         Mutant::WipedStoreSignsAtOnce,
         Mutant::PrePrepareBelowStable,
+        Mutant::NoRoundJump,
+        Mutant::StaleStatusCounts,
     ];
 
     /// The command-line name (`--mutant NAME`).
@@ -114,6 +133,8 @@ impl Mutant {
             Mutant::NewViewNotDurable => "new-view-not-durable",
             Mutant::WipedStoreSignsAtOnce => "wiped-store-signs-at-once",
             Mutant::PrePrepareBelowStable => "pre-prepare-below-stable",
+            Mutant::NoRoundJump => "no-round-jump",
+            Mutant::StaleStatusCounts => "stale-status-counts",
         }
     }
 
@@ -155,6 +176,7 @@ impl ReplicaConfig {
             max_mempool_transactions: 100_000,
             idle_interval_ms: 50,
             tick_interval_ms: 50,
+            max_clock_drift_ms: 10_000,
             retransmit_interval_ms: 300,
             view_change_timeout_ms: 1_000,
             max_view_change_timeout_ms: 8_000,
@@ -162,6 +184,7 @@ impl ReplicaConfig {
             decided_retention: 1_024,
             ban_threshold: 3,
             fresh: false,
+            boot_nonce: 0,
             mutant: None,
         }
     }
@@ -202,6 +225,11 @@ impl ReplicaConfig {
             ),
             (self.idle_interval_ms >= 1, "idle_interval_ms", "at least 1"),
             (self.tick_interval_ms >= 1, "tick_interval_ms", "at least 1"),
+            (
+                self.max_clock_drift_ms >= 2,
+                "max_clock_drift_ms",
+                "at least 2",
+            ),
             (
                 self.view_change_timeout_ms >= self.tick_interval_ms,
                 "view_change_timeout_ms",

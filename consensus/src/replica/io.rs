@@ -163,6 +163,9 @@ pub struct DropCounters {
     pub invalid_view_messages: u64,
     /// Mempool full.
     pub mempool_full: u64,
+    /// Transactions offered already expired, or expiring more than `MAX_TTL_MS` ahead of
+    /// our clock, and mempool transactions that expired before they were batched.
+    pub expired_transactions: u64,
 }
 
 /// A checkpoint that 2f + 1 validators signed.

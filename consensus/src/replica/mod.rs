@@ -148,6 +148,10 @@ pub struct Replica {
     /// validator) learns from 2f + 1 peers' status where it may sign: peer -> (view,
     /// round of its own latest vertex).
     learning: Option<BTreeMap<ValidatorIndex, PeerReport>>,
+    /// The nonce of our status requests while learning (drawn at `Start`).
+    learning_nonce: u64,
+    /// When we last answered each peer's status request, and which nonce.
+    request_replies: Vec<(TimestampMs, u64)>,
     /// What it learned: it signs only above it (none for a replica that never lost its
     /// signing record).
     floor: Option<SigningFloor>,
@@ -219,6 +223,8 @@ impl Replica {
             forwarded: BTreeSet::new(),
             diverged: None,
             learning: None,
+            learning_nonce: 0,
+            request_replies: vec![(TimestampMs(0), 0); committee.size()],
             floor: None,
             deferred_own: None,
             status_replies: vec![(TimestampMs(0), Sequence(0)); committee.size()],
@@ -392,7 +398,7 @@ impl Replica {
                     self.insert_vertex(from, vertex, false, now, &mut outputs);
                 }
             }
-            Input::Transactions(transactions) => self.add_transactions(transactions),
+            Input::Transactions(transactions) => self.add_transactions(transactions, now),
             Input::Timer(Timer::Idle) => {
                 self.idle_armed = false;
                 self.idle_fired = true;
@@ -433,9 +439,17 @@ impl Replica {
                 view,
                 executed,
                 round,
+                answers,
             } => {
-                self.learn_from_status(from, view, executed, round, outputs);
+                let fresh = answers == Some(self.learning_nonce)
+                    || self.config.mutant == Some(Mutant::StaleStatusCounts);
+                if fresh {
+                    self.learn_from_status(from, view, executed, round, outputs);
+                }
                 self.on_status(from, view, executed, now, outputs);
+            }
+            Message::StatusRequest { nonce } => {
+                self.on_status_request(from, nonce, now, outputs);
             }
             Message::Decided(votes) => self.on_decided(from, votes, outputs),
         }

@@ -100,11 +100,15 @@ impl Replica {
         } else {
             self.in_window(proposal.sequence)
         };
+        // An anchor stamped too far ahead of our clock would push consensus time (and
+        // expire transactions early): not prepared, so the view times out.
+        let future = body.created_at.0 > now.0.saturating_add(self.config.max_clock_drift_ms);
         if proposal.view != self.view
             || !self.view_active
             || body.author != self.primary(proposal.view)
             || !in_range
             || stale
+            || future
         {
             return;
         }
@@ -536,13 +540,13 @@ impl Replica {
             for hash in report.accepted {
                 self.on_accepted(&hash, now, outputs);
             }
-            self.repropose_below_gc();
+            self.repropose_below_gc(now);
         }
     }
 
     /// Our vertices that fell below the GC round without being finalized will never be:
     /// their transactions go back to the mempool (deduplication keeps them exactly-once).
-    pub(super) fn repropose_below_gc(&mut self) {
+    pub(super) fn repropose_below_gc(&mut self, now: TimestampMs) {
         let gc = self.finalizer.gc_round();
         let kept = self.own_pending.split_off(&gc);
         let dropped = std::mem::replace(&mut self.own_pending, kept);
@@ -559,7 +563,7 @@ impl Replica {
                     .filter(|t| !self.finalizer.is_transaction_finalized(&t.id())),
             );
         }
-        self.add_transactions(again);
+        self.add_transactions(again, now);
     }
 
     /// Evidence lowers the culprit's standing; proof that the primary equivocated

@@ -12,8 +12,14 @@ pub(super) struct OwnPending {
 }
 
 impl Replica {
-    pub(super) fn add_transactions(&mut self, transactions: Vec<Transaction>) {
+    pub(super) fn add_transactions(&mut self, transactions: Vec<Transaction>, now: TimestampMs) {
         for transaction in transactions {
+            // Only what can still be finalized: not expired, and within the dedup window
+            // of our clock (the execution rule decides by consensus time in the end).
+            if !Finalizer::within_validity(now, transaction.expires_at()) {
+                self.drops.expired_transactions += 1;
+                continue;
+            }
             let id = transaction.id();
             if self.finalizer.is_transaction_finalized(&id) || self.mempool_ids.contains(&id) {
                 continue;
@@ -115,11 +121,18 @@ impl Replica {
         if self.learning() {
             return;
         }
-        let next_round = match &self.own_latest {
+        let mut next_round = match &self.own_latest {
             None => Round(0),
             Some(latest) => latest.vertex().round.next(),
         }
         .max(self.lowest_own_round());
+        if let Some(previous) = next_round.previous() {
+            if !self.holds_quorum_of(previous, now) {
+                if let Some(ahead) = self.highest_quorum_round_from(next_round, now) {
+                    next_round = ahead.next();
+                }
+            }
+        }
         // Backpressure: at most 2D rounds above the GC round. Beyond, only the primary
         // builds, and only to propose the anchor that moves the GC round.
         let cap = self.finalizer.gc_round().0 + 2 * self.config.gc_depth;
@@ -127,7 +140,12 @@ impl Replica {
             return;
         }
         if let Some(previous) = next_round.previous() {
-            let authors = self.dag.round_vertices(previous);
+            let authors: Vec<&SignedVertex> = self
+                .dag
+                .round_vertices(previous)
+                .into_iter()
+                .filter(|v| self.referencable(v, now))
+                .collect();
             let mut distinct: Vec<ValidatorIndex> =
                 authors.iter().map(|v| v.vertex().author).collect();
             if self.config.mutant != Some(Mutant::CountParentVertices) {
@@ -154,6 +172,54 @@ impl Replica {
             }
         }
         self.build_vertex(next_round, now, outputs);
+    }
+
+    /// False for another author's vertex stamped more than half the clock drift allowance
+    /// ahead of our clock: we neither reference nor count it. Our own `created_at` is the
+    /// maximum of our clock and our parents', so a Byzantine far-future stamp would
+    /// otherwise spread into honest vertices and from there into consensus time (which
+    /// expires transactions). With this rule honest vertices stay within half the
+    /// allowance of their author's clock, and voters (who allow the whole of it) accept
+    /// honest anchors despite some skew.
+    pub(super) fn referencable(&self, vertex: &SignedVertex, now: TimestampMs) -> bool {
+        let body = vertex.vertex();
+        body.author == self.config.index
+            || body.created_at.0 <= now.0.saturating_add(self.config.max_clock_drift_ms / 2)
+    }
+
+    /// True when referencable accepted vertices of `round` come from at least 2f + 1
+    /// distinct authors.
+    fn holds_quorum_of(&self, round: Round, now: TimestampMs) -> bool {
+        let mut authors: Vec<ValidatorIndex> = self
+            .dag
+            .round_vertices(round)
+            .iter()
+            .filter(|v| self.referencable(v, now))
+            .map(|v| v.vertex().author)
+            .collect();
+        authors.dedup();
+        authors.len() >= self.config.committee.quorum()
+    }
+
+    /// The highest round at or above `lowest` whose accepted vertices come from a quorum,
+    /// if any. A replica whose own chain fell behind (it was cut off, crashed or synced
+    /// by certificates while the others built on) has no quorum at its own next round's
+    /// predecessor, possibly ever again: those rounds may be below the GC round. It
+    /// builds above the highest round a quorum reached instead (Narwhal's rule: a round
+    /// is entered once 2f + 1 vertices of the round below are held). At least f + 1
+    /// honest validators signed that round, so a Byzantine minority cannot pull us up.
+    fn highest_quorum_round_from(&self, lowest: Round, now: TimestampMs) -> Option<Round> {
+        if self.config.mutant == Some(Mutant::NoRoundJump) {
+            return None;
+        }
+        let mut round = self.dag.highest_round()?;
+        while round >= lowest {
+            if self.holds_quorum_of(round, now) {
+                return Some(round);
+            }
+            round = round.previous()?;
+        }
+        None
     }
 
     pub(super) fn wants_to_propose(&self) -> bool {
@@ -194,13 +260,26 @@ impl Replica {
         let index = self.config.index;
         let mut parents = Vec::new();
         if let Some(previous) = round.previous() {
-            if let Some(own) = &self.own_latest {
-                parents.push(own.as_parent());
+            // Our own link: our vertex of the previous round if the DAG holds one (after a
+            // wipe, peers may relay back one we signed before it, and the quorum count
+            // above included it), otherwise our latest vertex.
+            let own_below = self
+                .dag
+                .round_vertices(previous)
+                .into_iter()
+                .find(|v| v.vertex().author == index)
+                .map(SignedVertex::as_parent);
+            let own_latest = self.own_latest.as_ref().map(SignedVertex::as_parent);
+            if let Some(own) = own_below.or(own_latest) {
+                parents.push(own);
             }
             let lowest =
                 Round(round.0.saturating_sub(self.config.gc_depth)).max(self.dag.gc_round());
             let mut in_previous: BTreeMap<ValidatorIndex, Vec<ParentRef>> = BTreeMap::new();
             for vertex in self.dag.round_vertices(previous) {
+                if !self.referencable(vertex, now) {
+                    continue;
+                }
                 in_previous
                     .entry(vertex.vertex().author)
                     .or_default()
@@ -227,6 +306,10 @@ impl Replica {
                     latest.round < previous
                         && latest.round >= lowest
                         && !self.own_history.contains(&latest.hash)
+                        && self
+                            .dag
+                            .get(&latest.hash)
+                            .is_some_and(|v| self.referencable(v, now))
                 });
                 match in_previous.get(&author) {
                     Some(versions) if self.config.mutant == Some(Mutant::CountParentVertices) => {
@@ -254,8 +337,19 @@ impl Replica {
             view: self.view,
             sequence: self.next_proposal,
         });
-        let take = self.mempool.len().min(self.config.max_batch_transactions);
-        let transactions: Vec<Transaction> = self.mempool.drain(..take).collect();
+        let mut transactions: Vec<Transaction> = Vec::new();
+        while transactions.len() < self.config.max_batch_transactions {
+            let Some(transaction) = self.mempool.pop_front() else {
+                break;
+            };
+            // Expired while it waited: it could never be finalized.
+            if transaction.expires_at() < now {
+                self.mempool_ids.remove(&transaction.id());
+                self.drops.expired_transactions += 1;
+                continue;
+            }
+            transactions.push(transaction);
+        }
         let vertex = Vertex {
             chain_id: self.config.committee.chain_id().clone(),
             epoch: self.config.committee.epoch(),

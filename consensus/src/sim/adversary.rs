@@ -259,6 +259,7 @@ impl World {
                 view,
                 executed,
                 round,
+                answers,
             } if self.uses(instance, Behaviour::LyingSync) => {
                 let (view, executed, round) = match self.rng.gen_range(0..4) {
                     0 => (View(view.0 + self.rng.gen_range(1..1_000)), executed, round),
@@ -288,6 +289,7 @@ impl World {
                             view,
                             executed,
                             round,
+                            answers,
                         },
                     );
                 }

@@ -32,7 +32,7 @@ pub use checkers::{check_agreement, check_exact_set, check_integrity};
 pub use options::{run_many, SimCommand, SimOptions, SimSummary};
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -497,7 +497,18 @@ struct World {
     /// Wire bytes and count of vertices delivered, for the memory estimate.
     vertex_bytes: (u64, u64),
     peak_memory_bytes: u64,
+    /// Statuses sent to each instance in the last `STALE_STATUS_MS`, oldest first: when
+    /// an instance is wiped, the network delivers the oldest from each sender after its
+    /// restart (messages delayed across the wipe, as an asynchronous network may).
+    recent_statuses: Vec<VecDeque<(u64, usize, Message)>>,
 }
+
+/// Simulated clients' transactions expire this long after their first submission (well
+/// beyond any run's end: liveness owes them finality).
+const CLIENT_TTL_MS: u64 = 240_000;
+
+/// How far back a status may be held and delivered across a wipe.
+const STALE_STATUS_MS: u64 = 3_000;
 
 /// Runs one seed.
 pub fn run(config: &SimConfig) -> SimReport {
@@ -564,6 +575,7 @@ impl World {
             events: HashMap::new(),
             next_event: 0,
             now: 0,
+            recent_statuses: Vec::new(),
             timer_generations: HashMap::new(),
             submitted: HashMap::new(),
             final_anywhere: HashSet::new(),
@@ -614,6 +626,8 @@ impl World {
 
     fn replica_config(&self, i: usize) -> ReplicaConfig {
         let mut config = ReplicaConfig::new(validator(i), self.committee.clone());
+        // Different at every (re)start, like the node's.
+        config.boot_nonce = self.next_event;
         if !self.byzantine[i] {
             config.mutant = self.config.mutant;
         }
@@ -655,7 +669,7 @@ impl World {
             self.schedule(
                 at,
                 Event::Submit {
-                    transaction: Transaction::new(payload),
+                    transaction: Transaction::new(payload, TimestampMs(at + CLIENT_TTL_MS)),
                     attempt: 0,
                 },
             );
@@ -1228,6 +1242,37 @@ impl World {
         self.instances[instance].armed_cut = None;
         self.instances[instance].held_view_changes.clear();
         self.schedule(self.now + down_ms, Event::Restart { instance, wipe });
+        if wipe {
+            self.deliver_stale_statuses(instance, down_ms);
+        }
+    }
+
+    /// The network holds back, across the wipe of `instance`, the oldest status each
+    /// peer sent it in the last few seconds, and delivers them just after its restart:
+    /// a wiped replica that took them for its peers' current state would sign below
+    /// rounds it signed before the wipe.
+    fn deliver_stale_statuses(&mut self, instance: usize, down_ms: u64) {
+        let Some(recent) = self.recent_statuses.get_mut(instance) else {
+            return;
+        };
+        let held = std::mem::take(recent);
+        let mut oldest: BTreeMap<usize, Message> = BTreeMap::new();
+        for (_, source, message) in held {
+            oldest.entry(source).or_insert(message);
+        }
+        for (source, message) in oldest {
+            let from = self.instances[source].index;
+            let at = self.now + down_ms + self.rng.gen_range(1..=200);
+            self.schedule(
+                at,
+                Event::Deliver {
+                    to: instance,
+                    from,
+                    message,
+                    forged: false,
+                },
+            );
+        }
     }
 
     /// One or two targeted faults per seed: chosen message kinds to one honest replica
@@ -1595,7 +1640,7 @@ impl World {
                     new_view.new_view.hash(),
                 )
             }
-            Message::Status { .. } | Message::Decided(_) => return,
+            Message::Status { .. } | Message::StatusRequest { .. } | Message::Decided(_) => return,
         };
         self.record_slot(index, slot, digest);
     }
@@ -1672,6 +1717,20 @@ impl World {
         if matches!(message, Message::Vertex(_)) {
             self.vertex_bytes.0 += bytes.len() as u64;
             self.vertex_bytes.1 += 1;
+        }
+        if matches!(message, Message::Status { .. }) {
+            if self.recent_statuses.len() <= target {
+                self.recent_statuses.resize_with(target + 1, VecDeque::new);
+            }
+            if let Some(recent) = self.recent_statuses.get_mut(target) {
+                while recent
+                    .front()
+                    .is_some_and(|(at, _, _)| at + STALE_STATUS_MS < self.now)
+                {
+                    recent.pop_front();
+                }
+                recent.push_back((self.now, source, message.clone()));
+            }
         }
         let from = self.instances[source].index;
         let delay = self.delay() + extra;

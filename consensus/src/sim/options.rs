@@ -75,7 +75,8 @@ self-preparing-primary, lying-view-changes, byzantine-new-view, split-votes, lyi
 lying-sync, adaptive, all
 mutants: no-durable-own-vertex, count-parent-vertices, per-author-frontier, \
 pre-prepare-over-new-view, unbounded-claims, count-primary-prepare, proposal-not-durable, \
-new-view-not-durable, wiped-store-signs-at-once, pre-prepare-below-stable";
+new-view-not-durable, wiped-store-signs-at-once, pre-prepare-below-stable, no-round-jump, \
+stale-status-counts";
 
     /// The usage text, generated from `Behaviour::ALL` and `Mutant::ALL`.
     pub fn usage() -> String {
