@@ -225,7 +225,12 @@ pub struct Engine {
     resync_lag: u64,
     /// Transactions a previous engine carried over, handed to the replica at start.
     carried: Vec<Transaction>,
+    /// When the replica's state was last written to the debug log.
+    described_at: Instant,
 }
+
+/// How often the debug log shows the replica's state (`RUST_LOG=weft_node=debug`).
+const DESCRIBE_EVERY: Duration = Duration::from_secs(1);
 
 /// How long a validator far behind may go without executing before it resyncs.
 const RESYNC_AFTER: Duration = Duration::from_secs(2);
@@ -289,6 +294,7 @@ impl Engine {
             progress: (executed, Instant::now()),
             resync_lag: u64::MAX,
             carried: Vec::new(),
+            described_at: Instant::now(),
         }
     }
 
@@ -551,6 +557,11 @@ impl Engine {
                     "signing floor learned from 2f+1 peers; signing only above it"
                 );
             }
+        }
+        if tracing::enabled!(tracing::Level::DEBUG) && self.described_at.elapsed() >= DESCRIBE_EVERY
+        {
+            self.described_at = Instant::now();
+            tracing::debug!(state = %self.replica.describe(), "replica");
         }
         let view = self.replica.view();
         if view.0 > self.last_view {

@@ -120,7 +120,11 @@ fn spawn(home: &Path) -> Child {
         .arg("run")
         .arg("--home")
         .arg(home)
-        .env("RUST_LOG", "info")
+        // WEFT_E2E_LOG overrides the validators' log levels when chasing a failure.
+        .env(
+            "RUST_LOG",
+            std::env::var("WEFT_E2E_LOG").unwrap_or_else(|_| "info".to_owned()),
+        )
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
