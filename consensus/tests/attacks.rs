@@ -1308,3 +1308,68 @@ fn an_anchor_stamped_beyond_the_clock_drift_allowance_is_not_prepared() {
     assert!(votes(&stamped_anchor(drift + 1_000), Phase::Prepare).is_empty());
     assert_eq!(votes(&stamped_anchor(drift / 2), Phase::Prepare).len(), 1);
 }
+
+/// Liveness (found by the e2e suite: a stall at the end of a load). Validator 3's round-1
+/// vertex carries a transaction; the primary receives it together with 3's empty round-2
+/// vertex, which overtakes it as 3's latest before any anchor covers it. With everyone
+/// else idle, the primary must still anchor it: its first anchor (round 1) reaches round
+/// 0 only, so once that executes, a second anchor (round 2) must reference the vertex.
+fn overtaken_vertex_anchors(mutant: Option<Mutant>) -> (Digest, Vec<SignedVertex>) {
+    let (committee, _) = committee(4);
+    let mut node = Node::new(0, &committee, mutant);
+    let mut builder = DagBuilder::with_committee(committee.clone()).transactions_per_vertex(0);
+    let mut history = genesis_except(&mut builder, 0);
+    let others = [v(1), v(2), v(3)];
+    history.push(builder.vertex(v(1), Round(1), &others, 0));
+    history.push(builder.vertex(v(2), Round(1), &others, 0));
+    builder = builder.transactions_per_vertex(1);
+    let carrying = builder.vertex(v(3), Round(1), &others, 0);
+    builder = builder.transactions_per_vertex(0);
+    history.push(carrying.clone());
+    for author in others {
+        history.push(builder.vertex(author, Round(2), &others, 0));
+    }
+    let mut outputs = node.step(Input::Fetched {
+        from: v(1),
+        vertices: history,
+    });
+    let first = own_vertices(&outputs, 0)
+        .into_iter()
+        .find(|x| x.vertex().proposal.is_some());
+    if let Some(first) = &first {
+        // Sequence 1 commits and executes; the primary builds on meanwhile.
+        let sequence = first.vertex().proposal.expect("a proposal").sequence.0;
+        for voter in [1u16, 2] {
+            let prepare = prepare_by(&committee, voter, 0, sequence, first.hash());
+            outputs.extend(node.deliver(voter, Message::Vote(prepare)));
+        }
+        for voter in [1u16, 2] {
+            let mut commit = prepare_by(&committee, voter, 0, sequence, first.hash())
+                .vote()
+                .clone();
+            commit.phase = Phase::Commit;
+            let commit = commit.sign_with(&Signer::Placeholder);
+            outputs.extend(node.deliver(voter, Message::Vote(commit)));
+        }
+        assert_eq!(node.replica.last_executed(), Sequence(sequence));
+    }
+    let anchors = own_vertices(&outputs, 0)
+        .into_iter()
+        .filter(|x| x.vertex().proposal.is_some())
+        .collect();
+    (carrying.hash(), anchors)
+}
+
+#[test]
+fn a_vertex_carrying_transactions_is_anchored_after_its_authors_next_vertex_overtakes_it() {
+    let (carrying, anchors) = overtaken_vertex_anchors(None);
+    assert!(
+        anchors
+            .iter()
+            .any(|a| a.vertex().parents.iter().any(|p| p.hash == carrying)),
+        "no anchor references the vertex carrying the transaction: {anchors:?}"
+    );
+    // The old rule: every author's latest vertex is empty, so nothing is anchored.
+    let (_, anchors) = overtaken_vertex_anchors(Some(Mutant::LatestVertexOnly));
+    assert!(anchors.is_empty(), "the old rule anchored: {anchors:?}");
+}

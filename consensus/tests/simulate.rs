@@ -533,3 +533,47 @@ fn replicas_that_executed_a_reproposed_sequence_still_vouch_for_it() {
         Behaviour::SplitAnchors,
     ));
 }
+
+/// Clients that submit once and never retry, replicas on the node's idle heartbeat (no
+/// empty rounds for idleness), message loss, a partition and `byzantine` replicas, but
+/// no crash (a crash may lose a mempool, which only a retry recovers): every
+/// transaction an honest replica acknowledged is still owed finality, so a rule that
+/// forgets work shows as a liveness violation instead of a delay a retry hides.
+fn patient_clients(seed: u64, byzantine: usize, mutant: Option<Mutant>) -> SimConfig {
+    let mut config = SimConfig::classic_faults(4, seed, byzantine, nth_behaviour(seed));
+    config.crashes = false;
+    config.transactions = 400;
+    config.submit_window_ms = 8_000;
+    config.idle_interval_ms = weft_consensus::sim::NODE_IDLE_INTERVAL_MS;
+    config.client_retry_ms = config.max_time_ms * 2;
+    config.mutant = mutant;
+    config
+}
+
+#[test]
+fn patient_clients_see_every_acknowledged_transaction_final() {
+    for seed in 7_000_000..7_000_000 + env_seeds("WEFT_SIM_SEEDS", 20) * 2 {
+        assert_clean(&patient_clients(seed, 1, None));
+    }
+}
+
+/// The deterministic twin is
+/// `attacks::a_vertex_carrying_transactions_is_anchored_after_its_authors_next_vertex_overtakes_it`.
+#[test]
+fn mutant_latest_vertex_only_is_caught_by_patient_clients() {
+    let caught = (7_000_000..7_000_300).find_map(|seed| {
+        let report = run(&patient_clients(seed, 0, Some(Mutant::LatestVertexOnly)));
+        report
+            .violations
+            .iter()
+            .find(|v| v.contains("liveness:"))
+            .map(|v| (seed, v.clone()))
+    });
+    let Some((seed, violation)) = caught else {
+        panic!("mutant latest-vertex-only not caught in 300 seeds");
+    };
+    eprintln!(
+        "mutant latest-vertex-only caught at seed +{}: {violation}",
+        seed - 7_000_000
+    );
+}

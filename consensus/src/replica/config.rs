@@ -101,11 +101,16 @@ pub enum Mutant {
     /// learning replica counts any peer's status, even one sent before its wipe, which
     /// may report a round below what the replica signed before it.
     StaleStatusCounts,
+    /// Found by the e2e suite (a stall at the end of a load): the primary looks for
+    /// something to anchor only in each author's latest vertex, so a vertex carrying
+    /// transactions that its author's next (empty) vertex overtook before an anchor
+    /// covered it is never anchored while the validators are otherwise idle.
+    LatestVertexOnly,
 }
 
 impl Mutant {
     /// Every mutant, in the order the simulator's tests run them.
-    pub const ALL: [Mutant; 12] = [
+    pub const ALL: [Mutant; 13] = [
         Mutant::NoDurableOwnVertex,
         Mutant::CountParentVertices,
         Mutant::PerAuthorFrontier,
@@ -118,6 +123,7 @@ impl Mutant {
         Mutant::PrePrepareBelowStable,
         Mutant::NoRoundJump,
         Mutant::StaleStatusCounts,
+        Mutant::LatestVertexOnly,
     ];
 
     /// The command-line name (`--mutant NAME`).
@@ -135,6 +141,7 @@ impl Mutant {
             Mutant::PrePrepareBelowStable => "pre-prepare-below-stable",
             Mutant::NoRoundJump => "no-round-jump",
             Mutant::StaleStatusCounts => "stale-status-counts",
+            Mutant::LatestVertexOnly => "latest-vertex-only",
         }
     }
 

@@ -106,6 +106,11 @@ pub struct Replica {
     own_history: HashSet<Digest>,
     /// Latest accepted vertex per author (the first version, if it equivocated).
     latest_by_author: Vec<Option<ParentRef>>,
+    /// Accepted vertices that carry transactions and are not finalized yet, by round
+    /// (pruned below the GC round): what a primary still has to anchor. An author's
+    /// latest vertex alone does not say it, since an empty later vertex may overtake one
+    /// that carries transactions before any anchor covers it.
+    unanchored: BTreeSet<(Round, Digest)>,
     mempool: VecDeque<Transaction>,
     /// Ids in the mempool or in our own vertices that are not final yet.
     mempool_ids: HashSet<TxId>,
@@ -196,6 +201,7 @@ impl Replica {
             own_latest: None,
             own_history: HashSet::new(),
             latest_by_author: vec![None; committee.size()],
+            unanchored: BTreeSet::new(),
             mempool: VecDeque::new(),
             mempool_ids: HashSet::new(),
             own_pending: BTreeMap::new(),
@@ -293,7 +299,7 @@ impl Replica {
     /// A one-line summary of the replica's progress, for diagnosing a failing seed.
     pub fn describe(&self) -> String {
         format!(
-            "view {}{} executed {} stable {} committed {:?} pre-prepared {:?} awaiting {:?} own round {:?} dag {} waiting {} missing {} mempool {} pending-own {} deadline {:?} drops {:?}",
+            "view {}{} executed {} stable {} committed {:?} pre-prepared {:?} awaiting {:?} own round {:?} dag top {:?} quorum rounds {:?} dag {} waiting {} missing {} mempool {} pending-own {} deadline {:?} drops {:?}",
             self.view.0,
             if self.view_active { "" } else { " (changing)" },
             self.finalizer.last_sequence(),
@@ -302,6 +308,8 @@ impl Replica {
             self.log.iter().filter(|(_, s)| s.state != SlotState::AwaitingHistory).map(|(s, _)| *s).take(5).collect::<Vec<_>>(),
             self.log.iter().filter(|(_, s)| s.state == SlotState::AwaitingHistory).map(|(s, _)| *s).take(5).collect::<Vec<_>>(),
             self.own_latest.as_ref().map(|v| v.vertex().round.0),
+            self.dag.highest_round().map(|r| r.0),
+            self.describe_rounds(),
             self.dag.len(),
             self.dag.waiting_len(),
             self.dag.missing().len(),
@@ -310,6 +318,26 @@ impl Replica {
             self.progress_deadline,
             self.drops,
         )
+    }
+
+    /// The distinct authors held in each of the top few DAG rounds: `round:authors`.
+    fn describe_rounds(&self) -> Vec<String> {
+        let Some(top) = self.dag.highest_round() else {
+            return Vec::new();
+        };
+        (top.0.saturating_sub(5)..=top.0)
+            .map(|r| {
+                let mut authors: Vec<u16> = self
+                    .dag
+                    .round_vertices(Round(r))
+                    .iter()
+                    .map(|v| v.vertex().author.0)
+                    .collect();
+                authors.sort_unstable();
+                authors.dedup();
+                format!("{r}:{authors:?}")
+            })
+            .collect()
     }
 
     /// The checkpoint at which a quorum contradicted our executed state, if one did: the

@@ -536,6 +536,9 @@ impl Replica {
             }
             let gc = self.finalizer.gc_round();
             self.forwarded.retain(|(_, round)| *round >= gc);
+            let finalizer = &self.finalizer;
+            self.unanchored
+                .retain(|(round, hash)| *round >= gc && !finalizer.is_finalized(hash));
             let report = self.dag.set_gc_round(gc);
             for hash in report.accepted {
                 self.on_accepted(&hash, now, outputs);

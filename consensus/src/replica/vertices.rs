@@ -98,6 +98,9 @@ impl Replica {
         if slot.is_none_or(|latest| latest.round < body.round) {
             *slot = Some(vertex.as_parent());
         }
+        if !body.transactions.is_empty() && !self.finalizer.is_finalized(hash) {
+            self.unanchored.insert((body.round, *hash));
+        }
         if let Some(proposal) = body.proposal {
             self.on_pre_prepare(&vertex, proposal, now, outputs);
         }
@@ -240,7 +243,14 @@ impl Replica {
         if gc_lag > self.config.gc_depth + self.config.gc_depth / 2 {
             return false;
         }
+        let gc = self.finalizer.gc_round();
+        let carried_anywhere = self.config.mutant != Some(Mutant::LatestVertexOnly)
+            && self
+                .unanchored
+                .iter()
+                .any(|(round, hash)| *round >= gc && !self.finalizer.is_finalized(hash));
         self.mempool.is_empty()
+            && !carried_anywhere
             && self.latest_by_author.iter().flatten().all(|p| {
                 self.finalizer.is_finalized(&p.hash)
                     || p.round < self.finalizer.gc_round()

@@ -227,9 +227,17 @@ pub struct SimConfig {
     pub client_retry_ms: u64,
     /// Give up after this much simulated time.
     pub max_time_ms: u64,
+    /// Every replica's idle heartbeat (`ReplicaConfig::idle_interval_ms`). Short, it
+    /// builds empty rounds that paper over a rule that forgets work; the node's default
+    /// (`NODE_IDLE_INTERVAL_MS`) leaves rounds to the load alone.
+    pub idle_interval_ms: u64,
     /// A deliberate bug in every honest replica (checker tests only).
     pub mutant: Option<Mutant>,
 }
+
+/// The node's default idle heartbeat (`[consensus] idle_heartbeat_ms`): 5 minutes, longer
+/// than any simulated run, so no empty round is built for idleness.
+pub const NODE_IDLE_INTERVAL_MS: u64 = 300_000;
 
 impl SimConfig {
     /// Defaults for `validators` and `seed`: no loss, partitions, crashes or Byzantine
@@ -254,13 +262,15 @@ impl SimConfig {
             real_signatures: false,
             client_retry_ms: 4_000,
             max_time_ms: 60_000,
+            idle_interval_ms: 50,
             mutant: None,
         }
     }
 
     /// Every fault at once: loss, duplication, a partition, targeted delivery faults,
     /// crashes (cutting steps, one wiped restart), and `byzantine` replicas doing
-    /// `behaviour`; clients submit over 8 s, past every fault.
+    /// `behaviour`; clients submit over 8 s, past every fault. Odd seeds run the node's
+    /// idle heartbeat, even seeds a 50 ms one.
     pub fn adversarial(
         validators: usize,
         seed: u64,
@@ -273,7 +283,18 @@ impl SimConfig {
             targeted_faults: true,
             transactions: 400,
             submit_window_ms: 8_000,
+            idle_interval_ms: SimConfig::alternating_idle(seed),
             ..SimConfig::classic_faults(validators, seed, byzantine, behaviour)
+        }
+    }
+
+    /// The idle heartbeat of a seed that does not choose one: the node's default for odd
+    /// seeds, 50 ms for even seeds.
+    pub fn alternating_idle(seed: u64) -> u64 {
+        if seed % 2 == 1 {
+            NODE_IDLE_INTERVAL_MS
+        } else {
+            50
         }
     }
 
@@ -628,6 +649,7 @@ impl World {
         let mut config = ReplicaConfig::new(validator(i), self.committee.clone());
         // Different at every (re)start, like the node's.
         config.boot_nonce = self.next_event;
+        config.idle_interval_ms = self.config.idle_interval_ms;
         if !self.byzantine[i] {
             config.mutant = self.config.mutant;
         }

@@ -36,6 +36,12 @@ pub struct SimOptions {
     pub load_ms: u64,
     /// ML-DSA-87 on every message.
     pub real_signatures: bool,
+    /// The replicas' idle heartbeat; `None` alternates by seed like
+    /// [`SimConfig::adversarial`] (odd seeds the node's 5 minutes, even seeds 50 ms).
+    pub idle_ms: Option<u64>,
+    /// Clients submit once and never retry (pair with no crashes: a crash may lose a
+    /// mempool, which only a retry recovers).
+    pub no_retries: bool,
     /// A deliberate bug in every honest replica, to watch the checkers fire.
     pub mutant: Option<Mutant>,
 }
@@ -66,9 +72,11 @@ impl SimOptions {
     /// The usage text (every flag, behaviour and mutant; [`SimOptions::usage`] builds the
     /// same from `Behaviour::ALL` and `Mutant::ALL`, and a test keeps the two equal).
     pub const USAGE: &'static str = "usage: simulate [--validators N] [--byzantine K] [--behaviour NAME|all] \
-[--seeds S] [--seed-base B] [--transactions T] [--load-ms MS] [--loss P] [--partitions] [--crashes] \
-[--cut-crashes] [--wipes] [--targeted] [--faults] [--real-signatures] [--mutant NAME] [--help]
+[--seeds S] [--seed-base B] [--transactions T] [--load-ms MS] [--idle-ms MS] [--loss P] [--partitions] [--crashes] \
+[--cut-crashes] [--wipes] [--targeted] [--faults] [--no-retries] [--real-signatures] [--mutant NAME] [--help]
   --faults: --loss 0.02 --partitions --crashes --cut-crashes --wipes --targeted --load-ms 8000
+  --idle-ms: the idle heartbeat (default: odd seeds 300000, the node's, even seeds 50)
+  --no-retries: clients submit once (use without crashes, which may lose a mempool)
 behaviours: silent, equivocating-primary, equivocating-author, double-voting, twins, \
 invalid-signatures, stale-replay, flooding, split-anchors, hijack-reproposals, \
 self-preparing-primary, lying-view-changes, byzantine-new-view, split-votes, lying-fetches, \
@@ -76,7 +84,7 @@ lying-sync, adaptive, all
 mutants: no-durable-own-vertex, count-parent-vertices, per-author-frontier, \
 pre-prepare-over-new-view, unbounded-claims, count-primary-prepare, proposal-not-durable, \
 new-view-not-durable, wiped-store-signs-at-once, pre-prepare-below-stable, no-round-jump, \
-stale-status-counts";
+stale-status-counts, latest-vertex-only";
 
     /// The usage text, generated from `Behaviour::ALL` and `Mutant::ALL`.
     pub fn usage() -> String {
@@ -84,9 +92,11 @@ stale-status-counts";
         let mutants: Vec<&str> = Mutant::ALL.iter().map(|m| m.name()).collect();
         format!(
             "usage: simulate [--validators N] [--byzantine K] [--behaviour NAME|all] \
-[--seeds S] [--seed-base B] [--transactions T] [--load-ms MS] [--loss P] [--partitions] [--crashes] \
-[--cut-crashes] [--wipes] [--targeted] [--faults] [--real-signatures] [--mutant NAME] [--help]
+[--seeds S] [--seed-base B] [--transactions T] [--load-ms MS] [--idle-ms MS] [--loss P] [--partitions] [--crashes] \
+[--cut-crashes] [--wipes] [--targeted] [--faults] [--no-retries] [--real-signatures] [--mutant NAME] [--help]
   --faults: --loss 0.02 --partitions --crashes --cut-crashes --wipes --targeted --load-ms 8000
+  --idle-ms: the idle heartbeat (default: odd seeds 300000, the node's, even seeds 50)
+  --no-retries: clients submit once (use without crashes, which may lose a mempool)
 behaviours: {}, all
 mutants: {}",
             behaviours.join(", "),
@@ -120,6 +130,8 @@ mutants: {}",
             targeted: false,
             load_ms: 2_000,
             real_signatures: false,
+            idle_ms: None,
+            no_retries: false,
             mutant: None,
         };
         let mut load_given = false;
@@ -139,6 +151,7 @@ mutants: {}",
                     options.wipes = true;
                 }
                 "--targeted" => options.targeted = true,
+                "--no-retries" => options.no_retries = true,
                 "--faults" => {
                     options.partitions = true;
                     options.crashes = true;
@@ -184,6 +197,7 @@ mutants: {}",
                         }
                         "--seed-base" => options.seed_base = number("--seed-base")?,
                         "--transactions" => options.transactions = size("--transactions")?,
+                        "--idle-ms" => options.idle_ms = Some(number("--idle-ms")?.max(1)),
                         "--load-ms" => {
                             options.load_ms = number("--load-ms")?;
                             load_given = true;
@@ -216,7 +230,7 @@ mutants: {}",
         let behaviour = self.behaviour.unwrap_or_else(|| {
             Behaviour::ALL[usize::try_from(seed % Behaviour::ALL.len() as u64).unwrap_or(0)]
         });
-        SimConfig {
+        let mut config = SimConfig {
             transactions: self.transactions,
             submit_window_ms: self.load_ms,
             loss_probability: self.loss,
@@ -228,9 +242,16 @@ mutants: {}",
             byzantine: self.byzantine,
             behaviour,
             real_signatures: self.real_signatures,
+            idle_interval_ms: self
+                .idle_ms
+                .unwrap_or_else(|| SimConfig::alternating_idle(seed)),
             mutant: self.mutant,
             ..SimConfig::new(self.validators, seed)
+        };
+        if self.no_retries {
+            config.client_retry_ms = config.max_time_ms.saturating_mul(2);
         }
+        config
     }
 
     /// The command that replays one seed.
@@ -243,6 +264,9 @@ mutants: {}",
         if self.loss > 0.0 {
             command.push_str(&format!(" --loss {}", self.loss));
         }
+        if let Some(idle) = self.idle_ms {
+            command.push_str(&format!(" --idle-ms {idle}"));
+        }
         if let Some(mutant) = self.mutant {
             let name = mutant.name();
             command.push_str(&format!(" --mutant {name}"));
@@ -253,6 +277,7 @@ mutants: {}",
             (self.cut_crashes, " --cut-crashes"),
             (self.wipes, " --wipes"),
             (self.targeted, " --targeted"),
+            (self.no_retries, " --no-retries"),
             (self.real_signatures, " --real-signatures"),
         ] {
             if on {
