@@ -1373,3 +1373,80 @@ fn a_vertex_carrying_transactions_is_anchored_after_its_authors_next_vertex_over
     let (_, anchors) = overtaken_vertex_anchors(Some(Mutant::LatestVertexOnly));
     assert!(anchors.is_empty(), "the old rule anchored: {anchors:?}");
 }
+
+/// Found by the attack review of the fixes (rule: learning survives a crash until the
+/// floor is saved). Replica 3 built round 0, then its store is wiped (keys kept). It
+/// starts learning, and before 2f + 1 answers arrive it saves a view: either it enters
+/// view 1 through a NewView, or, holding a client transaction while the answers are
+/// late, its view-change timer moves it to view 1 without announcing. It crashes and
+/// restarts: it must still be learning, and must not sign a second round-0 vertex.
+fn learning_crash(
+    via_new_view: bool,
+    mutant: Option<Mutant>,
+) -> (SignedVertex, Vec<SignedVertex>, bool) {
+    let (committee, _) = committee(4);
+    let mut config = ReplicaConfig::new(v(3), committee.clone());
+    config.mutant = mutant;
+    let mut before = Node {
+        replica: Replica::new(config.clone(), Signer::Placeholder).expect("valid config"),
+        store: MemoryStore::new(),
+        config: config.clone(),
+        now: BUILDER_EPOCH_MS - 4_000,
+    };
+    let genesis = own_vertices(&before.step(Input::Start), 3)
+        .into_iter()
+        .next()
+        .expect("built round 0");
+    let store = MemoryStore::new();
+    let replica = Replica::recover(config.clone(), Signer::Placeholder, &store).expect("recovers");
+    let mut node = Node {
+        replica,
+        store,
+        config,
+        now: before.now + 60_000,
+    };
+    node.step(Input::Start);
+    assert!(node.replica.learning_signing_floor());
+    if via_new_view {
+        let view_changes = vec![
+            view_change(&committee, 0, 1, vec![], vec![]),
+            view_change(&committee, 1, 1, vec![], vec![]),
+            view_change(&committee, 2, 1, vec![], vec![]),
+        ];
+        node.deliver(1, new_view_message(&committee, 1, 1, view_changes, vec![]));
+    } else {
+        node.step(Input::Transactions(vec![work(b"late answers".to_vec())]));
+        for _ in 0..400 {
+            node.step(Input::Timer(weft_consensus::replica::Timer::Tick));
+        }
+    }
+    let still_learning = node.replica.learning_signing_floor();
+    node.replica =
+        Replica::recover(node.config.clone(), Signer::Placeholder, &node.store).expect("recovers");
+    let outputs = node.step(Input::Start);
+    (genesis, own_vertices(&outputs, 3), still_learning)
+}
+
+#[test]
+fn a_learning_replica_that_crashes_keeps_learning() {
+    for via_new_view in [false, true] {
+        let (genesis, after, still_learning) = learning_crash(via_new_view, None);
+        assert!(still_learning, "learned a floor without answers");
+        let second: Vec<&SignedVertex> = after
+            .iter()
+            .filter(|x| x.vertex().round == genesis.vertex().round && x.hash() != genesis.hash())
+            .collect();
+        assert!(
+            second.is_empty(),
+            "via_new_view={via_new_view}: double-signed round 0 after a crash while learning"
+        );
+        // The old rule: `view` alone ends learning, and round 0 is signed again.
+        let (genesis, after, _) = learning_crash(via_new_view, Some(Mutant::LearningNotDurable));
+        assert!(
+            after
+                .iter()
+                .any(|x| x.vertex().round == genesis.vertex().round && x.hash() != genesis.hash()),
+            "via_new_view={via_new_view}: the mutant did not double-sign"
+        );
+    }
+}

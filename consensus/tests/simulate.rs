@@ -365,10 +365,27 @@ fn find(
     seeds: u64,
     needles: &[&str],
 ) -> Option<(u64, String)> {
+    find_with_idle(mutant, validators, byzantine, base, seeds, needles, None)
+}
+
+/// `find`, with every seed on the idle heartbeat `idle_ms` when given (otherwise odd
+/// seeds run the node's 5 minutes and even seeds 50 ms).
+fn find_with_idle(
+    mutant: Option<Mutant>,
+    validators: usize,
+    byzantine: usize,
+    base: u64,
+    seeds: u64,
+    needles: &[&str],
+    idle_ms: Option<u64>,
+) -> Option<(u64, String)> {
     for seed in base..base + seeds {
         let behaviour = nth_behaviour(seed);
         let mut config = SimConfig::adversarial(validators, seed, byzantine, behaviour);
         config.mutant = mutant;
+        if let Some(idle) = idle_ms {
+            config.idle_interval_ms = idle;
+        }
         let report = run(&config);
         let found = report
             .violations
@@ -386,7 +403,25 @@ fn find(
 /// `Behaviour::ALL`, seeds from a fixed base): the adversary is strong enough to have
 /// found the bug. The bound is stated in each test.
 fn mutant_is_caught(mutant: Mutant, byzantine: usize, seeds: u64, needles: &[&str]) {
-    let found = find(Some(mutant), 4, byzantine, 5_000_000, seeds, needles);
+    mutant_is_caught_with_idle(mutant, byzantine, seeds, needles, None);
+}
+
+fn mutant_is_caught_with_idle(
+    mutant: Mutant,
+    byzantine: usize,
+    seeds: u64,
+    needles: &[&str],
+    idle_ms: Option<u64>,
+) {
+    let found = find_with_idle(
+        Some(mutant),
+        4,
+        byzantine,
+        5_000_000,
+        seeds,
+        needles,
+        idle_ms,
+    );
     let Some((seed, violation)) = found else {
         panic!("mutant {} not caught in {seeds} seeds", mutant.name());
     };
@@ -400,11 +435,12 @@ fn mutant_is_caught(mutant: Mutant, byzantine: usize, seeds: u64, needles: &[&st
 /// Reached by the side-history strategy: after its NewView, a Byzantine primary sends a
 /// replica still fetching a re-proposed anchor a fresh anchor for that sequence whose
 /// parents the replica already holds (the hand-over schedule keeps view 0's anchors from
-/// it). The deterministic twin is
+/// it). The strategy needs a busy DAG: every seed runs a 50 ms idle heartbeat (an
+/// operator's `idle_heartbeat_ms` allows it). The deterministic twin is
 /// `attacks::a_primary_vertex_cannot_take_a_sequence_the_new_view_decided`.
 #[test]
 fn mutant_pre_prepare_over_new_view_is_caught_by_random_seeds() {
-    mutant_is_caught(Mutant::PrePrepareOverNewView, 1, 600, &[]);
+    mutant_is_caught_with_idle(Mutant::PrePrepareOverNewView, 1, 600, &[], Some(50));
 }
 
 #[test]
@@ -445,19 +481,31 @@ fn mutant_new_view_not_durable_is_caught_by_random_seeds() {
 /// against its NewView, with the rule the seed is clean.
 #[test]
 fn the_seed_that_found_pre_prepares_below_the_stable_checkpoint_stays_fixed() {
-    let config = |mutant| {
+    let config = |mutant, old_anchoring| {
         let mut config = SimConfig::adversarial(4, 10_001_024, 1, Behaviour::HijackReproposals);
         config.mutant = mutant;
+        config.old_anchoring = old_anchoring;
         config
     };
-    let fixed = run(&config(None));
-    assert!(fixed.violations.is_empty(), "{:?}", fixed.violations);
-    let mutant = run(&config(Some(Mutant::PrePrepareBelowStable)));
+    for old_anchoring in [false, true] {
+        let fixed = run(&config(None, old_anchoring));
+        assert!(fixed.violations.is_empty(), "{:?}", fixed.violations);
+    }
+    // The seed's trajectory as found, before the anchoring fix changed it.
+    let mutant = run(&config(Some(Mutant::PrePrepareBelowStable), true));
     assert!(
         mutant.violations.iter().any(|v| v.contains("new view:")),
         "{:?}",
         mutant.violations
     );
+}
+
+/// After a wiped restart the network may keep statuses from the learner for a while,
+/// and the simulator crashes it again once it saved a view before learning. The
+/// deterministic twin is `attacks::a_learning_replica_that_crashes_keeps_learning`.
+#[test]
+fn mutant_learning_not_durable_is_caught_by_random_seeds() {
+    mutant_is_caught(Mutant::LearningNotDurable, 0, 300, &["double signing"]);
 }
 
 #[test]
@@ -482,14 +530,18 @@ fn mutant_stale_status_counts_is_caught_by_random_seeds() {
 /// `attacks::a_replica_whose_own_round_fell_below_the_gc_round_builds_above_the_quorum_round`.
 #[test]
 fn the_seed_that_found_the_stall_below_the_gc_round_stays_fixed() {
-    let config = |mutant| {
+    let config = |mutant, old_anchoring| {
         let mut config = SimConfig::adversarial(4, 100_017_076, 1, Behaviour::Flooding);
         config.mutant = mutant;
+        config.old_anchoring = old_anchoring;
         config
     };
-    let fixed = run(&config(None));
-    assert!(fixed.violations.is_empty(), "{:?}", fixed.violations);
-    let mutant = run(&config(Some(Mutant::NoRoundJump)));
+    for old_anchoring in [false, true] {
+        let fixed = run(&config(None, old_anchoring));
+        assert!(fixed.violations.is_empty(), "{:?}", fixed.violations);
+    }
+    // The seed's trajectory as found, before the anchoring fix changed it.
+    let mutant = run(&config(Some(Mutant::NoRoundJump), true));
     assert!(
         mutant.violations.iter().any(|v| v.contains("liveness:")),
         "{:?}",

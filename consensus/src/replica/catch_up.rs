@@ -7,6 +7,12 @@ use super::*;
 impl Replica {
     pub(super) fn start(&mut self, now: TimestampMs, outputs: &mut Vec<Output>) {
         self.view_started = now;
+        if self.learning() && self.config.mutant != Some(Mutant::LearningNotDurable) {
+            // First of all outputs: learning survives a crash until the floor is saved.
+            let mut batch = StoreBatch::new();
+            batch.put_replica_state(keys::LEARNING, &[1]);
+            outputs.push(Output::Persist(batch));
+        }
         if self.learning() {
             // A fresh nonce for this start: only statuses sent after it count (§8).
             let mut seed = Vec::with_capacity(16);

@@ -23,6 +23,9 @@ impl Replica {
         .sign_with(&self.signer);
         if sequence > self.stable.sequence {
             self.own_checkpoints.insert(sequence, checkpoint.clone());
+            // Bounded like the slots of others' checkpoints (see `on_checkpoint`).
+            let oldest = Sequence(sequence.0.saturating_sub(self.config.window));
+            self.own_checkpoints = self.own_checkpoints.split_off(&oldest);
         }
         outputs.push(Output::Broadcast(Message::Checkpoint(checkpoint.clone())));
         self.on_checkpoint(checkpoint, now, outputs);
@@ -51,6 +54,16 @@ impl Replica {
             self.drops.out_of_window_messages += 1;
             return;
         }
+        // Slots far below what we executed are superseded by later checkpoints: a replica
+        // that caught up by commit certificates past its stable checkpoint would otherwise
+        // keep one slot per checkpoint sequence it passed (found by crashing a wiped
+        // replica again: 69 slots against a bound of 60).
+        let oldest = Sequence(base.saturating_sub(self.config.window));
+        if sequence < oldest {
+            self.drops.out_of_window_messages += 1;
+            return;
+        }
+        self.checkpoints = self.checkpoints.split_off(&oldest);
         let signatures = self.checkpoints.entry(sequence).or_default();
         signatures.entry(signer).or_insert(signed);
         let matching: Vec<SignedCheckpoint> = signatures

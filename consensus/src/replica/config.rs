@@ -60,6 +60,11 @@ pub struct ReplicaConfig {
     #[doc(hidden)]
     /// Deliberate bugs for the simulator's checker tests. Always `None` in a node.
     pub mutant: Option<Mutant>,
+    #[doc(hidden)]
+    /// The anchoring rule before `unanchored` (what `Mutant::LatestVertexOnly` brings
+    /// back), beside another mutant: it replays the trajectory of a seed found before
+    /// that fix. Always false in a node.
+    pub old_anchoring: bool,
 }
 
 #[doc(hidden)]
@@ -106,11 +111,16 @@ pub enum Mutant {
     /// transactions that its author's next (empty) vertex overtook before an anchor
     /// covered it is never anchored while the validators are otherwise idle.
     LatestVertexOnly,
+    /// Found by the attack review of the fixes: a learning replica's state is not marked
+    /// durable, so one that saved a view (entering it through a NewView, or on its
+    /// view-change timer) and crashed before learning restarts with neither a floor nor
+    /// learning, and signs a second round-0 vertex.
+    LearningNotDurable,
 }
 
 impl Mutant {
     /// Every mutant, in the order the simulator's tests run them.
-    pub const ALL: [Mutant; 13] = [
+    pub const ALL: [Mutant; 14] = [
         Mutant::NoDurableOwnVertex,
         Mutant::CountParentVertices,
         Mutant::PerAuthorFrontier,
@@ -124,6 +134,7 @@ impl Mutant {
         Mutant::NoRoundJump,
         Mutant::StaleStatusCounts,
         Mutant::LatestVertexOnly,
+        Mutant::LearningNotDurable,
     ];
 
     /// The command-line name (`--mutant NAME`).
@@ -142,6 +153,7 @@ impl Mutant {
             Mutant::NoRoundJump => "no-round-jump",
             Mutant::StaleStatusCounts => "stale-status-counts",
             Mutant::LatestVertexOnly => "latest-vertex-only",
+            Mutant::LearningNotDurable => "learning-not-durable",
         }
     }
 
@@ -193,6 +205,7 @@ impl ReplicaConfig {
             fresh: false,
             boot_nonce: 0,
             mutant: None,
+            old_anchoring: false,
         }
     }
 

@@ -48,6 +48,9 @@ pub(super) mod keys {
     pub const STABLE: &[u8] = b"stable";
     pub const OWN_LATEST: &[u8] = b"own/latest";
     pub const FLOOR: &[u8] = b"floor";
+    /// Written at the start of a replica that learns its floor: until `floor` is
+    /// written, it stays learning across restarts, whatever else it saved meanwhile.
+    pub const LEARNING: &[u8] = b"learning";
 
     pub fn vote(phase: crate::messages::Phase, view: u64, sequence: u64) -> Vec<u8> {
         format!("vote/{phase:?}/{view}/{sequence}").into_bytes()
@@ -543,9 +546,13 @@ impl Replica {
                 );
             return Ok(());
         }
+        // A learning replica may save a view before it learns (it enters a view through
+        // a NewView, or its view-change timer moves it without announcing): the marker
+        // keeps it learning after a crash, which `view` alone would end with no floor.
+        let interrupted = store.replica_state(keys::LEARNING)?.is_some();
         let no_record = store.replica_state(keys::OWN_LATEST)?.is_none()
             && store.replica_state(keys::VIEW)?.is_none();
-        if no_record
+        if (no_record || interrupted)
             && !self.config.fresh
             && self.config.mutant != Some(Mutant::WipedStoreSignsAtOnce)
         {

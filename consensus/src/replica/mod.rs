@@ -299,7 +299,7 @@ impl Replica {
     /// A one-line summary of the replica's progress, for diagnosing a failing seed.
     pub fn describe(&self) -> String {
         format!(
-            "view {}{} executed {} stable {} committed {:?} pre-prepared {:?} awaiting {:?} own round {:?} dag top {:?} quorum rounds {:?} dag {} waiting {} missing {} mempool {} pending-own {} deadline {:?} drops {:?}",
+            "view {}{} executed {} stable {} committed {:?} pre-prepared {:?} awaiting {:?} own round {:?} dag top {:?} quorum rounds {:?} dag {} waiting {} missing {} mempool {} pending-own {} deadline {:?} learning {} floor {:?} diverged {:?} drops {:?}",
             self.view.0,
             if self.view_active { "" } else { " (changing)" },
             self.finalizer.last_sequence(),
@@ -316,6 +316,9 @@ impl Replica {
             self.mempool.len(),
             self.own_pending.len(),
             self.progress_deadline,
+            self.learning.as_ref().map_or(0, BTreeMap::len),
+            self.floor.map(|f| (f.view.0, f.round.map(|r| r.0), f.executed.0)),
+            self.diverged.map(|d| d.0),
             self.drops,
         )
     }

@@ -89,7 +89,15 @@ impl Replica {
         let body = vertex.vertex();
         // Every accepted vertex is stored: peers fetch histories from our store, the
         // finalized log names them, and recovery replays them.
-        if body.author != self.config.index {
+        // Our own vertices too, except the one just built (`build_vertex` persisted it):
+        // after a wipe, peers relay back what we signed before it, the finalized log may
+        // name them, and recovery replays that log from the store (found by crashing a
+        // wiped replica again: "vertex .. of the anchor's history is not held").
+        let just_built = self
+            .own_latest
+            .as_ref()
+            .is_some_and(|own| own.hash() == *hash);
+        if body.author != self.config.index || !just_built {
             let mut batch = StoreBatch::new();
             batch.put_vertex(vertex.clone());
             outputs.push(Output::Persist(batch));
@@ -244,7 +252,9 @@ impl Replica {
             return false;
         }
         let gc = self.finalizer.gc_round();
-        let carried_anywhere = self.config.mutant != Some(Mutant::LatestVertexOnly)
+        let old_rule =
+            self.config.mutant == Some(Mutant::LatestVertexOnly) || self.config.old_anchoring;
+        let carried_anywhere = !old_rule
             && self
                 .unanchored
                 .iter()

@@ -233,6 +233,9 @@ pub struct SimConfig {
     pub idle_interval_ms: u64,
     /// A deliberate bug in every honest replica (checker tests only).
     pub mutant: Option<Mutant>,
+    /// Every honest replica anchors by the rule before `unanchored`
+    /// (`ReplicaConfig::old_anchoring`): replays seeds found before that fix.
+    pub old_anchoring: bool,
 }
 
 /// The node's default idle heartbeat (`[consensus] idle_heartbeat_ms`): 5 minutes, longer
@@ -264,6 +267,7 @@ impl SimConfig {
             max_time_ms: 60_000,
             idle_interval_ms: 50,
             mutant: None,
+            old_anchoring: false,
         }
     }
 
@@ -417,6 +421,8 @@ struct Instance {
     held_view_changes: BTreeMap<ValidatorIndex, (View, usize)>,
     /// The memory checker already fired for it.
     memory_flagged: bool,
+    /// Wiped and restarted: crash again once it saved a view while still learning.
+    crash_while_learning: bool,
 }
 
 impl Instance {
@@ -434,6 +440,7 @@ impl Instance {
             armed_cut: None,
             held_view_changes: BTreeMap::new(),
             memory_flagged: false,
+            crash_while_learning: false,
         }
     }
 }
@@ -652,6 +659,7 @@ impl World {
         config.idle_interval_ms = self.config.idle_interval_ms;
         if !self.byzantine[i] {
             config.mutant = self.config.mutant;
+            config.old_anchoring = self.config.old_anchoring;
         }
         config
     }
@@ -987,6 +995,22 @@ impl World {
                     self.instances[instance].last_sequence = Sequence(0);
                     let old = std::mem::take(&mut self.finalized[index]);
                     self.old_logs.push(old);
+                    // Half the time the network keeps statuses from the learner for a
+                    // while, and it crashes again if it saves a view before it learns
+                    // (a NewView, or its view-change timer): a crash inside learning.
+                    if self.rng.gen_bool(0.5) {
+                        let hold = self.rng.gen_range(500..=3_000);
+                        self.targeted.push(TargetedFault {
+                            kinds: vec!["status"],
+                            target: validator(index),
+                            from: self.now,
+                            until: self.now + hold,
+                            delay: None,
+                            honest_senders_only: false,
+                            hand_over: false,
+                        });
+                        self.instances[instance].crash_while_learning = true;
+                    }
                 } else {
                     // A step cut between the persist of a finalized entry and its
                     // `Finalized` output: the entry is durable, the sim's log takes it
@@ -1227,6 +1251,24 @@ impl World {
         }
         if let Some((_, armed)) = cut {
             self.crash_now(instance, armed.down_ms, armed.wipe);
+            return;
+        }
+        if self.instances[instance].crash_while_learning {
+            let held = &self.instances[instance];
+            let learning = held
+                .replica
+                .as_ref()
+                .is_some_and(Replica::learning_signing_floor);
+            // `view`: the key a replica saves when it enters or leaves a view.
+            let saved_view = held.store.replica_state(b"view").ok().flatten().is_some();
+            if !learning {
+                self.instances[instance].crash_while_learning = false;
+            } else if saved_view {
+                self.instances[instance].crash_while_learning = false;
+                let down_ms = self.rng.gen_range(50..=500);
+                self.trace_event(b"crash-while-learning", instance, instance, &[]);
+                self.crash_now(instance, down_ms, false);
+            }
         }
     }
 
