@@ -356,21 +356,10 @@ fn a_committed_equivocated_anchor_is_fetched_and_taken() {
 
 /// Runs `SimConfig::adversarial` over `seeds` seeds from `base`, the behaviour cycling
 /// through `Behaviour::ALL`, with `mutant` in every honest replica; returns the first
-/// seed with a violation containing one of `needles` (any violation when empty).
+/// seed with a violation containing one of `needles` (any violation when empty). Every
+/// seed runs the idle heartbeat `idle_ms` when given (otherwise odd seeds the node's 5
+/// minutes and even seeds 50 ms).
 fn find(
-    mutant: Option<Mutant>,
-    validators: usize,
-    byzantine: usize,
-    base: u64,
-    seeds: u64,
-    needles: &[&str],
-) -> Option<(u64, String)> {
-    find_with_idle(mutant, validators, byzantine, base, seeds, needles, None)
-}
-
-/// `find`, with every seed on the idle heartbeat `idle_ms` when given (otherwise odd
-/// seeds run the node's 5 minutes and even seeds 50 ms).
-fn find_with_idle(
     mutant: Option<Mutant>,
     validators: usize,
     byzantine: usize,
@@ -413,7 +402,7 @@ fn mutant_is_caught_with_idle(
     needles: &[&str],
     idle_ms: Option<u64>,
 ) {
-    let found = find_with_idle(
+    let found = find(
         Some(mutant),
         4,
         byzantine,
