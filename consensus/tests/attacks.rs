@@ -745,6 +745,16 @@ fn status_request_nonce(outputs: &[Output]) -> Option<u64> {
     })
 }
 
+/// Every vertex of full rounds 0..=`top`, every author referencing every vertex below.
+fn full_rounds(committee: &Committee, top: u64) -> Vec<SignedVertex> {
+    let mut builder = DagBuilder::with_committee(committee.clone()).transactions_per_vertex(0);
+    let mut vertices = builder.genesis();
+    for round in 1..=top {
+        vertices.extend(builder.full_round(Round(round)));
+    }
+    vertices
+}
+
 /// The signing floor a wiped replica 3 holds (none while it still learns) after 0, 1 and
 /// 2 report round 4 in statuses that answer no request of its own (sent before the
 /// wipe, when replica 3 may since have signed up to round 6, and delivered late by the
@@ -766,6 +776,11 @@ fn stale_status_restart(mutant: Option<Mutant>) -> (Floor, Floor) {
     };
     let started = node.step(Input::Start);
     let nonce = status_request_nonce(&started).expect("asks its peers where they are");
+    // The DAG up to round 6 reaches it, so a report of round 7 is credible.
+    node.step(Input::Fetched {
+        from: v(0),
+        vertices: full_rounds(&committee, 6),
+    });
     let status = |round: u64, answers: Option<u64>| Message::Status {
         view: View(0),
         executed: Sequence(0),
@@ -1101,6 +1116,7 @@ fn a_reporter_wiped_earlier_never_lowers_the_next_wiped_replicas_floor() {
     };
     let g0 = latest(&n0);
     let g2 = latest(&n2);
+    let g3 = latest(&n3);
     let mut builder = DagBuilder::with_committee(committee.clone()).transactions_per_vertex(1);
     let g1 = builder.vertex_with_parents(v(1), Round(0), Vec::new(), 0);
 
@@ -1144,9 +1160,20 @@ fn a_reporter_wiped_earlier_never_lowers_the_next_wiped_replicas_floor() {
     assert_eq!(prepared_before.len(), 1, "3 prepared d in view 1");
     assert_eq!(prepared_before[0].digest, Some(d.hash()));
 
-    // 2. 2 is wiped and learns from 0, 1 and 3.
+    // 3 built round 1 on the genesis vertices: its answers name round 1.
+    let own_round_1: Vec<SignedVertex> = own_vertices(&before, 3)
+        .into_iter()
+        .filter(|x| x.vertex().round == Round(1))
+        .collect();
+    assert_eq!(own_round_1.len(), 1, "3 built round 1");
+
+    // 2. 2 is wiped and learns from 0, 1 and 3, once it holds round 0 again (so 3's
+    //    round 1 is credible).
     let (mut n2, started) = wiped_node(2, &committee, 222, n2.now);
     let nonce2 = status_request_nonce(&started).expect("2 asks");
+    for g in [&g0, &g1, &g2] {
+        n2.deliver(g.vertex().author.0, Message::Vertex(g.clone()));
+    }
     let a0 = status_to(&n0.deliver(2, Message::StatusRequest { nonce: nonce2 }), 2).unwrap();
     let a3 = status_to(&n3.deliver(2, Message::StatusRequest { nonce: nonce2 }), 2).unwrap();
     n2.deliver(0, a0);
@@ -1156,7 +1183,7 @@ fn a_reporter_wiped_earlier_never_lowers_the_next_wiped_replicas_floor() {
         Message::Status {
             view: View(1),
             executed: Sequence(0),
-            round: Some(Round(1)),
+            round: Some(Round(0)),
             answers: Some(nonce2),
         },
     );
@@ -1166,6 +1193,11 @@ fn a_reporter_wiped_earlier_never_lowers_the_next_wiped_replicas_floor() {
     // 3. 3 is wiped and learns from 0, 2 (honest, fresh answers) and Byzantine 1.
     let (mut n3, started) = wiped_node(3, &committee, 333, n3.now);
     let nonce3 = status_request_nonce(&started).expect("3 asks");
+    // It holds round 0 and its own round 1 again, so 2's answer of round 2 (its floor
+    // round 1 + 1) is credible.
+    for g in [&g0, &g1, &g2, &g3, &own_round_1[0]] {
+        n3.deliver(g.vertex().author.0, Message::Vertex(g.clone()));
+    }
     let a0 = status_to(&n0.deliver(3, Message::StatusRequest { nonce: nonce3 }), 3).unwrap();
     let a2 = status_to(&n2.deliver(3, Message::StatusRequest { nonce: nonce3 }), 3).unwrap();
     n3.deliver(0, a0);
@@ -1214,9 +1246,9 @@ fn a_reporter_wiped_earlier_never_lowers_the_next_wiped_replicas_floor() {
 
 /// Found by the review of the round jump (rule: a replica's own vertex in the round
 /// below is its own parent, whether it is its latest known vertex or came back from
-/// peers after a wipe). Replica 3 is wiped and learns floor round 4, so it builds from
-/// round 6; peers relay back its own pre-wipe round-5 vertex, and only 0 and 1 of the
-/// others reach round 5. Three authors of round 5 are held, so it builds round 6, and
+/// peers after a wipe). Replica 3 is wiped; peers relay back its own pre-wipe round-5
+/// vertex, and only 0 and 1 of the others reach round 5. It learns floor round 4, so it
+/// builds from round 6. Three authors of round 5 are held, so it builds round 6, and
 /// that vertex must name three round-5 parents, its own among them (before, it left its
 /// own out and signed a vertex with two, which every peer refuses).
 #[test]
@@ -1234,21 +1266,6 @@ fn a_wiped_replica_references_its_own_pre_wipe_vertex_of_the_round_below() {
     };
     let started = node.step(Input::Start);
     let nonce = status_request_nonce(&started).expect("asks");
-    for peer in [0u16, 1, 2] {
-        node.deliver(
-            peer,
-            Message::Status {
-                view: View(0),
-                executed: Sequence(0),
-                round: Some(Round(4)),
-                answers: Some(nonce),
-            },
-        );
-    }
-    assert_eq!(
-        node.replica.signing_floor(),
-        Some((View(0), Some(Round(4)), Sequence(0)))
-    );
     let mut builder = DagBuilder::with_committee(committee.clone()).transactions_per_vertex(0);
     let mut history = builder.genesis();
     for round in 1..=4 {
@@ -1261,6 +1278,21 @@ fn a_wiped_replica_references_its_own_pre_wipe_vertex_of_the_round_below() {
         from: v(0),
         vertices: history,
     });
+    for peer in [0u16, 1, 2] {
+        outputs.extend(node.deliver(
+            peer,
+            Message::Status {
+                view: View(0),
+                executed: Sequence(0),
+                round: Some(Round(4)),
+                answers: Some(nonce),
+            },
+        ));
+    }
+    assert_eq!(
+        node.replica.signing_floor(),
+        Some((View(0), Some(Round(4)), Sequence(0)))
+    );
     outputs.extend(node.step(Input::Transactions(vec![work(b"work".to_vec())])));
     let built = own_vertices(&outputs, 3);
     assert_eq!(built.len(), 1, "builds round 6");
@@ -1449,4 +1481,143 @@ fn a_learning_replica_that_crashes_keeps_learning() {
             "via_new_view={via_new_view}: the mutant did not double-sign"
         );
     }
+}
+
+/// A wiped replica 6 of n = 7 (f = 2), one Byzantine reporter 5 among its peers. The
+/// DAG it holds reaches round 3 and its executed sequence is 0. Honest 0..=4 answer its
+/// request with round 3; Byzantine 5 answers `lie`, first of all. Then round 4 arrives
+/// with work. Returns its floor and the rounds of the vertices it built.
+fn lied_to_learner(
+    lie: (View, Sequence, Option<Round>),
+    mutant: Option<Mutant>,
+) -> (Floor, Vec<Round>) {
+    let (committee, _) = committee(7);
+    let mut config = ReplicaConfig::new(v(6), committee.clone());
+    config.mutant = mutant;
+    config.boot_nonce = 66;
+    let store = MemoryStore::new();
+    let replica = Replica::recover(config.clone(), Signer::Placeholder, &store).expect("recovers");
+    let mut node = Node {
+        replica,
+        store,
+        config,
+        now: BUILDER_EPOCH_MS + 5_000,
+    };
+    let started = node.step(Input::Start);
+    let nonce = status_request_nonce(&started).expect("asks");
+    let mut builder = DagBuilder::with_committee(committee.clone()).transactions_per_vertex(0);
+    let mut history = builder.genesis();
+    for round in 1..=3 {
+        history.extend(builder.full_round(Round(round)));
+    }
+    let mut outputs = node.step(Input::Fetched {
+        from: v(0),
+        vertices: history,
+    });
+    let (view, executed, round) = lie;
+    outputs.extend(node.deliver(
+        5,
+        Message::Status {
+            view,
+            executed,
+            round,
+            answers: Some(nonce),
+        },
+    ));
+    for peer in 0u16..=4 {
+        outputs.extend(node.deliver(
+            peer,
+            Message::Status {
+                view: View(0),
+                executed: Sequence(0),
+                round: Some(Round(3)),
+                answers: Some(nonce),
+            },
+        ));
+    }
+    let floor = node.replica.signing_floor();
+    let round4: Vec<SignedVertex> = (0u16..=5)
+        .map(|a| builder.vertex(v(a), Round(4), &[v(0), v(1), v(2), v(3), v(4), v(5)], 0))
+        .collect();
+    outputs.extend(node.step(Input::Fetched {
+        from: v(0),
+        vertices: round4,
+    }));
+    outputs.extend(node.step(Input::Transactions(vec![work(b"work".to_vec())])));
+    let built = own_vertices(&outputs, 6)
+        .iter()
+        .map(|x| x.vertex().round)
+        .collect();
+    (floor, built)
+}
+
+/// Found by the attack review (known limit 12 before the fix; rule: a learning replica
+/// counts a report only once it is credible against the DAG and the log it holds, and
+/// learns from 2f + 1 credible reports). One Byzantine reporter answering round 10^12,
+/// or a far executed sequence with a far view, used to set the floor, so the replica
+/// never built again (or never voted again) though f Byzantine plus one wiped replica is
+/// within the fault model at n = 7.
+#[test]
+fn a_byzantine_round_lie_never_silences_a_wiped_replica() {
+    let lies = [
+        (View(0), Sequence(0), Some(Round(1_000_000_000_000))),
+        (View(u64::MAX / 2), Sequence(u64::MAX - 1), Some(Round(3))),
+        (
+            View(u64::MAX / 2),
+            Sequence(u64::MAX - 1),
+            Some(Round(u64::MAX - 1)),
+        ),
+    ];
+    for lie in lies {
+        let (floor, built) = lied_to_learner(lie, None);
+        assert_eq!(
+            floor,
+            Some((View(0), Some(Round(3)), Sequence(0))),
+            "lie {lie:?}: the floor is the honest reports' highest"
+        );
+        assert_eq!(built, vec![Round(5)], "lie {lie:?}: builds above its floor");
+        // The old rule: the lie is the floor.
+        let (floor, _) = lied_to_learner(lie, Some(Mutant::UnverifiedReports));
+        let (view, executed, round) = lie;
+        assert_eq!(
+            floor,
+            Some((view, round.max(Some(Round(3))), executed)),
+            "lie {lie:?}: the mutant took the lie"
+        );
+    }
+    // The round lie alone silences the old rule's replica for good.
+    let (_, built) = lied_to_learner(lies[0], Some(Mutant::UnverifiedReports));
+    assert!(built.is_empty(), "the mutant built {built:?}");
+}
+
+/// A report not yet credible is replaced by the same peer's later answer: at n = 4 every
+/// peer's report is needed, so a Byzantine peer that first lies and then answers
+/// truthfully delays learning, and the floor never carries the lie.
+#[test]
+fn a_learner_takes_a_peers_later_credible_answer_over_its_lie() {
+    let (committee, _) = committee(4);
+    let (mut node, started) = wiped_node(3, &committee, 9, BUILDER_EPOCH_MS + 5_000);
+    let nonce = status_request_nonce(&started).expect("asks");
+    node.step(Input::Fetched {
+        from: v(0),
+        vertices: full_rounds(&committee, 2),
+    });
+    let status = |round: u64| Message::Status {
+        view: View(0),
+        executed: Sequence(0),
+        round: Some(Round(round)),
+        answers: Some(nonce),
+    };
+    node.deliver(0, status(2));
+    node.deliver(1, status(2));
+    node.deliver(2, status(1_000_000));
+    assert!(
+        node.replica.learning_signing_floor(),
+        "learned from a report of a round nobody reached"
+    );
+    node.deliver(2, status(2));
+    assert_eq!(
+        node.replica.signing_floor(),
+        Some((View(0), Some(Round(2)), Sequence(0)))
+    );
 }

@@ -116,11 +116,16 @@ pub enum Mutant {
     /// view-change timer) and crashed before learning restarts with neither a floor nor
     /// learning, and signs a second round-0 vertex.
     LearningNotDurable,
+    /// Found by the attack review (known limit 12 before the fix): a learning replica
+    /// takes its floor from the first 2f + 1 reports however far they lie above the DAG
+    /// and the log it holds, so one Byzantine report of round 10^12 (or of a far executed
+    /// sequence with a far view) leaves it unable to sign ever again.
+    UnverifiedReports,
 }
 
 impl Mutant {
     /// Every mutant, in the order the simulator's tests run them.
-    pub const ALL: [Mutant; 14] = [
+    pub const ALL: [Mutant; 15] = [
         Mutant::NoDurableOwnVertex,
         Mutant::CountParentVertices,
         Mutant::PerAuthorFrontier,
@@ -135,6 +140,7 @@ impl Mutant {
         Mutant::StaleStatusCounts,
         Mutant::LatestVertexOnly,
         Mutant::LearningNotDurable,
+        Mutant::UnverifiedReports,
     ];
 
     /// The command-line name (`--mutant NAME`).
@@ -154,6 +160,7 @@ impl Mutant {
             Mutant::StaleStatusCounts => "stale-status-counts",
             Mutant::LatestVertexOnly => "latest-vertex-only",
             Mutant::LearningNotDurable => "learning-not-durable",
+            Mutant::UnverifiedReports => "unverified-reports",
         }
     }
 

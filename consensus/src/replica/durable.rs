@@ -492,8 +492,9 @@ impl Replica {
             .map_or(Round(0), |r| Round(r.0.saturating_add(2)))
     }
 
-    /// Records a peer's status while learning; with 2f + 1 peers the floor is set and
-    /// made durable, and the replica may sign above it.
+    /// Records a peer's status while learning. A report that is already credible is
+    /// kept (an honest peer's later answers only move ahead of what we can check yet);
+    /// one that is not may be replaced by a later answer of the same peer.
     pub(super) fn learn_from_status(
         &mut self,
         from: ValidatorIndex,
@@ -502,26 +503,62 @@ impl Replica {
         round: Option<Round>,
         outputs: &mut Vec<Output>,
     ) {
-        let quorum = self.config.committee.quorum();
-        let Some(reports) = self.learning.as_mut() else {
-            return;
-        };
         if from == self.config.index || !self.config.committee.contains(from) {
             return;
         }
-        reports.insert(from, (view, executed, round));
-        if reports.len() < quorum {
+        let keep = self
+            .learning
+            .as_ref()
+            .and_then(|reports| reports.get(&from))
+            .is_some_and(|report| self.credible(report));
+        if let Some(reports) = self.learning.as_mut() {
+            if !keep {
+                reports.insert(from, (view, executed, round));
+            }
+        }
+        self.try_learn(outputs);
+    }
+
+    /// A report we can check against what we verified ourselves (§8): its round is at
+    /// most one above the highest round of a vertex we accepted (a vertex of round t has
+    /// 2f + 1 signed parents of round t - 1, so t - 1 was really reached), and its
+    /// executed sequence is at most our own executed sequence or stable checkpoint (both
+    /// rest on 2f + 1 signatures). An honest peer's report becomes credible as we catch
+    /// up; a Byzantine one far above everything never does, so it cannot raise the floor
+    /// beyond what the DAG and the log reached.
+    fn credible(&self, report: &PeerReport) -> bool {
+        if self.config.mutant == Some(Mutant::UnverifiedReports) {
+            return true;
+        }
+        let (_, executed, round) = *report;
+        let top = self
+            .dag
+            .highest_round()
+            .map_or(0, |top| top.0.saturating_add(1));
+        let round_checked = round.is_none_or(|round| round.0 <= top);
+        let executed_checked = executed <= self.finalizer.last_sequence().max(self.stable.sequence);
+        round_checked && executed_checked
+    }
+
+    /// With 2f + 1 credible reports, the floor is the highest of them, made durable, and
+    /// the replica may sign above it. Called after every step while learning.
+    pub(super) fn try_learn(&mut self, outputs: &mut Vec<Output>) {
+        let Some(reports) = self.learning.as_ref() else {
+            return;
+        };
+        let credible: Vec<PeerReport> = reports
+            .values()
+            .filter(|report| self.credible(report))
+            .copied()
+            .collect();
+        if credible.len() < self.config.committee.quorum() {
             return;
         }
         let floor = SigningFloor {
-            view: reports
-                .values()
-                .map(|(v, _, _)| *v)
-                .max()
-                .unwrap_or(View(0)),
-            round: reports.values().filter_map(|(_, _, r)| *r).max(),
-            executed: reports
-                .values()
+            view: credible.iter().map(|(v, _, _)| *v).max().unwrap_or(View(0)),
+            round: credible.iter().filter_map(|(_, _, r)| *r).max(),
+            executed: credible
+                .iter()
                 .map(|(_, e, _)| *e)
                 .max()
                 .unwrap_or(Sequence(0)),

@@ -87,7 +87,8 @@ use durable::{encode_stable, encode_view, keys, SigningFloor};
 use ordering::{Slot, SlotState, Source};
 use vertices::OwnPending;
 
-/// What a peer's `Status` told a learning replica: view, executed sequence, own round.
+/// What a peer's `Status` told a learning replica: view, executed sequence, own round
+/// (counted once credible, `Replica::credible`).
 type PeerReport = (View, Sequence, Option<Round>);
 
 /// One validator's protocol state.
@@ -445,6 +446,7 @@ impl Replica {
             }
         }
         self.execute_committed(now, &mut outputs);
+        self.try_learn(&mut outputs);
         self.check_deadlines(now, &mut outputs);
         self.maybe_build_vertex(now, &mut outputs);
         outputs

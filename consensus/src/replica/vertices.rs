@@ -41,10 +41,16 @@ impl Replica {
         now: TimestampMs,
         outputs: &mut Vec<Output>,
     ) {
-        // Pushed vertices are taken only up to R rounds above our own: a flood of future
-        // rounds is dropped before it costs memory.
+        // Pushed vertices are taken only up to R rounds above our own round, the highest
+        // round we accepted or our GC round, whichever is highest (a replica that lost its
+        // chain catches up through committed anchors and what it executed): a flood of
+        // future rounds is dropped before it costs memory.
         let own_round = self.own_latest.as_ref().map_or(0, |v| v.vertex().round.0);
-        if pushed && vertex.vertex().round.0 > own_round + self.config.max_round_lead {
+        let reference = own_round
+            .max(self.dag.highest_round().map_or(0, |r| r.0))
+            .max(self.dag.gc_round().0);
+        if pushed && vertex.vertex().round.0 > reference.saturating_add(self.config.max_round_lead)
+        {
             self.drops.future_vertices += 1;
             return;
         }

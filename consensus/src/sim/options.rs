@@ -84,7 +84,7 @@ lying-sync, adaptive, all
 mutants: no-durable-own-vertex, count-parent-vertices, per-author-frontier, \
 pre-prepare-over-new-view, unbounded-claims, count-primary-prepare, proposal-not-durable, \
 new-view-not-durable, wiped-store-signs-at-once, pre-prepare-below-stable, no-round-jump, \
-stale-status-counts, latest-vertex-only, learning-not-durable";
+stale-status-counts, latest-vertex-only, learning-not-durable, unverified-reports";
 
     /// The usage text, generated from `Behaviour::ALL` and `Mutant::ALL`.
     pub fn usage() -> String {
