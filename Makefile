@@ -40,8 +40,9 @@ pure-core:
 # The adversarial simulator gate, on the release build of weft-simulate (the consensus
 # crate alone: no RocksDB, so this profile costs about two minutes): every Byzantine
 # behaviour, crafting ones included, under every fault. n = 4 with one Byzantine
-# validator, n = 4 without (crashes that cut steps and a wiped store use the budget), and
-# n = 7 with two, on both cores. The dev-profile tests run a smaller share of the same.
+# validator, n = 4 without (crashes that cut steps and a wiped store use the budget),
+# n = 7 with two, and n = 7 with one (a Byzantine validator and a crash or wiped store in
+# one run), on both cores. The dev-profile tests run a smaller share of the same.
 WEFT_SIM_GATE_SEEDS ?= 2000
 SIMULATE := target/release/weft-simulate --behaviour all --faults --transactions 400
 sim-gate:
@@ -49,9 +50,10 @@ sim-gate:
 	@$(SIMULATE) --validators 4 --byzantine 1 --seeds $(WEFT_SIM_GATE_SEEDS) --seed-base 10000000 > target/sim-gate-n4.log & n4=$$!; \
 	$(SIMULATE) --validators 4 --byzantine 0 --seeds $$(( $(WEFT_SIM_GATE_SEEDS) / 4 )) --seed-base 11000000 > target/sim-gate-n4-crashes.log; c=$$?; \
 	$(SIMULATE) --validators 7 --byzantine 2 --seeds $$(( $(WEFT_SIM_GATE_SEEDS) / 10 )) --seed-base 12000000 > target/sim-gate-n7.log; s=$$?; \
+	$(SIMULATE) --validators 7 --byzantine 1 --seeds $$(( $(WEFT_SIM_GATE_SEEDS) / 10 )) --seed-base 13000000 > target/sim-gate-n7-crashes.log; w=$$?; \
 	wait $$n4; f=$$?; \
-	tail -n 3 target/sim-gate-n4.log target/sim-gate-n4-crashes.log target/sim-gate-n7.log; \
-	test $$f -eq 0 -a $$c -eq 0 -a $$s -eq 0
+	tail -n 3 target/sim-gate-n4.log target/sim-gate-n4-crashes.log target/sim-gate-n7.log target/sim-gate-n7-crashes.log; \
+	test $$f -eq 0 -a $$c -eq 0 -a $$s -eq 0 -a $$w -eq 0
 
 unit:
 	$(CARGO) test --workspace --all-targets --locked --no-fail-fast

@@ -497,6 +497,32 @@ fn mutant_learning_not_durable_is_caught_by_random_seeds() {
     mutant_is_caught(Mutant::LearningNotDurable, 0, 300, &["double signing"]);
 }
 
+/// Needs a Byzantine reporter and a wiped replica in one run, so n = 7 with one Byzantine
+/// validator (the crash budget's one crash wipes 7 times in 10 when a Byzantine validator
+/// is in the run, and crafting Byzantine validators answer learners with lies 7 times in
+/// 10). The `floor:` checker fires on a floor above what honest replicas reached. The
+/// deterministic twin is `attacks::a_byzantine_round_lie_never_silences_a_wiped_replica`.
+#[test]
+fn mutant_unverified_reports_is_caught_by_random_seeds_at_n_7() {
+    let seeds = 60;
+    let found = find(
+        Some(Mutant::UnverifiedReports),
+        7,
+        1,
+        5_000_000,
+        seeds,
+        &["floor:"],
+        None,
+    );
+    let Some((seed, violation)) = found else {
+        panic!("mutant unverified-reports not caught in {seeds} seeds");
+    };
+    eprintln!(
+        "mutant unverified-reports caught at seed +{}: {violation}",
+        seed - 5_000_000
+    );
+}
+
 #[test]
 fn mutant_wiped_store_signs_at_once_is_caught_by_random_seeds() {
     mutant_is_caught(Mutant::WipedStoreSignsAtOnce, 0, 300, &["double signing"]);

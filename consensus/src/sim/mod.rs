@@ -32,7 +32,7 @@ pub use checkers::{check_agreement, check_exact_set, check_integrity};
 pub use options::{run_many, SimCommand, SimOptions, SimSummary};
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -503,6 +503,11 @@ struct World {
     vertices: HashMap<Digest, SignedVertex>,
     /// What each honest key signed, by slot.
     signed_slots: HashMap<Vec<u8>, Digest>,
+    /// NewViews each honest key sent since its store was last wiped, (index, view): a
+    /// wiped replica does not hold what it sent before (its floor covers that).
+    new_views_since_wipe: BTreeSet<(ValidatorIndex, View)>,
+    /// View changes each honest key signed since its store was last wiped.
+    view_changes_since_wipe: BTreeSet<(ValidatorIndex, View)>,
     violations: Vec<String>,
     evidence: usize,
     evidence_against_byzantine: usize,
@@ -537,6 +542,44 @@ const CLIENT_TTL_MS: u64 = 240_000;
 
 /// How far back a status may be held and delivered across a wipe.
 const STALE_STATUS_MS: u64 = 3_000;
+
+/// Every signing floor an honest replica learned lies within what honest replicas
+/// reached: its round at most two above the highest round an honest replica holds (a
+/// learner holds at most one round above them, a Byzantine vertex on their quorum, and a
+/// report is credible one round above that), its executed sequence at most the highest
+/// executed. A floor above them came from a lie, and silences the replica: it never
+/// builds (or never votes) again.
+fn check_floors(honest: &[&Instance]) -> Vec<String> {
+    let replicas: Vec<&Replica> = honest.iter().filter_map(|i| i.replica.as_ref()).collect();
+    let top = replicas
+        .iter()
+        .filter_map(|r| r.dag().highest_round())
+        .max()
+        .map_or(0, |r| r.0);
+    let executed = replicas
+        .iter()
+        .map(|r| r.last_executed())
+        .max()
+        .unwrap_or(Sequence(0));
+    let mut violations = Vec::new();
+    for replica in replicas {
+        let Some((_, round, floor_executed)) = replica.signing_floor() else {
+            continue;
+        };
+        let round_above = round.is_some_and(|r| r.0 > top.saturating_add(2));
+        if round_above || floor_executed > executed {
+            violations.push(format!(
+                "floor: replica {} learned a signing floor above what honest replicas reached: \
+                 round {:?} (honest top {top}), executed {} (honest {})",
+                replica.index(),
+                round.map(|r| r.0),
+                floor_executed.0,
+                executed.0
+            ));
+        }
+    }
+    violations
+}
 
 /// Runs one seed.
 pub fn run(config: &SimConfig) -> SimReport {
@@ -616,6 +659,8 @@ impl World {
             honest_side,
             vertices: HashMap::new(),
             signed_slots: HashMap::new(),
+            new_views_since_wipe: BTreeSet::new(),
+            view_changes_since_wipe: BTreeSet::new(),
             violations: Vec::new(),
             evidence: 0,
             evidence_against_byzantine: 0,
@@ -733,7 +778,10 @@ impl World {
                 let at = self.rng.gen_range(100..=latest);
                 let down_ms = self.rng.gen_range(50..=1_500);
                 let cut = self.config.cut_crashes && self.rng.gen_bool(0.7);
-                let wipe = self.config.wipes && !wiped && self.rng.gen_bool(0.3);
+                // With Byzantine validators in the run, most crashes wipe: a learner
+                // meets a lying reporter (known limit 12 before its fix).
+                let wipe_probability = if self.config.byzantine > 0 { 0.7 } else { 0.3 };
+                let wipe = self.config.wipes && !wiped && self.rng.gen_bool(wipe_probability);
                 wiped |= wipe;
                 self.schedule(
                     at,
@@ -995,6 +1043,9 @@ impl World {
                     self.instances[instance].last_sequence = Sequence(0);
                     let old = std::mem::take(&mut self.finalized[index]);
                     self.old_logs.push(old);
+                    let wiped = validator(index);
+                    self.new_views_since_wipe.retain(|(i, _)| *i != wiped);
+                    self.view_changes_since_wipe.retain(|(i, _)| *i != wiped);
                     // Half the time the network keeps statuses from the learner for a
                     // while, and it crashes again if it saves a view before it learns
                     // (a NewView, or its view-change timer): a crash inside learning.
@@ -1138,8 +1189,10 @@ impl World {
         if held.byzantine {
             return;
         }
-        let key = format!("new-view/{}/{}", held.index, replica.view().0);
-        if !replica.view_active() && self.signed_slots.contains_key(key.as_bytes()) {
+        let sent = self
+            .new_views_since_wipe
+            .contains(&(held.index, replica.view()));
+        if !replica.view_active() && sent {
             self.violations.push(format!(
                 "recovery: replica {} restarted inactive in view {} after sending its NewView",
                 held.index,
@@ -1689,10 +1742,19 @@ impl World {
                 if body.replica != index {
                     return;
                 }
-                (
-                    format!("view-change/{index}/{}", body.view.0),
-                    view_change.hash(),
-                )
+                let slot = format!("view-change/{index}/{}", body.view.0);
+                let since_wipe = self.view_changes_since_wipe.contains(&(index, body.view));
+                self.view_changes_since_wipe.insert((index, body.view));
+                if !since_wipe && self.rejoined_past_floor(index, body) {
+                    // §8: once its stable checkpoint passed its floor (E + W), a wiped
+                    // replica may announce a view it may have announced before the wipe
+                    // (at most floor view + 1); the new view change omits nothing a
+                    // decision looks at. Its earlier one is forgotten, not contradicted.
+                    self.signed_slots
+                        .insert(slot.into_bytes(), view_change.hash());
+                    return;
+                }
+                (slot, view_change.hash())
             }
             Message::NewView(new_view) => {
                 let body = new_view.new_view.body();
@@ -1700,13 +1762,34 @@ impl World {
                     return;
                 }
                 (
-                    format!("new-view/{index}/{}", body.view.0),
+                    {
+                        self.new_views_since_wipe.insert((index, body.view));
+                        format!("new-view/{index}/{}", body.view.0)
+                    },
                     new_view.new_view.hash(),
                 )
             }
             Message::Status { .. } | Message::StatusRequest { .. } | Message::Decided(_) => return,
         };
         self.record_slot(index, slot, digest);
+    }
+
+    /// True when honest `index` was wiped, learned its floor (view V, executed E), and
+    /// announces `view_change` for a view of at most V + 1 from a stable checkpoint of at
+    /// least E + W: the one re-signing §8 allows.
+    fn rejoined_past_floor(&self, index: ValidatorIndex, view_change: &ViewChange) -> bool {
+        let window = ReplicaConfig::new(index, self.committee.clone()).window;
+        self.instances
+            .iter()
+            .filter(|i| i.index == index && !i.byzantine)
+            .filter_map(|i| i.replica.as_ref())
+            .filter_map(Replica::signing_floor)
+            .any(|(floor_view, _, executed)| {
+                view_change.view.0 <= floor_view.0.saturating_add(1)
+                    && executed
+                        .checked_add(window)
+                        .is_some_and(|top| view_change.stable_sequence >= top)
+            })
     }
 
     fn record_slot(&mut self, index: ValidatorIndex, slot: String, digest: Digest) {
@@ -2019,6 +2102,7 @@ impl World {
             ));
         }
         let honest: Vec<&Instance> = self.instances.iter().filter(|i| !i.byzantine).collect();
+        violations.extend(check_floors(&honest));
         for instance in &honest {
             if let Some(at) = instance.replica.as_ref().and_then(Replica::diverged) {
                 violations.push(format!(
