@@ -6,7 +6,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use weft_crypto::Digest;
 
-use super::{check_entries, index_rows, LogHead, Store, StoreBatch, StoreError};
+use super::{check_entries, index_rows, LogHead, StateEntry, Store, StoreBatch, StoreError};
 use crate::{FinalizedEntry, Sequence, SignedVertex, TxId, TxLocation};
 
 /// A Store held in memory.
@@ -104,6 +104,21 @@ impl Store for MemoryStore {
 
     fn replica_state(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.lock().replica_state.get(key).cloned())
+    }
+
+    fn replica_state_with_prefix(
+        &self,
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<Vec<StateEntry>, StoreError> {
+        Ok(self
+            .lock()
+            .replica_state
+            .range(prefix.to_vec()..)
+            .take_while(|(key, _)| key.starts_with(prefix))
+            .take(limit)
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect())
     }
 }
 

@@ -27,6 +27,9 @@ pub use memory::MemoryStore;
 #[cfg(feature = "rocksdb")]
 pub use rocks::RocksStore;
 
+/// A key of the replica's durable state and its value.
+pub type StateEntry = (Vec<u8>, Vec<u8>);
+
 /// The newest entry of the finalized log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LogHead {
@@ -148,6 +151,14 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// A key of the replica's durable consensus state.
     fn replica_state(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Up to `limit` keys of the replica's durable state that start with `prefix`, with
+    /// their values, in key order.
+    fn replica_state_with_prefix(
+        &self,
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<Vec<StateEntry>, StoreError>;
 }
 
 /// Checks that `entries` extend `head` in order with correctly chained digests, and

@@ -23,7 +23,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use weft_crypto::Digest;
 
-use super::{check_entries, index_rows, LogHead, Store, StoreBatch, StoreError};
+use super::{check_entries, index_rows, LogHead, StateEntry, Store, StoreBatch, StoreError};
 use crate::vertex::Limits;
 use crate::{FinalizedEntry, Sequence, SignedVertex, TxId, TxLocation};
 
@@ -242,6 +242,29 @@ impl Store for RocksStore {
 
     fn replica_state(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         self.get(REPLICA, key)
+    }
+
+    fn replica_state_with_prefix(
+        &self,
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<Vec<StateEntry>, StoreError> {
+        let iterator = self.db.iterator_cf(
+            self.family(REPLICA)?,
+            IteratorMode::From(prefix, Direction::Forward),
+        );
+        let mut found = Vec::new();
+        for item in iterator {
+            if found.len() >= limit {
+                break;
+            }
+            let (key, value) = item.map_err(backend)?;
+            if !key.starts_with(prefix) {
+                break;
+            }
+            found.push((key.to_vec(), value.to_vec()));
+        }
+        Ok(found)
     }
 }
 

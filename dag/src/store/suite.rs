@@ -227,6 +227,47 @@ pub(crate) fn replica_state_puts_overwrites_and_deletes(store: &dyn Store) {
     assert_eq!(store.replica_state(b"vote/7").expect("read"), None);
 }
 
+pub(crate) fn replica_state_prefix_scans_are_bounded_and_ordered(store: &dyn Store) {
+    let mut batch = StoreBatch::new();
+    batch
+        .put_replica_state(b"mempool/b", b"2")
+        .put_replica_state(b"mempool/a", b"1")
+        .put_replica_state(b"mempool/c", b"3")
+        .put_replica_state(b"mempoolx", b"not under the prefix")
+        .put_replica_state(b"memo", b"before it")
+        .put_replica_state(b"view", b"after it");
+    store.write(batch).expect("write");
+    let all = store
+        .replica_state_with_prefix(b"mempool/", 10)
+        .expect("scan");
+    assert_eq!(
+        all,
+        vec![
+            (b"mempool/a".to_vec(), b"1".to_vec()),
+            (b"mempool/b".to_vec(), b"2".to_vec()),
+            (b"mempool/c".to_vec(), b"3".to_vec()),
+        ]
+    );
+    let bounded = store
+        .replica_state_with_prefix(b"mempool/", 2)
+        .expect("scan");
+    assert_eq!(bounded.len(), 2);
+    let mut batch = StoreBatch::new();
+    batch.delete_replica_state(b"mempool/a");
+    store.write(batch).expect("write");
+    let after = store
+        .replica_state_with_prefix(b"mempool/", 10)
+        .expect("scan");
+    assert_eq!(
+        after.first().map(|(k, _)| k.as_slice()),
+        Some(&b"mempool/b"[..])
+    );
+    assert!(store
+        .replica_state_with_prefix(b"nothing/", 10)
+        .expect("scan")
+        .is_empty());
+}
+
 /// Expands to one `#[test]` per clause of the Store contract.
 #[macro_export]
 #[doc(hidden)]
@@ -240,7 +281,8 @@ macro_rules! store_suite {
             ranges_are_bounded_and_ordered,
             out_of_order_entry_changes_nothing,
             broken_chain_changes_nothing,
-            replica_state_puts_overwrites_and_deletes
+            replica_state_puts_overwrites_and_deletes,
+            replica_state_prefix_scans_are_bounded_and_ordered
         );
     };
     (@tests $make:expr; $($name:ident),*) => {
