@@ -66,6 +66,14 @@ pub enum Message {
         /// Drawn afresh at every start, so no status sent before it can echo it.
         nonce: u64,
     },
+    /// "I hold client transactions but no quorum of `round` to build on": peers that
+    /// have not built `round` yet build it even with nothing of their own to order, so a
+    /// replica that alone holds work in an otherwise idle network is not stuck until the
+    /// idle heartbeat. Unsigned, like `Status`: it only prompts vertices.
+    Nudge {
+        /// The round whose quorum the sender lacks.
+        round: Round,
+    },
     /// A commit certificate: 2f + 1 matching commit votes for one sequence.
     Decided(Vec<SignedVote>),
 }
@@ -112,7 +120,9 @@ impl Message {
                     .iter()
                     .try_for_each(|c| c.verify(committee))
             }
-            Message::Status { .. } | Message::StatusRequest { .. } => Ok(()),
+            Message::Status { .. } | Message::StatusRequest { .. } | Message::Nudge { .. } => {
+                Ok(())
+            }
             Message::Decided(votes) => votes.iter().try_for_each(|v| v.verify(committee)),
         }
     }
@@ -130,6 +140,7 @@ impl Message {
             Message::NewView(_) => "new_view",
             Message::Status { .. } => "status",
             Message::StatusRequest { .. } => "status_request",
+            Message::Nudge { .. } => "nudge",
             Message::Decided(_) => "decided",
         }
     }
@@ -182,6 +193,10 @@ impl Message {
             Message::StatusRequest { nonce } => {
                 writer.u8(7);
                 writer.u64(*nonce);
+            }
+            Message::Nudge { round } => {
+                writer.u8(8);
+                writer.u64(round.0);
             }
             Message::Decided(votes) => {
                 writer.u8(6);
@@ -236,6 +251,9 @@ impl Message {
             },
             7 => Message::StatusRequest {
                 nonce: reader.u64("nonce")?,
+            },
+            8 => Message::Nudge {
+                round: Round(reader.u64("round")?),
             },
             6 => {
                 let raw = u64::from(reader.u16("vote count")?);

@@ -1198,6 +1198,10 @@ fn a_reporter_wiped_earlier_never_lowers_the_next_wiped_replicas_floor() {
     for g in [&g0, &g1, &g2, &g3, &own_round_1[0]] {
         n3.deliver(g.vertex().author.0, Message::Vertex(g.clone()));
     }
+    // A peer that is ahead sends it view 1's NewView (`on_status`), so 2's answer of
+    // view 2 (its floor view 1 + 1) is credible too.
+    n3.deliver(1, nv.clone());
+    assert_eq!(n3.replica.view(), View(1));
     let a0 = status_to(&n0.deliver(3, Message::StatusRequest { nonce: nonce3 }), 3).unwrap();
     let a2 = status_to(&n2.deliver(3, Message::StatusRequest { nonce: nonce3 }), 3).unwrap();
     n3.deliver(0, a0);
@@ -1619,5 +1623,245 @@ fn a_learner_takes_a_peers_later_credible_answer_over_its_lie() {
     assert_eq!(
         node.replica.signing_floor(),
         Some((View(0), Some(Round(2)), Sequence(0)))
+    );
+}
+
+/// Rule (issue 11, durable acknowledgement): a replica admits a client transaction with
+/// its record in the step's first output, so a crash right after the acknowledgement
+/// (the step ran whole) restarts with the transaction in its mempool. Returns whether
+/// the restarted replica holds it, and whether the step persisted anything first.
+fn acknowledged_then_crashed(mutant: Option<Mutant>) -> (bool, bool) {
+    let (committee, _) = committee(4);
+    let mut node = Node::new(3, &committee, mutant);
+    let transaction = work(b"acknowledged".to_vec());
+    let id = transaction.id();
+    let outputs = node.step(Input::Transactions(vec![transaction]));
+    assert!(node.replica.is_transaction_pending(&id), "admitted");
+    let persisted_first = matches!(outputs.first(), Some(Output::Persist(_)));
+    node.restart();
+    (node.replica.is_transaction_pending(&id), persisted_first)
+}
+
+#[test]
+fn an_acknowledged_transaction_survives_a_crash() {
+    assert_eq!(acknowledged_then_crashed(None), (true, true));
+    // The old rule: the mempool is memory only.
+    assert_eq!(
+        acknowledged_then_crashed(Some(Mutant::MempoolNotDurable)),
+        (false, false)
+    );
+}
+
+/// Rule (nudge): replica 3 holds everyone's round 0 and round 1 of 0, 1 and 2, all
+/// empty; with nothing to order it does not build round 1 (it waits for the idle
+/// heartbeat). Peer 0 holds a client transaction and no quorum of round 1, and nudges
+/// round 1: replica 3 builds its round 1 (empty) at once. A nudge for a round far above
+/// what it holds is ignored.
+fn nudged_rounds(mutant: Option<Mutant>, nudge: u64) -> Vec<Round> {
+    let (committee, _) = committee(4);
+    let mut node = Node::new(3, &committee, mutant);
+    let mut builder = DagBuilder::with_committee(committee.clone()).transactions_per_vertex(0);
+    for vertex in genesis_except(&mut builder, 3) {
+        node.deliver(vertex.vertex().author.0, Message::Vertex(vertex));
+    }
+    // Round 1 of 0, 1, 2 (empty): replica 3 builds its own round 1 only once nudged.
+    let mut built = Vec::new();
+    for author in [0u16, 1, 2] {
+        let vertex = builder.vertex(v(author), Round(1), &[v(0), v(1), v(2)], 0);
+        built.extend(own_vertices(
+            &node.deliver(author, Message::Vertex(vertex)),
+            3,
+        ));
+    }
+    built.extend(own_vertices(
+        &node.deliver(
+            0,
+            Message::Nudge {
+                round: Round(nudge),
+            },
+        ),
+        3,
+    ));
+    built.iter().map(|x| x.vertex().round).collect()
+}
+
+#[test]
+fn an_idle_replica_builds_the_round_a_peer_with_work_lacks() {
+    assert_eq!(nudged_rounds(None, 1), vec![Round(1)]);
+    assert_eq!(
+        nudged_rounds(None, 50),
+        Vec::<Round>::new(),
+        "a far round is ignored"
+    );
+    // The old rule: nothing to order, so nothing is built until the heartbeat.
+    assert_eq!(nudged_rounds(Some(Mutant::NoNudge), 1), Vec::<Round>::new());
+}
+
+/// A wiped replica 6 of n = 7 learns its floor from reports of `reported_view` by 0..=4
+/// and of `byzantine_view` by 5, all at round 3 and executed 0. Its stable checkpoint
+/// then reaches 8 = E + W (the others committed 1..=8), and the primaries of views 0 and
+/// 1 propose sequence 9. Returns its floor and its prepares for sequence 9 in views 0
+/// and 1.
+fn recovered_learner_votes(
+    reported_view: u64,
+    byzantine_view: u64,
+) -> (Floor, Vec<Vote>, Vec<Vote>) {
+    let (committee, _) = committee(7);
+    let (mut node, started) = wiped_node(6, &committee, 61, BUILDER_EPOCH_MS + 5_000);
+    let nonce = status_request_nonce(&started).expect("asks");
+    let mut builder = DagBuilder::with_committee(committee.clone()).transactions_per_vertex(0);
+    let mut history = builder.genesis();
+    for round in 1..=3 {
+        history.extend(builder.full_round(Round(round)));
+    }
+    node.step(Input::Fetched {
+        from: v(0),
+        vertices: history,
+    });
+    let status = |view: u64| Message::Status {
+        view: View(view),
+        executed: Sequence(0),
+        round: Some(Round(3)),
+        answers: Some(nonce),
+    };
+    node.deliver(5, status(byzantine_view));
+    for peer in 0u16..=4 {
+        node.deliver(peer, status(reported_view));
+    }
+    let floor = node.replica.signing_floor();
+    let d8 = Digest::of(b"state after 8");
+    for signer in 0u16..=4 {
+        node.deliver(signer, checkpoint_by(&committee, signer, 8, d8));
+    }
+    assert_eq!(node.replica.stable_checkpoint().sequence, Sequence(8));
+    let parents = [v(0), v(1), v(2), v(3), v(4), v(5)];
+    let a0 = with_proposal(&builder.vertex(v(0), Round(4), &parents, 0), 0, 9);
+    let p0 = votes(&node.deliver(0, Message::Vertex(a0)), Phase::Prepare);
+    let vcs = (0u16..=4)
+        .map(|r| view_change(&committee, r, 1, vec![], vec![]))
+        .collect();
+    node.deliver(1, new_view_message(&committee, 1, 1, vcs, vec![]));
+    assert_eq!(node.replica.view(), View(1));
+    assert!(node.replica.view_active());
+    let a1 = with_proposal(&builder.vertex(v(1), Round(4), &parents, 0), 1, 9);
+    let p1 = votes(&node.deliver(1, Message::Vertex(a1)), Phase::Prepare);
+    (floor, p0, p1)
+}
+
+/// Found by the attack review of the credible reports (rule: once its stable checkpoint
+/// reaches E + W a wiped replica votes in any view, since before the wipe it voted only
+/// up to its own h + W and h <= E; and a reported view counts only up to one above its
+/// own). Before: a vote needed a sequence above E + 2W, so a replica the fault model
+/// counts as recovered refused its whole window in every view up to the floor view, and
+/// a Byzantine view lie made that every view.
+#[test]
+fn a_recovered_learner_votes_in_its_window_whatever_view_was_reported() {
+    // Honest floor view 1: sequence 9 > E + W is fresh in views 0 and 1.
+    let (floor, p0, p1) = recovered_learner_votes(1, 1);
+    assert_eq!(floor.map(|f| f.0), Some(View(1)));
+    assert_eq!(p0.len(), 1, "prepares sequence 9 in view 0");
+    assert_eq!(p1.len(), 1, "prepares sequence 9 in view 1");
+    // A Byzantine view lie is not counted.
+    let (floor, _, p1) = recovered_learner_votes(0, 1 << 62);
+    assert_eq!(floor.map(|f| f.0), Some(View(0)));
+    assert_eq!(p1.len(), 1, "prepares sequence 9 in view 1");
+}
+
+/// Found by the attack review of the credible reports (rule: a wiped replica never
+/// leads a view at or below its floor view). Replica 1 led view 1 (NewView with h = 0),
+/// was wiped, learned floor view 1, adopted stable checkpoint 8 = E + W, and the old view
+/// changes for view 1 are replayed: it must not sign a second, different NewView(1).
+#[test]
+fn a_rejoined_primary_never_signs_a_second_new_view_for_a_view_it_led() {
+    let (committee, _) = committee(4);
+    let mut pre = Node::new(1, &committee, None);
+    let vc2 = view_change(&committee, 2, 1, vec![], vec![]);
+    let vc3 = view_change(&committee, 3, 1, vec![], vec![]);
+    let mut out = pre.deliver(2, vc_message(vc2.clone()));
+    out.extend(pre.deliver(3, vc_message(vc3.clone())));
+    let before = new_views_sent(&out);
+    assert_eq!(before.len(), 1, "signed NewView(1) before the wipe");
+    let (mut node, started) = wiped_node(1, &committee, 5, BUILDER_EPOCH_MS + 5_000);
+    let nonce = status_request_nonce(&started).expect("asks");
+    node.step(Input::Fetched {
+        from: v(0),
+        vertices: full_rounds(&committee, 0),
+    });
+    for peer in [0u16, 2, 3] {
+        node.deliver(
+            peer,
+            Message::Status {
+                view: View(1),
+                executed: Sequence(0),
+                round: Some(Round(0)),
+                answers: Some(nonce),
+            },
+        );
+    }
+    assert_eq!(
+        node.replica.signing_floor(),
+        Some((View(1), Some(Round(0)), Sequence(0)))
+    );
+    let d8 = Digest::of(b"state after 8");
+    for signer in [0u16, 2, 3] {
+        node.deliver(signer, checkpoint_by(&committee, signer, 8, d8));
+    }
+    assert_eq!(node.replica.stable_checkpoint().sequence, Sequence(8));
+    let mut out = node.deliver(2, vc_message(vc2));
+    out.extend(node.deliver(3, vc_message(vc3)));
+    let after = new_views_sent(&out);
+    assert!(
+        after
+            .iter()
+            .all(|nv| nv.new_view.hash() == before[0].new_view.hash()),
+        "a second NewView for view 1 by honest 1: stable {:?} before, {:?} after",
+        before
+            .iter()
+            .map(|n| n.new_view.body().stable_sequence)
+            .collect::<Vec<_>>(),
+        after
+            .iter()
+            .map(|n| n.new_view.body().stable_sequence)
+            .collect::<Vec<_>>()
+    );
+}
+
+/// Found by the attack review of the credible reports (rule: a report not yet credible
+/// keeps the lowest of the peer's answers). Honest peers always answer three rounds
+/// above what the learner holds, as when statuses overtake vertices while the set moves
+/// on: replacing each report with the latest answer chased them forever.
+#[test]
+fn a_learner_behind_its_peers_answers_still_learns() {
+    let (committee, _) = committee(4);
+    let (mut node, started) = wiped_node(3, &committee, 11, BUILDER_EPOCH_MS + 5_000);
+    let nonce = status_request_nonce(&started).expect("asks");
+    let mut builder = DagBuilder::with_committee(committee.clone()).transactions_per_vertex(0);
+    node.step(Input::Fetched {
+        from: v(0),
+        vertices: builder.genesis(),
+    });
+    for k in 0u64..10 {
+        for peer in [0u16, 1, 2] {
+            node.deliver(
+                peer,
+                Message::Status {
+                    view: View(0),
+                    executed: Sequence(0),
+                    round: Some(Round(k + 3)),
+                    answers: Some(nonce),
+                },
+            );
+        }
+        let round = builder.full_round(Round(k + 1));
+        node.step(Input::Fetched {
+            from: v(0),
+            vertices: round,
+        });
+    }
+    assert_eq!(
+        node.replica.signing_floor(),
+        Some((View(0), Some(Round(3)), Sequence(0))),
+        "{}",
+        node.replica.describe()
     );
 }

@@ -470,14 +470,14 @@ fn mutant_new_view_not_durable_is_caught_by_random_seeds() {
 /// against its NewView, with the rule the seed is clean.
 #[test]
 fn the_seed_that_found_pre_prepares_below_the_stable_checkpoint_stays_fixed() {
-    let config = |mutant, old_anchoring| {
+    let config = |mutant, legacy_replay| {
         let mut config = SimConfig::adversarial(4, 10_001_024, 1, Behaviour::HijackReproposals);
         config.mutant = mutant;
-        config.old_anchoring = old_anchoring;
+        config.legacy_replay = legacy_replay;
         config
     };
-    for old_anchoring in [false, true] {
-        let fixed = run(&config(None, old_anchoring));
+    for legacy_replay in [false, true] {
+        let fixed = run(&config(None, legacy_replay));
         assert!(fixed.violations.is_empty(), "{:?}", fixed.violations);
     }
     // The seed's trajectory as found, before the anchoring fix changed it.
@@ -523,6 +523,22 @@ fn mutant_unverified_reports_is_caught_by_random_seeds_at_n_7() {
     );
 }
 
+/// Clients no longer resubmit what an honest validator acknowledged, so a crash that
+/// forgets an admitted transaction leaves it unfinalized: the liveness checker owes it.
+/// The deterministic twin is `attacks::an_acknowledged_transaction_survives_a_crash`.
+#[test]
+fn mutant_mempool_not_durable_is_caught_by_random_seeds() {
+    mutant_is_caught(Mutant::MempoolNotDurable, 0, 100, &["liveness:"]);
+}
+
+/// Found by those clients: a replica holding a transaction without a quorum of its
+/// previous round, its peers idle (odd seeds run the node's 300 s heartbeat). The
+/// deterministic twin is `attacks::an_idle_replica_builds_the_round_a_peer_with_work_lacks`.
+#[test]
+fn mutant_no_nudge_is_caught_by_random_seeds() {
+    mutant_is_caught(Mutant::NoNudge, 0, 150, &["liveness:"]);
+}
+
 #[test]
 fn mutant_wiped_store_signs_at_once_is_caught_by_random_seeds() {
     mutant_is_caught(Mutant::WipedStoreSignsAtOnce, 0, 300, &["double signing"]);
@@ -545,14 +561,14 @@ fn mutant_stale_status_counts_is_caught_by_random_seeds() {
 /// `attacks::a_replica_whose_own_round_fell_below_the_gc_round_builds_above_the_quorum_round`.
 #[test]
 fn the_seed_that_found_the_stall_below_the_gc_round_stays_fixed() {
-    let config = |mutant, old_anchoring| {
+    let config = |mutant, legacy_replay| {
         let mut config = SimConfig::adversarial(4, 100_017_076, 1, Behaviour::Flooding);
         config.mutant = mutant;
-        config.old_anchoring = old_anchoring;
+        config.legacy_replay = legacy_replay;
         config
     };
-    for old_anchoring in [false, true] {
-        let fixed = run(&config(None, old_anchoring));
+    for legacy_replay in [false, true] {
+        let fixed = run(&config(None, legacy_replay));
         assert!(fixed.violations.is_empty(), "{:?}", fixed.violations);
     }
     // The seed's trajectory as found, before the anchoring fix changed it.

@@ -39,6 +39,7 @@ impl Replica {
     /// Re-sends what peers may have lost, asks for what we miss.
     pub(super) fn retransmit(&mut self, now: TimestampMs, outputs: &mut Vec<Output>) {
         self.last_retransmit = now;
+        self.forget_expired_records(now, outputs);
         if let Some(own) = &self.own_latest {
             outputs.push(Output::Broadcast(Message::Vertex(own.clone())));
         }

@@ -61,10 +61,12 @@ pub struct ReplicaConfig {
     /// Deliberate bugs for the simulator's checker tests. Always `None` in a node.
     pub mutant: Option<Mutant>,
     #[doc(hidden)]
-    /// The anchoring rule before `unanchored` (what `Mutant::LatestVertexOnly` brings
-    /// back), beside another mutant: it replays the trajectory of a seed found before
-    /// that fix. Always false in a node.
-    pub old_anchoring: bool,
+    /// The replica as it was when the replayed seeds were found (session 8), beside
+    /// another mutant: the anchoring rule before `unanchored` (what
+    /// `Mutant::LatestVertexOnly` brings back), no durable admission, no nudges, and
+    /// pushed vertices bounded by the own round alone. It replays the trajectory of a
+    /// seed found before those changes. Always false in a node.
+    pub legacy_replay: bool,
 }
 
 #[doc(hidden)]
@@ -121,11 +123,20 @@ pub enum Mutant {
     /// and the log it holds, so one Byzantine report of round 10^12 (or of a far executed
     /// sequence with a far view) leaves it unable to sign ever again.
     UnverifiedReports,
+    /// Issue 11 (acknowledged transactions lost on a crash): admitted transactions are
+    /// kept in memory only, so a replica that acknowledged a transaction and crashed
+    /// before putting it in a vertex forgets it.
+    MempoolNotDurable,
+    /// Found by the durable-acknowledgement clients (who no longer resubmit what an
+    /// honest validator acknowledged): no `Nudge`, so a replica holding transactions
+    /// without a quorum of its previous round waits for the idle heartbeat (300 s)
+    /// while its peers, with nothing to order, build nothing.
+    NoNudge,
 }
 
 impl Mutant {
     /// Every mutant, in the order the simulator's tests run them.
-    pub const ALL: [Mutant; 15] = [
+    pub const ALL: [Mutant; 17] = [
         Mutant::NoDurableOwnVertex,
         Mutant::CountParentVertices,
         Mutant::PerAuthorFrontier,
@@ -141,6 +152,8 @@ impl Mutant {
         Mutant::LatestVertexOnly,
         Mutant::LearningNotDurable,
         Mutant::UnverifiedReports,
+        Mutant::MempoolNotDurable,
+        Mutant::NoNudge,
     ];
 
     /// The command-line name (`--mutant NAME`).
@@ -161,6 +174,8 @@ impl Mutant {
             Mutant::LatestVertexOnly => "latest-vertex-only",
             Mutant::LearningNotDurable => "learning-not-durable",
             Mutant::UnverifiedReports => "unverified-reports",
+            Mutant::MempoolNotDurable => "mempool-not-durable",
+            Mutant::NoNudge => "no-nudge",
         }
     }
 
@@ -212,7 +227,7 @@ impl ReplicaConfig {
             fresh: false,
             boot_nonce: 0,
             mutant: None,
-            old_anchoring: false,
+            legacy_replay: false,
         }
     }
 

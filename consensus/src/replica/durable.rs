@@ -51,6 +51,15 @@ pub(super) mod keys {
     /// Written at the start of a replica that learns its floor: until `floor` is
     /// written, it stays learning across restarts, whatever else it saved meanwhile.
     pub const LEARNING: &[u8] = b"learning";
+    /// `mempool/{tx id}`: a transaction this replica admitted (acknowledged), until it is
+    /// finalized or expires; recovery puts it back in the mempool.
+    pub const MEMPOOL: &[u8] = b"mempool/";
+
+    pub fn mempool(id: &weft_dag::TxId) -> Vec<u8> {
+        let mut key = MEMPOOL.to_vec();
+        key.extend_from_slice(id.0.as_bytes());
+        key
+    }
 
     pub fn vote(phase: crate::messages::Phase, view: u64, sequence: u64) -> Vec<u8> {
         format!("vote/{phase:?}/{view}/{sequence}").into_bytes()
@@ -141,6 +150,7 @@ impl Replica {
             key: String::from_utf8_lossy(key).into_owned(),
             reason,
         };
+        replica.restore_mempool(store)?;
         if let Some(bytes) = store.replica_state(keys::STABLE)? {
             replica.stable = decode_stable(&bytes).map_err(|e| damaged(keys::STABLE, e))?;
         }
@@ -431,7 +441,107 @@ impl SigningFloor {
     }
 }
 
+/// A mempool record: the expiry, then the payload.
+fn encode_transaction(transaction: &Transaction) -> Vec<u8> {
+    let mut writer = Writer::with_capacity(8 + transaction.payload().len());
+    writer.u64(transaction.expires_at().0);
+    writer.raw(transaction.payload());
+    writer.finish()
+}
+
+fn decode_transaction(bytes: &[u8], limits: &weft_dag::Limits) -> Result<Transaction, String> {
+    let mut reader = Reader::new(bytes);
+    let expires_at = reader.u64("expires_at").map_err(|e| e.to_string())?;
+    let payload = reader
+        .take("payload", reader.remaining())
+        .map_err(|e| e.to_string())?;
+    if payload.len() > limits.max_transaction_bytes {
+        return Err(format!("payload of {} bytes", payload.len()));
+    }
+    Ok(Transaction::new(payload.to_vec(), TimestampMs(expires_at)))
+}
+
 impl Replica {
+    /// Makes `admitted` durable before anything acknowledges them: one batch for all of
+    /// them (the host's group commit), ahead of every later output of the step.
+    pub(super) fn persist_admitted(&mut self, admitted: &[Transaction], outputs: &mut Vec<Output>) {
+        if admitted.is_empty()
+            || self.config.mutant == Some(Mutant::MempoolNotDurable)
+            || self.config.legacy_replay
+        {
+            return;
+        }
+        let mut batch = StoreBatch::new();
+        for transaction in admitted {
+            let id = transaction.id();
+            batch.put_replica_state(&keys::mempool(&id), &encode_transaction(transaction));
+            self.mempool_records.insert(id, transaction.expires_at());
+        }
+        outputs.push(Output::Persist(batch));
+    }
+
+    /// Deletes the records of finalized transactions, in the batch that finalizes them.
+    pub(super) fn forget_finalized_records(
+        &mut self,
+        finalized: &HashSet<TxId>,
+        batch: &mut StoreBatch,
+    ) {
+        if self.mempool_records.is_empty() {
+            return;
+        }
+        for id in finalized {
+            if self.mempool_records.remove(id).is_some() {
+                batch.delete_replica_state(&keys::mempool(id));
+            }
+        }
+    }
+
+    /// Deletes the records of transactions expired by our clock: none of them can be
+    /// put in a vertex any more (a vertex we build is stamped later), and any vertex
+    /// already holding one is in the DAG, not in the mempool.
+    pub(super) fn forget_expired_records(&mut self, now: TimestampMs, outputs: &mut Vec<Output>) {
+        let expired: Vec<TxId> = self
+            .mempool_records
+            .iter()
+            .filter(|(_, expires_at)| **expires_at < now)
+            .map(|(id, _)| *id)
+            .collect();
+        if expired.is_empty() {
+            return;
+        }
+        let mut batch = StoreBatch::new();
+        for id in expired {
+            self.mempool_records.remove(&id);
+            batch.delete_replica_state(&keys::mempool(&id));
+        }
+        outputs.push(Output::Persist(batch));
+    }
+
+    /// Puts the transactions this replica acknowledged and had not seen finalized back
+    /// in its mempool (their vertices, if any, may never be anchored; deduplication keeps
+    /// them exactly-once).
+    fn restore_mempool(&mut self, store: &dyn Store) -> Result<(), RecoverError> {
+        let limit = self.config.max_mempool_transactions.saturating_mul(2);
+        let records = store.replica_state_with_prefix(keys::MEMPOOL, limit)?;
+        for (key, bytes) in records {
+            let transaction =
+                decode_transaction(&bytes, &self.config.limits).map_err(|reason| {
+                    RecoverError::Damaged {
+                        key: String::from_utf8_lossy(&key).into_owned(),
+                        reason,
+                    }
+                })?;
+            let id = transaction.id();
+            self.mempool_records.insert(id, transaction.expires_at());
+            let finalized =
+                self.finalizer.is_transaction_finalized(&id) || store.transaction(&id)?.is_some();
+            if !finalized && self.mempool_ids.insert(id) {
+                self.mempool.push_back(transaction);
+            }
+        }
+        Ok(())
+    }
+
     /// True while this replica may not sign anything yet (it is learning its floor).
     pub(super) fn learning(&self) -> bool {
         self.learning.is_some()
@@ -448,9 +558,11 @@ impl Replica {
                 } else {
                     view > floor.view
                 };
+                // Before its wipe it voted only inside (executed, h + W] of its own
+                // stable checkpoint h, and h <= E (f + 1 honest executed h).
                 let fresh = floor
                     .executed
-                    .checked_add(2 * self.config.window)
+                    .checked_add(self.config.window)
                     .is_some_and(|top| sequence > top);
                 above_views || fresh
             }
@@ -476,12 +588,15 @@ impl Replica {
         }
     }
 
-    /// May we sign the NewView of `view`?
+    /// May we sign the NewView of `view`? Never for a view at or below the floor view:
+    /// a NewView we signed before the wipe entered its view with q view changes, so some
+    /// reporter is at least at that view, and a second, different NewView for it would
+    /// be a double signature (found by the attack review of the credible reports).
     pub(super) fn may_lead(&self, view: View) -> bool {
         match (&self.learning, &self.floor) {
             (Some(_), _) => false,
             (None, None) => true,
-            (None, Some(floor)) => view > floor.view || self.stable_passed_floor(floor),
+            (None, Some(floor)) => view > floor.view,
         }
     }
 
@@ -506,38 +621,57 @@ impl Replica {
         if from == self.config.index || !self.config.committee.contains(from) {
             return;
         }
-        let keep = self
+        let held = self
             .learning
             .as_ref()
             .and_then(|reports| reports.get(&from))
-            .is_some_and(|report| self.credible(report));
+            .copied();
+        let report = match held {
+            Some(held) if self.credible(&held) => held,
+            // Not credible yet: the lower of its answers, field by field. Every answer to
+            // this start's nonce was sent after the wipe, so each bounds what the peer
+            // held then; keeping the lowest lets an honest report become credible while
+            // the peer moves on (replacing it chased the peer forever, found by the
+            // attack review), and a liar may still retract.
+            Some((held_view, held_executed, held_round)) => (
+                held_view.min(view),
+                held_executed.min(executed),
+                match (held_round, round) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                },
+            ),
+            None => (view, executed, round),
+        };
         if let Some(reports) = self.learning.as_mut() {
-            if !keep {
-                reports.insert(from, (view, executed, round));
-            }
+            reports.insert(from, report);
         }
         self.try_learn(outputs);
     }
 
     /// A report we can check against what we verified ourselves (§8): its round is at
     /// most one above the highest round of a vertex we accepted (a vertex of round t has
-    /// 2f + 1 signed parents of round t - 1, so t - 1 was really reached), and its
-    /// executed sequence is at most our own executed sequence or stable checkpoint (both
-    /// rest on 2f + 1 signatures). An honest peer's report becomes credible as we catch
+    /// 2f + 1 signed parents of round t - 1, so t - 1 was really reached), its executed
+    /// sequence is at most our own executed sequence or stable checkpoint (both rest on
+    /// 2f + 1 signatures), and its view is at most one above ours. An honest peer's report becomes credible as we catch
     /// up; a Byzantine one far above everything never does, so it cannot raise the floor
     /// beyond what the DAG and the log reached.
     fn credible(&self, report: &PeerReport) -> bool {
         if self.config.mutant == Some(Mutant::UnverifiedReports) {
             return true;
         }
-        let (_, executed, round) = *report;
+        let (view, executed, round) = *report;
         let top = self
             .dag
             .highest_round()
             .map_or(0, |top| top.0.saturating_add(1));
         let round_checked = round.is_none_or(|round| round.0 <= top);
         let executed_checked = executed <= self.finalizer.last_sequence().max(self.stable.sequence);
-        round_checked && executed_checked
+        // Our view moves only on a NewView (q view changes) or on a timeout that q view
+        // changes keep running, so an honest peer's view is at most one above a view we
+        // reach as we follow them.
+        let view_checked = view.0 <= self.view.0.saturating_add(1);
+        round_checked && executed_checked && view_checked
     }
 
     /// With 2f + 1 credible reports, the floor is the highest of them, made durable, and

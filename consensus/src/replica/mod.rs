@@ -67,7 +67,7 @@ pub use io::{
     PrePrepareProof, StableCheckpoint, Timer,
 };
 
-use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use weft_crypto::Digest;
 use weft_dag::codec::{Reader, Writer};
@@ -112,6 +112,9 @@ pub struct Replica {
     /// latest vertex alone does not say it, since an empty later vertex may overtake one
     /// that carries transactions before any anchor covers it.
     unanchored: BTreeSet<(Round, Digest)>,
+    /// Transactions with a durable `mempool/` record (admitted, not yet finalized or
+    /// expired), and their expiry.
+    mempool_records: HashMap<TxId, TimestampMs>,
     mempool: VecDeque<Transaction>,
     /// Ids in the mempool or in our own vertices that are not final yet.
     mempool_ids: HashSet<TxId>,
@@ -163,6 +166,14 @@ pub struct Replica {
     floor: Option<SigningFloor>,
     /// When we last answered each peer's status, and for which executed sequence.
     status_replies: Vec<(TimestampMs, Sequence)>,
+    /// When each peer's last nudge was taken (at most one per half retransmission
+    /// interval per peer).
+    nudges_taken: Vec<TimestampMs>,
+    /// A peer lacks a quorum of this round to build on: we build up to it even with
+    /// nothing of our own to order.
+    nudged: Option<Round>,
+    /// When we last nudged our peers.
+    last_nudge: Option<TimestampMs>,
     /// Equivocation slots whose evidence we forwarded (pruned below the GC round).
     forwarded: BTreeSet<(ValidatorIndex, Round)>,
     /// The stable checkpoint h.
@@ -203,6 +214,7 @@ impl Replica {
             own_history: HashSet::new(),
             latest_by_author: vec![None; committee.size()],
             unanchored: BTreeSet::new(),
+            mempool_records: HashMap::new(),
             mempool: VecDeque::new(),
             mempool_ids: HashSet::new(),
             own_pending: BTreeMap::new(),
@@ -235,6 +247,9 @@ impl Replica {
             floor: None,
             deferred_own: None,
             status_replies: vec![(TimestampMs(0), Sequence(0)); committee.size()],
+            nudges_taken: vec![TimestampMs(0); committee.size()],
+            nudged: None,
+            last_nudge: None,
             stable: StableCheckpoint::default(),
             checkpoints: BTreeMap::new(),
             own_checkpoints: BTreeMap::new(),
@@ -430,7 +445,10 @@ impl Replica {
                     self.insert_vertex(from, vertex, false, now, &mut outputs);
                 }
             }
-            Input::Transactions(transactions) => self.add_transactions(transactions, now),
+            Input::Transactions(transactions) => {
+                let admitted = self.add_transactions(transactions, now);
+                self.persist_admitted(&admitted, &mut outputs);
+            }
             Input::Timer(Timer::Idle) => {
                 self.idle_armed = false;
                 self.idle_fired = true;
@@ -484,6 +502,7 @@ impl Replica {
             Message::StatusRequest { nonce } => {
                 self.on_status_request(from, nonce, now, outputs);
             }
+            Message::Nudge { round } => self.on_nudge(from, round, now),
             Message::Decided(votes) => self.on_decided(from, votes, outputs),
         }
     }

@@ -522,6 +522,7 @@ impl Replica {
             self.decided = self.decided.split_off(&Sequence(retained + 1));
             let mut batch = StoreBatch::new();
             batch.append_finalized(entry.clone());
+            self.forget_finalized_records(&finalized, &mut batch);
             outputs.push(Output::Persist(batch));
             let checkpoint_due = next.0.is_multiple_of(self.config.checkpoint_interval);
             let state_digest = entry.state_digest;
@@ -566,7 +567,8 @@ impl Replica {
                     .filter(|t| !self.finalizer.is_transaction_finalized(&t.id())),
             );
         }
-        self.add_transactions(again, now);
+        // Their records, written when they were admitted, stay until they finalize.
+        let _ = self.add_transactions(again, now);
     }
 
     /// Evidence lowers the culprit's standing; proof that the primary equivocated

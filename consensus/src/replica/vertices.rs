@@ -12,7 +12,14 @@ pub(super) struct OwnPending {
 }
 
 impl Replica {
-    pub(super) fn add_transactions(&mut self, transactions: Vec<Transaction>, now: TimestampMs) {
+    /// Admits what can still be finalized and is new; returns the admitted ones (the
+    /// caller makes client submissions durable with `persist_admitted`).
+    pub(super) fn add_transactions(
+        &mut self,
+        transactions: Vec<Transaction>,
+        now: TimestampMs,
+    ) -> Vec<Transaction> {
+        let mut admitted = Vec::new();
         for transaction in transactions {
             // Only what can still be finalized: not expired, and within the dedup window
             // of our clock (the execution rule decides by consensus time in the end).
@@ -29,8 +36,10 @@ impl Replica {
                 continue;
             }
             self.mempool_ids.insert(id);
+            admitted.push(transaction.clone());
             self.mempool.push_back(transaction);
         }
+        admitted
     }
 
     pub(super) fn insert_vertex(
@@ -46,9 +55,13 @@ impl Replica {
         // chain catches up through committed anchors and what it executed): a flood of
         // future rounds is dropped before it costs memory.
         let own_round = self.own_latest.as_ref().map_or(0, |v| v.vertex().round.0);
-        let reference = own_round
-            .max(self.dag.highest_round().map_or(0, |r| r.0))
-            .max(self.dag.gc_round().0);
+        let reference = if self.config.legacy_replay {
+            own_round
+        } else {
+            own_round
+                .max(self.dag.highest_round().map_or(0, |r| r.0))
+                .max(self.dag.gc_round().0)
+        };
         if pushed && vertex.vertex().round.0 > reference.saturating_add(self.config.max_round_lead)
         {
             self.drops.future_vertices += 1;
@@ -169,10 +182,15 @@ impl Replica {
                 distinct.dedup();
             }
             if distinct.len() < self.config.committee.quorum() {
+                self.maybe_nudge(previous, now, outputs);
                 return;
             }
+            let nudged = self.nudged.is_some_and(|round| next_round <= round)
+                && self.config.mutant != Some(Mutant::NoNudge)
+                && !self.config.legacy_replay;
             let has_work = !self.mempool.is_empty()
                 || self.idle_fired
+                || nudged
                 || authors
                     .iter()
                     .any(|v| !v.vertex().transactions.is_empty() || v.vertex().proposal.is_some())
@@ -188,7 +206,57 @@ impl Replica {
                 return;
             }
         }
+        if self.nudged.is_some_and(|round| next_round >= round) {
+            self.nudged = None;
+        }
         self.build_vertex(next_round, now, outputs);
+    }
+
+    /// We hold client transactions but no quorum of `previous`: ask peers to build it
+    /// (at once, then at most every half retransmission interval while it lasts).
+    fn maybe_nudge(&mut self, previous: Round, now: TimestampMs, outputs: &mut Vec<Output>) {
+        if self.mempool.is_empty()
+            || self.config.mutant == Some(Mutant::NoNudge)
+            || self.config.legacy_replay
+        {
+            return;
+        }
+        let pause = self.config.retransmit_interval_ms / 2;
+        if self
+            .last_nudge
+            .is_some_and(|last| now.0 < last.0.saturating_add(pause))
+        {
+            return;
+        }
+        self.last_nudge = Some(now);
+        outputs.push(Output::Broadcast(Message::Nudge { round: previous }));
+    }
+
+    /// A peer lacks a quorum of `round`. Taken only for a round at most one above the
+    /// highest we hold (it exists, or is the next one) and not yet built by us, and at
+    /// most once per half retransmission interval per peer: a Byzantine validator can
+    /// make us build at most one round per nudge it is allowed (known limit 14).
+    pub(super) fn on_nudge(&mut self, from: ValidatorIndex, round: Round, now: TimestampMs) {
+        if from == self.config.index || self.learning() {
+            return;
+        }
+        let top = self.dag.highest_round().map_or(0, |r| r.0);
+        if round.0 > top.saturating_add(1) {
+            return;
+        }
+        let own = self.own_latest.as_ref().map(|v| v.vertex().round);
+        if own.is_some_and(|own| own >= round) {
+            return;
+        }
+        let pause = self.config.retransmit_interval_ms / 2;
+        let Some(taken) = self.nudges_taken.get_mut(from.as_usize()) else {
+            return;
+        };
+        if taken.0 != 0 && now.0 < taken.0.saturating_add(pause) {
+            return;
+        }
+        *taken = now;
+        self.nudged = Some(self.nudged.map_or(round, |r| r.max(round)));
     }
 
     /// False for another author's vertex stamped more than half the clock drift allowance
@@ -259,7 +327,7 @@ impl Replica {
         }
         let gc = self.finalizer.gc_round();
         let old_rule =
-            self.config.mutant == Some(Mutant::LatestVertexOnly) || self.config.old_anchoring;
+            self.config.mutant == Some(Mutant::LatestVertexOnly) || self.config.legacy_replay;
         let carried_anywhere = !old_rule
             && self
                 .unanchored

@@ -233,9 +233,10 @@ pub struct SimConfig {
     pub idle_interval_ms: u64,
     /// A deliberate bug in every honest replica (checker tests only).
     pub mutant: Option<Mutant>,
-    /// Every honest replica anchors by the rule before `unanchored`
-    /// (`ReplicaConfig::old_anchoring`): replays seeds found before that fix.
-    pub old_anchoring: bool,
+    /// Every honest replica runs as it was when the replayed seeds were found
+    /// (`ReplicaConfig::legacy_replay`), and clients resubmit after 4 s whatever
+    /// happened (acknowledged or not), as they did then.
+    pub legacy_replay: bool,
 }
 
 /// The node's default idle heartbeat (`[consensus] idle_heartbeat_ms`): 5 minutes, longer
@@ -267,7 +268,7 @@ impl SimConfig {
             max_time_ms: 60_000,
             idle_interval_ms: 50,
             mutant: None,
-            old_anchoring: false,
+            legacy_replay: false,
         }
     }
 
@@ -488,9 +489,11 @@ struct World {
     finalized: Vec<Vec<FinalizedEntry>>,
     submitted: HashMap<TxId, u64>,
     final_anywhere: HashSet<TxId>,
-    /// Transactions an honest replica received while up: only these are owed liveness
-    /// (a client that only ever reached a Byzantine validator can be censored).
-    acknowledged: HashSet<TxId>,
+    /// Transactions an honest replica acknowledged (admitted in a whole step, so its
+    /// record was durable), by the instances that did and were not wiped since: only
+    /// these are owed liveness (a client that only ever reached a Byzantine validator can
+    /// be censored), and their clients stop retrying.
+    acknowledged: HashMap<TxId, BTreeSet<usize>>,
     latencies: Vec<u64>,
     trace: blake3::Hasher,
     rejected_signatures: u64,
@@ -650,7 +653,7 @@ impl World {
             timer_generations: HashMap::new(),
             submitted: HashMap::new(),
             final_anywhere: HashSet::new(),
-            acknowledged: HashSet::new(),
+            acknowledged: HashMap::new(),
             latencies: Vec::new(),
             trace: blake3::Hasher::new(),
             rejected_signatures: 0,
@@ -704,8 +707,9 @@ impl World {
         config.idle_interval_ms = self.config.idle_interval_ms;
         if !self.byzantine[i] {
             config.mutant = self.config.mutant;
-            config.old_anchoring = self.config.old_anchoring;
         }
+        // Byzantine replicas run the honest code underneath: as it was, too.
+        config.legacy_replay = self.config.legacy_replay;
         config
     }
 
@@ -1045,6 +1049,9 @@ impl World {
                     self.old_logs.push(old);
                     let wiped = validator(index);
                     self.new_views_since_wipe.retain(|(i, _)| *i != wiped);
+                    for by in self.acknowledged.values_mut() {
+                        by.remove(&instance);
+                    }
                     self.view_changes_since_wipe.retain(|(i, _)| *i != wiped);
                     // Half the time the network keeps statuses from the learner for a
                     // while, and it crashes again if it saves a view before it learns
@@ -1141,15 +1148,59 @@ impl World {
             return;
         }
         self.submitted.entry(id).or_insert(self.now);
+        let retry = self.now + self.config.client_retry_ms;
+        if self.config.legacy_replay {
+            self.submit_as_in_session_8(transaction, attempt, retry);
+            return;
+        }
+        if self.acknowledged.get(&id).is_some_and(|by| !by.is_empty()) {
+            // An honest validator acknowledged it: the client waits (and resubmits only
+            // if that validator's store is wiped, which loses what it acknowledged).
+            self.schedule(
+                retry,
+                Event::Submit {
+                    transaction,
+                    attempt,
+                },
+            );
+            return;
+        }
+        let instance = self.rng.gen_range(0..self.instances.len());
+        self.trace_event(b"submit", instance, instance, id.0.as_bytes());
+        if self.instances[instance].replica.is_some() {
+            self.step(instance, Input::Transactions(vec![transaction.clone()]));
+            // Acknowledged: the whole step ran (a crash that cut it leaves no replica)
+            // and the replica holds the transaction, durable since the step's first
+            // output.
+            let holds = self.instances[instance]
+                .replica
+                .as_ref()
+                .is_some_and(|r| r.is_transaction_pending(&id));
+            if holds && !self.instances[instance].byzantine {
+                self.acknowledged.entry(id).or_default().insert(instance);
+            }
+        }
+        self.schedule(
+            retry,
+            Event::Submit {
+                transaction,
+                attempt: attempt + 1,
+            },
+        );
+    }
+
+    /// The clients of the replayed seeds: acknowledged means sent to an honest replica
+    /// that was up, and they resubmit after `retry` regardless.
+    fn submit_as_in_session_8(&mut self, transaction: Transaction, attempt: u32, retry: u64) {
+        let id = transaction.id();
         let instance = self.rng.gen_range(0..self.instances.len());
         self.trace_event(b"submit", instance, instance, id.0.as_bytes());
         if self.instances[instance].replica.is_some() {
             if !self.byzantine[self.instances[instance].index.as_usize()] {
-                self.acknowledged.insert(id);
+                self.acknowledged.entry(id).or_default().insert(instance);
             }
             self.step(instance, Input::Transactions(vec![transaction.clone()]));
         }
-        let retry = self.now + self.config.client_retry_ms;
         self.schedule(
             retry,
             Event::Submit {
@@ -1769,7 +1820,10 @@ impl World {
                     new_view.new_view.hash(),
                 )
             }
-            Message::Status { .. } | Message::StatusRequest { .. } | Message::Decided(_) => return,
+            Message::Status { .. }
+            | Message::StatusRequest { .. }
+            | Message::Nudge { .. }
+            | Message::Decided(_) => return,
         };
         self.record_slot(index, slot, digest);
     }
@@ -2077,7 +2131,12 @@ impl World {
         violations.extend(check_integrity(
             &honest_logs,
             &self.submitted,
-            &self.acknowledged,
+            &self
+                .acknowledged
+                .iter()
+                .filter(|(_, by)| !by.is_empty())
+                .map(|(id, _)| *id)
+                .collect(),
         ));
         let gc_depth = ReplicaConfig::new(ValidatorIndex(0), self.committee.clone()).gc_depth;
         violations.extend(check_exact_set(&honest_logs, &self.vertices, gc_depth));

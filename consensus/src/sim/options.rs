@@ -76,7 +76,8 @@ impl SimOptions {
 [--cut-crashes] [--wipes] [--targeted] [--faults] [--no-retries] [--real-signatures] [--mutant NAME] [--help]
   --faults: --loss 0.02 --partitions --crashes --cut-crashes --wipes --targeted --load-ms 8000
   --idle-ms: the idle heartbeat (default: odd seeds 300000, the node's, even seeds 50)
-  --no-retries: clients submit once (use without crashes, which may lose a mempool)
+  --no-retries: clients submit once, even when refused (they never resubmit what an honest
+    validator acknowledged anyway)
 behaviours: silent, equivocating-primary, equivocating-author, double-voting, twins, \
 invalid-signatures, stale-replay, flooding, split-anchors, hijack-reproposals, \
 self-preparing-primary, lying-view-changes, byzantine-new-view, split-votes, lying-fetches, \
@@ -84,7 +85,8 @@ lying-sync, adaptive, all
 mutants: no-durable-own-vertex, count-parent-vertices, per-author-frontier, \
 pre-prepare-over-new-view, unbounded-claims, count-primary-prepare, proposal-not-durable, \
 new-view-not-durable, wiped-store-signs-at-once, pre-prepare-below-stable, no-round-jump, \
-stale-status-counts, latest-vertex-only, learning-not-durable, unverified-reports";
+stale-status-counts, latest-vertex-only, learning-not-durable, unverified-reports, \
+mempool-not-durable, no-nudge";
 
     /// The usage text, generated from `Behaviour::ALL` and `Mutant::ALL`.
     pub fn usage() -> String {
@@ -96,7 +98,8 @@ stale-status-counts, latest-vertex-only, learning-not-durable, unverified-report
 [--cut-crashes] [--wipes] [--targeted] [--faults] [--no-retries] [--real-signatures] [--mutant NAME] [--help]
   --faults: --loss 0.02 --partitions --crashes --cut-crashes --wipes --targeted --load-ms 8000
   --idle-ms: the idle heartbeat (default: odd seeds 300000, the node's, even seeds 50)
-  --no-retries: clients submit once (use without crashes, which may lose a mempool)
+  --no-retries: clients submit once, even when refused (they never resubmit what an honest
+    validator acknowledged anyway)
 behaviours: {}, all
 mutants: {}",
             behaviours.join(", "),
