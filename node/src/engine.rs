@@ -245,6 +245,8 @@ impl std::fmt::Debug for Engine {
 
 /// Most transactions whose acceptance time is remembered for the histogram.
 const ACCEPTED_AT_CAP: usize = 1_000_000;
+/// Most API commands taken together into one group commit.
+const GROUP_COMMIT_COMMANDS: usize = 256;
 
 impl Engine {
     /// An engine around a recovered replica, answering through `inbox`.
@@ -388,7 +390,18 @@ impl Engine {
                         break;
                     }
                 }
-                Some(command) = commands.recv() => self.on_command(command).await,
+                Some(command) = commands.recv() => {
+                    // Group commit: every command already queued goes in with this one,
+                    // so their admitted transactions share one synced write.
+                    let mut group = vec![command];
+                    while group.len() < GROUP_COMMIT_COMMANDS {
+                        match commands.try_recv() {
+                            Ok(next) => group.push(next),
+                            Err(_) => break,
+                        }
+                    }
+                    self.on_commands(group).await;
+                }
                 () = sleep_until(next_timer) => {
                     let now = Instant::now();
                     let due: Vec<Timer> = self.timers.iter().filter(|(_, at)| **at <= now).map(|(t, _)| *t).collect();
@@ -424,45 +437,60 @@ impl Engine {
         Stopped::Shutdown
     }
 
-    async fn on_command(&mut self, command: Command) {
-        match command {
-            Command::Submit {
-                transactions,
-                reply,
-            } => {
-                let mut answers = Vec::with_capacity(transactions.len());
-                let mut admitted = Vec::new();
-                // Ids admitted from this batch: a payload twice in one batch is a
-                // duplicate, found without hashing the batch again for each entry.
-                let mut admitted_ids = std::collections::HashSet::new();
-                for transaction in transactions {
-                    let id = transaction.id();
-                    let finalized = self.store.transaction(&id).ok().flatten().is_some();
-                    if finalized
-                        || self.replica.is_transaction_pending(&id)
-                        || self.replica.is_transaction_finalized(&id)
-                    {
-                        answers.push(Admission::Duplicate);
-                    } else if self.replica.mempool_len() + admitted.len() >= self.mempool_cap {
-                        answers.push(Admission::Full);
-                    } else if !admitted_ids.insert(id) {
-                        answers.push(Admission::Duplicate);
-                    } else {
-                        if self.accepted_at.len() < ACCEPTED_AT_CAP {
-                            self.accepted_at.insert(id, Instant::now());
+    /// Queued API commands, together. Submissions are admitted in order, handed to the
+    /// replica as one input (whose first output is one durable batch of their mempool
+    /// records), and answered only after that write: an OK is a durable acknowledgement.
+    /// Lookups are answered after the submissions before them.
+    async fn on_commands(&mut self, group: Vec<Command>) {
+        let mut admitted = Vec::new();
+        // Ids admitted from this group: a payload twice in it is a duplicate, found
+        // without hashing the group again for each entry.
+        let mut admitted_ids = std::collections::HashSet::new();
+        let mut replies = Vec::new();
+        let mut lookups = Vec::new();
+        for command in group {
+            match command {
+                Command::Submit {
+                    transactions,
+                    reply,
+                } => {
+                    let mut answers = Vec::with_capacity(transactions.len());
+                    for transaction in transactions {
+                        let id = transaction.id();
+                        let finalized = self.store.transaction(&id).ok().flatten().is_some();
+                        if finalized
+                            || self.replica.is_transaction_pending(&id)
+                            || self.replica.is_transaction_finalized(&id)
+                        {
+                            answers.push(Admission::Duplicate);
+                        } else if self.replica.mempool_len() + admitted.len() >= self.mempool_cap {
+                            answers.push(Admission::Full);
+                        } else if !admitted_ids.insert(id) {
+                            answers.push(Admission::Duplicate);
+                        } else {
+                            if self.accepted_at.len() < ACCEPTED_AT_CAP {
+                                self.accepted_at.insert(id, Instant::now());
+                            }
+                            answers.push(Admission::Accepted);
+                            admitted.push(transaction);
                         }
-                        answers.push(Admission::Accepted);
-                        admitted.push(transaction);
                     }
+                    replies.push((reply, answers));
                 }
-                if !admitted.is_empty() {
-                    self.apply(Input::Transactions(admitted)).await;
-                }
-                let _ = reply.send(answers);
+                Command::Pending { id, reply } => lookups.push((id, reply)),
             }
-            Command::Pending { id, reply } => {
-                let _ = reply.send(self.replica.is_transaction_pending(&id));
-            }
+        }
+        if !admitted.is_empty() {
+            self.metrics
+                .group_commit_transactions
+                .observe(admitted.len() as f64);
+            self.apply(Input::Transactions(admitted)).await;
+        }
+        for (reply, answers) in replies {
+            let _ = reply.send(answers);
+        }
+        for (id, reply) in lookups {
+            let _ = reply.send(self.replica.is_transaction_pending(&id));
         }
     }
 

@@ -54,6 +54,8 @@ pub struct NodeMetrics {
     pub sync_lag: IntGauge,
     /// `weft_resyncs_total`.
     pub resyncs: IntCounter,
+    /// `weft_group_commit_transactions`.
+    pub group_commit_transactions: Histogram,
 }
 
 impl NodeMetrics {
@@ -146,6 +148,16 @@ impl NodeMetrics {
                 "weft_resyncs_total",
                 "Times the running validator fell too far behind and resynced from peers.",
             )?,
+            group_commit_transactions: Histogram::with_opts(
+                HistogramOpts::new(
+                    "weft_group_commit_transactions",
+                    "Transactions admitted together and made durable by one synced write \
+                     before their acknowledgements.",
+                )
+                .buckets(vec![
+                    1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0,
+                ]),
+            )?,
         };
         registry.register(Box::new(metrics.transaction_finality.clone()))?;
         registry.register(Box::new(metrics.vertex_finality.clone()))?;
@@ -166,6 +178,7 @@ impl NodeMetrics {
         registry.register(Box::new(metrics.sync_rejected.clone()))?;
         registry.register(Box::new(metrics.sync_lag.clone()))?;
         registry.register(Box::new(metrics.resyncs.clone()))?;
+        registry.register(Box::new(metrics.group_commit_transactions.clone()))?;
         Ok(metrics)
     }
 }

@@ -703,6 +703,41 @@ async fn a_killed_validator_catches_up_and_every_acknowledged_transaction_is_fin
     validators.stop_cleanly();
 }
 
+/// Issue 11 (durable acknowledgement): SIGKILL a validator right after it answered a
+/// stream of submissions, three times. Its peers get those transactions only through its
+/// vertices, so whatever was still in its mempool at the kill lives only in its store.
+/// Every acknowledged transaction ends final on every validator, exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_validator_killed_right_after_acknowledging_finalizes_everything_it_acknowledged() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (homes, endpoints) = testnet(dir.path(), 4);
+    let mut validators = Validators::start(&homes);
+    let mut clients = Vec::new();
+    for endpoint in &endpoints {
+        clients.push(connect(endpoint).await);
+    }
+    wait_connected(&mut clients).await;
+    let victim: usize = 3;
+    let mut accepted = Vec::new();
+    for cycle in 0..3u32 {
+        let payloads: Vec<Vec<u8>> = (0..200u32)
+            .map(|i| format!("acknowledged then killed {cycle} {i}").into_bytes())
+            .collect();
+        let acknowledged = submit_stream(&mut clients[victim], payloads).await;
+        validators.kill(victim);
+        assert!(
+            !acknowledged.is_empty(),
+            "cycle {cycle}: nothing acknowledged"
+        );
+        accepted.extend(acknowledged);
+        validators.restart(victim, &homes[victim]);
+        clients[victim] = connect(&endpoints[victim]).await;
+        wait_connected(&mut clients).await;
+    }
+    assert_final_exactly_once(&mut clients, &accepted).await;
+    validators.stop_cleanly();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopping_the_primary_changes_the_view_and_finalization_resumes() {
     let dir = tempfile::tempdir().expect("tempdir");
