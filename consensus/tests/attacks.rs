@@ -1750,10 +1750,10 @@ fn recovered_learner_votes(
 
 /// Found by the attack review of the credible reports (rule: once its stable checkpoint
 /// reaches E + W a wiped replica votes in any view, since before the wipe it voted only
-/// up to its own h + W and h <= E; and a reported view counts only up to one above its
-/// own). Before: a vote needed a sequence above E + 2W, so a replica the fault model
-/// counts as recovered refused its whole window in every view up to the floor view, and
-/// a Byzantine view lie made that every view.
+/// up to C + W for a certified checkpoint C <= E). Before: a vote needed a sequence
+/// above E + 2W, so a replica the fault model counts as recovered refused its whole
+/// window in every view up to the floor view, and a Byzantine view lie made that every
+/// view.
 #[test]
 fn a_recovered_learner_votes_in_its_window_whatever_view_was_reported() {
     // Honest floor view 1: sequence 9 > E + W is fresh in views 0 and 1.
@@ -1761,9 +1761,11 @@ fn a_recovered_learner_votes_in_its_window_whatever_view_was_reported() {
     assert_eq!(floor.map(|f| f.0), Some(View(1)));
     assert_eq!(p0.len(), 1, "prepares sequence 9 in view 0");
     assert_eq!(p1.len(), 1, "prepares sequence 9 in view 1");
-    // A Byzantine view lie is not counted.
-    let (floor, _, p1) = recovered_learner_votes(0, 1 << 62);
-    assert_eq!(floor.map(|f| f.0), Some(View(0)));
+    // A Byzantine view lie is counted (views are not checked), and delays nothing here:
+    // sequence 9 is above E + W in every view.
+    let (floor, p0, p1) = recovered_learner_votes(0, 1 << 62);
+    assert_eq!(floor.map(|f| f.0), Some(View(1 << 62)));
+    assert_eq!(p0.len(), 1, "prepares sequence 9 in view 0");
     assert_eq!(p1.len(), 1, "prepares sequence 9 in view 1");
 }
 
@@ -1863,5 +1865,326 @@ fn a_learner_behind_its_peers_answers_still_learns() {
         Some((View(0), Some(Round(3)), Sequence(0))),
         "{}",
         node.replica.describe()
+    );
+}
+
+fn commit_by(committee: &Committee, voter: u16, view: u64, sequence: u64, d: Digest) -> SignedVote {
+    Vote {
+        chain_id: committee.chain_id().clone(),
+        epoch: committee.epoch(),
+        phase: Phase::Commit,
+        view: View(view),
+        sequence: Sequence(sequence),
+        digest: Some(d),
+        voter: v(voter),
+    }
+    .sign_with(&Signer::Placeholder)
+}
+
+fn node_with(index: u16, committee: &Committee, edit: impl Fn(&mut ReplicaConfig)) -> Node {
+    let mut config = ReplicaConfig::new(v(index), committee.clone());
+    edit(&mut config);
+    let replica = Replica::new(config.clone(), Signer::Placeholder).expect("valid config");
+    let mut node = Node {
+        replica,
+        store: MemoryStore::new(),
+        config,
+        now: BUILDER_EPOCH_MS - 4_000,
+    };
+    node.step(Input::Start);
+    node
+}
+
+/// Six transactions, in the order of their `mempool/` keys.
+fn six_sorted_transactions() -> Vec<Transaction> {
+    let mut txs: Vec<Transaction> = (0u8..6).map(|i| work(vec![b'r', i])).collect();
+    txs.sort_by_key(|t| *t.id().0.as_bytes());
+    txs
+}
+
+/// Found by the attack review of durable acknowledgement (rule: recovery reads every
+/// `mempool/` record). With a mempool cap of 2, replica 3 holds six records: four for
+/// transactions in its own vertices, two (the highest keys) only in its mempool. A
+/// recovery that read at most twice the cap lost the last two for good.
+#[test]
+fn every_acknowledged_transaction_is_restored_whatever_the_record_count() {
+    let (committee, _) = committee(4);
+    let mut node = node_with(3, &committee, |c| c.max_mempool_transactions = 2);
+    let mut builder = DagBuilder::with_committee(committee.clone()).transactions_per_vertex(0);
+    for vertex in genesis_except(&mut builder, 3) {
+        node.deliver(vertex.vertex().author.0, Message::Vertex(vertex));
+    }
+    let txs = six_sorted_transactions();
+    let mut built = Vec::new();
+    built.extend(own_vertices(
+        &node.step(Input::Transactions(txs[0..2].to_vec())),
+        3,
+    ));
+    for round in 1..=2u64 {
+        for author in [0u16, 1, 2] {
+            let vertex = builder.vertex(v(author), Round(round), &[v(0), v(1), v(2)], 0);
+            built.extend(own_vertices(
+                &node.deliver(author, Message::Vertex(vertex)),
+                3,
+            ));
+        }
+    }
+    built.extend(own_vertices(
+        &node.step(Input::Transactions(txs[2..4].to_vec())),
+        3,
+    ));
+    assert_eq!(
+        built
+            .iter()
+            .map(|x| (x.vertex().round, x.vertex().transactions.len()))
+            .collect::<Vec<_>>(),
+        vec![(Round(1), 2), (Round(2), 0), (Round(3), 2)],
+    );
+    let out = node.step(Input::Transactions(txs[4..6].to_vec()));
+    assert!(matches!(out.first(), Some(Output::Persist(_))));
+    assert_eq!(node.replica.mempool_len(), 2);
+    node.restart();
+    let lost: Vec<usize> = (0..6)
+        .filter(|i| !node.replica.is_transaction_pending(&txs[*i].id()))
+        .collect();
+    assert!(lost.is_empty(), "not restored after the crash: {lost:?}");
+}
+
+/// Found by the attack review of durable acknowledgement (rule: transactions re-queued
+/// from our own vertices that fell below the GC round unfinalized bypass the mempool
+/// cap). Replica 3's round-1 vertex with t0, t1 is never referenced; its mempool (cap 2)
+/// is full when an anchor moves the GC round past it.
+#[test]
+fn an_orphaned_acknowledged_transaction_is_requeued_even_when_the_mempool_is_full() {
+    let (committee, _) = committee(4);
+    let mut node = node_with(3, &committee, |c| {
+        c.max_mempool_transactions = 2;
+        c.gc_depth = 2;
+    });
+    let mut builder = DagBuilder::with_committee(committee.clone()).transactions_per_vertex(0);
+    for vertex in genesis_except(&mut builder, 3) {
+        node.deliver(vertex.vertex().author.0, Message::Vertex(vertex));
+    }
+    let txs = six_sorted_transactions();
+    let mut built = own_vertices(&node.step(Input::Transactions(txs[0..2].to_vec())), 3);
+    for round in 1..=4u64 {
+        for author in [0u16, 1, 2] {
+            let vertex = builder.vertex(v(author), Round(round), &[v(0), v(1), v(2)], 0);
+            built.extend(own_vertices(
+                &node.deliver(author, Message::Vertex(vertex)),
+                3,
+            ));
+        }
+    }
+    built.extend(own_vertices(
+        &node.step(Input::Transactions(txs[2..4].to_vec())),
+        3,
+    ));
+    for _ in 0..6 {
+        if built.iter().any(|x| x.vertex().round == Round(4)) {
+            break;
+        }
+        built.extend(own_vertices(
+            &node.step(Input::Timer(weft_consensus::replica::Timer::Idle)),
+            3,
+        ));
+    }
+    node.step(Input::Transactions(txs[4..6].to_vec()));
+    assert_eq!(
+        node.replica.mempool_len(),
+        2,
+        "t4, t5 wait in a full mempool"
+    );
+    let anchor = with_proposal(
+        &builder.vertex(v(0), Round(5), &[v(0), v(1), v(2)], 0),
+        0,
+        1,
+    );
+    let d = anchor.hash();
+    node.deliver(0, Message::Vertex(anchor));
+    for voter in [1u16, 2] {
+        node.deliver(voter, Message::Vote(prepare_by(&committee, voter, 0, 1, d)));
+    }
+    for voter in [1u16, 2] {
+        node.deliver(voter, Message::Vote(commit_by(&committee, voter, 0, 1, d)));
+    }
+    assert_eq!(
+        node.replica.last_executed(),
+        Sequence(1),
+        "{}",
+        node.replica.describe()
+    );
+    for t in &txs[0..2] {
+        assert!(
+            node.replica.is_transaction_pending(&t.id()),
+            "acknowledged {:?} was dropped: {}",
+            t.id(),
+            node.replica.describe()
+        );
+    }
+}
+
+/// Found by the attack review (rule: a report's view is not checked against the
+/// learner's). Replica 6 (n = 7) learned floor view 1 from a Byzantine report one view
+/// up while the set stayed in view 0, and answers later learners view 2. With a view
+/// check, replica 0, wiped next and still in view 0, counted only four reports (the
+/// Byzantine 5 silent) and never learned.
+#[test]
+fn a_recovered_reporters_floor_view_never_keeps_the_next_learner_from_learning() {
+    let (committee, _) = committee(7);
+    let (mut r6, started) = wiped_node(6, &committee, 61, BUILDER_EPOCH_MS + 5_000);
+    let nonce6 = status_request_nonce(&started).expect("asks");
+    let history = full_rounds(&committee, 3);
+    r6.step(Input::Fetched {
+        from: v(0),
+        vertices: history.clone(),
+    });
+    let status = |view: u64, nonce: u64| Message::Status {
+        view: View(view),
+        executed: Sequence(0),
+        round: Some(Round(3)),
+        answers: Some(nonce),
+    };
+    r6.deliver(5, status(1, nonce6));
+    for peer in 0u16..=4 {
+        r6.deliver(peer, status(0, nonce6));
+    }
+    assert_eq!(
+        r6.replica.signing_floor(),
+        Some((View(1), Some(Round(3)), Sequence(0)))
+    );
+    let (mut learner, started) = wiped_node(0, &committee, 7, BUILDER_EPOCH_MS + 6_000);
+    let nonce0 = status_request_nonce(&started).expect("asks");
+    learner.step(Input::Fetched {
+        from: v(1),
+        vertices: history,
+    });
+    let answer =
+        status_to(&r6.deliver(0, Message::StatusRequest { nonce: nonce0 }), 0).expect("6 answers");
+    assert!(matches!(answer, Message::Status { view: View(2), .. }));
+    learner.deliver(6, answer);
+    for peer in 1u16..=4 {
+        learner.deliver(peer, status(0, nonce0));
+    }
+    assert_eq!(learner.replica.view(), View(0));
+    assert!(
+        !learner.replica.learning_signing_floor(),
+        "{}",
+        learner.replica.describe()
+    );
+}
+
+/// Delivers every message and fetch among `nodes`, in order, until none is left; what
+/// each node finalized.
+fn run_quiet(
+    nodes: &mut [Node],
+    mut queue: std::collections::VecDeque<(u16, Output)>,
+) -> Vec<std::collections::HashSet<weft_dag::TxId>> {
+    let n = u16::try_from(nodes.len()).expect("few nodes");
+    let mut finalized = vec![std::collections::HashSet::new(); nodes.len()];
+    let mut steps = 0;
+    while let Some((from, output)) = queue.pop_front() {
+        steps += 1;
+        assert!(steps < 200_000, "no quiescence");
+        let mut deliveries: Vec<(u16, Input)> = Vec::new();
+        match output {
+            Output::Broadcast(message) => {
+                for to in (0..n).filter(|to| *to != from) {
+                    deliveries.push((
+                        to,
+                        Input::Message {
+                            from: v(from),
+                            message: message.clone(),
+                        },
+                    ));
+                }
+            }
+            Output::Send { to, message } => deliveries.push((
+                to.0,
+                Input::Message {
+                    from: v(from),
+                    message,
+                },
+            )),
+            Output::Fetch { from: peer, hashes } => {
+                let vertices = nodes[usize::from(peer.0)].replica.vertices(&hashes);
+                deliveries.push((
+                    from,
+                    Input::Fetched {
+                        from: peer,
+                        vertices,
+                    },
+                ));
+            }
+            Output::Finalized(entry) => {
+                for t in &entry.transactions {
+                    finalized[usize::from(from)].insert(t.id);
+                }
+            }
+            _ => {}
+        }
+        for (to, input) in deliveries {
+            let outputs = nodes[usize::from(to)].step(input);
+            queue.extend(outputs.into_iter().map(|o| (to, o)));
+        }
+    }
+    finalized
+}
+
+/// Found by the attack review of the nudge (rule: a replica nudges while work of its own
+/// waits, in its mempool or in its own unanchored vertices). In an idle set on a
+/// lossless network, replica 3 receives one transaction and builds it into its next
+/// vertex at once, leaving its mempool empty; it must be final within a second of
+/// heartbeats, in view 0 (before, it waited for a view change).
+#[test]
+fn a_lone_transaction_in_an_idle_set_is_finalized_in_its_view() {
+    let (committee, _) = committee(4);
+    let mut nodes: Vec<Node> = (0u16..4).map(|i| Node::new(i, &committee, None)).collect();
+    let mut queue = std::collections::VecDeque::new();
+    for (i, node) in nodes.iter_mut().enumerate() {
+        node.now += 400;
+        let outputs = node.step(Input::Timer(weft_consensus::replica::Timer::Tick));
+        let index = u16::try_from(i).expect("few nodes");
+        queue.extend(
+            outputs
+                .into_iter()
+                .filter(|o| matches!(o, Output::Broadcast(Message::Vertex(_))))
+                .map(|o| (index, o)),
+        );
+    }
+    run_quiet(&mut nodes, queue);
+    let mut queue = std::collections::VecDeque::new();
+    for (i, node) in nodes.iter_mut().enumerate() {
+        let outputs = node.step(Input::Timer(weft_consensus::replica::Timer::Idle));
+        let index = u16::try_from(i).expect("few nodes");
+        queue.extend(outputs.into_iter().map(|o| (index, o)));
+    }
+    run_quiet(&mut nodes, queue);
+    let transaction = work(b"lone".to_vec());
+    let id = transaction.id();
+    let outputs = nodes[3].step(Input::Transactions(vec![transaction]));
+    let mut finalized = run_quiet(&mut nodes, outputs.into_iter().map(|o| (3u16, o)).collect());
+    for _ in 0..10 {
+        if finalized.iter().all(|f| f.contains(&id)) {
+            break;
+        }
+        let mut queue = std::collections::VecDeque::new();
+        for (i, node) in nodes.iter_mut().enumerate() {
+            node.now += 100;
+            let outputs = node.step(Input::Timer(weft_consensus::replica::Timer::Tick));
+            let index = u16::try_from(i).expect("few nodes");
+            queue.extend(outputs.into_iter().map(|o| (index, o)));
+        }
+        for (all, more) in finalized.iter_mut().zip(run_quiet(&mut nodes, queue)) {
+            all.extend(more);
+        }
+    }
+    let done: Vec<bool> = finalized.iter().map(|f| f.contains(&id)).collect();
+    assert!(done.iter().all(|d| *d), "finalized by {done:?}");
+    let views: Vec<View> = nodes.iter().map(|n| n.replica.view()).collect();
+    assert_eq!(
+        views,
+        vec![View(0); 4],
+        "finalized only after a view change"
     );
 }

@@ -174,6 +174,8 @@ pub struct Replica {
     nudged: Option<Round>,
     /// When we last nudged our peers.
     last_nudge: Option<TimestampMs>,
+    /// Since when work of ours has waited for a quorum of the round below.
+    stuck_since: Option<TimestampMs>,
     /// Equivocation slots whose evidence we forwarded (pruned below the GC round).
     forwarded: BTreeSet<(ValidatorIndex, Round)>,
     /// The stable checkpoint h.
@@ -250,6 +252,7 @@ impl Replica {
             nudges_taken: vec![TimestampMs(0); committee.size()],
             nudged: None,
             last_nudge: None,
+            stuck_since: None,
             stable: StableCheckpoint::default(),
             checkpoints: BTreeMap::new(),
             own_checkpoints: BTreeMap::new(),

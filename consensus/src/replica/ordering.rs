@@ -567,8 +567,9 @@ impl Replica {
                     .filter(|t| !self.finalizer.is_transaction_finalized(&t.id())),
             );
         }
-        // Their records, written when they were admitted, stay until they finalize.
-        let _ = self.add_transactions(again, now);
+        // Their records, written when they were admitted, stay until they finalize; the
+        // mempool cap does not apply to them.
+        let _ = self.admit(again, now, self.config.legacy_replay);
     }
 
     /// Evidence lowers the culprit's standing; proof that the primary equivocated

@@ -19,6 +19,19 @@ impl Replica {
         transactions: Vec<Transaction>,
         now: TimestampMs,
     ) -> Vec<Transaction> {
+        self.admit(transactions, now, true)
+    }
+
+    /// Admission; `capped` is false for transactions we acknowledged before (re-queued
+    /// from our own vertices that fell below the GC round unfinalized): the cap is for
+    /// new work, and dropping those would lose an acknowledged transaction (found by the
+    /// attack review).
+    pub(super) fn admit(
+        &mut self,
+        transactions: Vec<Transaction>,
+        now: TimestampMs,
+        capped: bool,
+    ) -> Vec<Transaction> {
         let mut admitted = Vec::new();
         for transaction in transactions {
             // Only what can still be finalized: not expired, and within the dedup window
@@ -31,7 +44,7 @@ impl Replica {
             if self.finalizer.is_transaction_finalized(&id) || self.mempool_ids.contains(&id) {
                 continue;
             }
-            if self.mempool.len() >= self.config.max_mempool_transactions {
+            if capped && self.mempool.len() >= self.config.max_mempool_transactions {
                 self.drops.mempool_full += 1;
                 continue;
             }
@@ -209,19 +222,30 @@ impl Replica {
         if self.nudged.is_some_and(|round| next_round >= round) {
             self.nudged = None;
         }
+        self.stuck_since = None;
         self.build_vertex(next_round, now, outputs);
     }
 
-    /// We hold client transactions but no quorum of `previous`: ask peers to build it
-    /// (at once, then at most every half retransmission interval while it lasts).
+    /// Work of ours waits but we hold no quorum of `previous`: ask peers to build it
+    /// (after half a retransmission interval stuck, then at most that often).
     fn maybe_nudge(&mut self, previous: Round, now: TimestampMs, outputs: &mut Vec<Output>) {
-        if self.mempool.is_empty()
+        // Work of ours waits: transactions in the mempool, or in our own vertices that no
+        // anchor covered yet (a lone transaction built at once leaves the mempool empty,
+        // found by the attack review).
+        if (self.mempool.is_empty() && self.own_pending.is_empty())
             || self.config.mutant == Some(Mutant::NoNudge)
             || self.config.legacy_replay
         {
+            self.stuck_since = None;
             return;
         }
+        // Only once stuck for half a retransmission interval: under load the quorum of
+        // the round below arrives within milliseconds, and peers build anyway.
         let pause = self.config.retransmit_interval_ms / 2;
+        let since = *self.stuck_since.get_or_insert(now);
+        if now.0 < since.0.saturating_add(pause) {
+            return;
+        }
         if self
             .last_nudge
             .is_some_and(|last| now.0 < last.0.saturating_add(pause))

@@ -109,12 +109,18 @@ impl Store for MemoryStore {
     fn replica_state_with_prefix(
         &self,
         prefix: &[u8],
+        after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<StateEntry>, StoreError> {
+        use std::ops::Bound;
+        let start = match after {
+            Some(after) => Bound::Excluded(after.to_vec()),
+            None => Bound::Included(prefix.to_vec()),
+        };
         Ok(self
             .lock()
             .replica_state
-            .range(prefix.to_vec()..)
+            .range((start, Bound::Unbounded))
             .take_while(|(key, _)| key.starts_with(prefix))
             .take(limit)
             .map(|(key, value)| (key.clone(), value.clone()))

@@ -152,11 +152,12 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// A key of the replica's durable consensus state.
     fn replica_state(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
 
-    /// Up to `limit` keys of the replica's durable state that start with `prefix`, with
-    /// their values, in key order.
+    /// Up to `limit` keys of the replica's durable state that start with `prefix` (and
+    /// come after `after`, to page through them), with their values, in key order.
     fn replica_state_with_prefix(
         &self,
         prefix: &[u8],
+        after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<StateEntry>, StoreError>;
 }

@@ -247,11 +247,13 @@ impl Store for RocksStore {
     fn replica_state_with_prefix(
         &self,
         prefix: &[u8],
+        after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<StateEntry>, StoreError> {
+        let start = after.unwrap_or(prefix);
         let iterator = self.db.iterator_cf(
             self.family(REPLICA)?,
-            IteratorMode::From(prefix, Direction::Forward),
+            IteratorMode::From(start, Direction::Forward),
         );
         let mut found = Vec::new();
         for item in iterator {
@@ -259,6 +261,9 @@ impl Store for RocksStore {
                 break;
             }
             let (key, value) = item.map_err(backend)?;
+            if after.is_some_and(|after| *key == *after) {
+                continue;
+            }
             if !key.starts_with(prefix) {
                 break;
             }

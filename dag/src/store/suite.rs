@@ -238,7 +238,7 @@ pub(crate) fn replica_state_prefix_scans_are_bounded_and_ordered(store: &dyn Sto
         .put_replica_state(b"view", b"after it");
     store.write(batch).expect("write");
     let all = store
-        .replica_state_with_prefix(b"mempool/", 10)
+        .replica_state_with_prefix(b"mempool/", None, 10)
         .expect("scan");
     assert_eq!(
         all,
@@ -249,21 +249,25 @@ pub(crate) fn replica_state_prefix_scans_are_bounded_and_ordered(store: &dyn Sto
         ]
     );
     let bounded = store
-        .replica_state_with_prefix(b"mempool/", 2)
+        .replica_state_with_prefix(b"mempool/", None, 2)
         .expect("scan");
     assert_eq!(bounded.len(), 2);
+    let next = store
+        .replica_state_with_prefix(b"mempool/", Some(b"mempool/b"), 2)
+        .expect("scan");
+    assert_eq!(next, vec![(b"mempool/c".to_vec(), b"3".to_vec())]);
     let mut batch = StoreBatch::new();
     batch.delete_replica_state(b"mempool/a");
     store.write(batch).expect("write");
     let after = store
-        .replica_state_with_prefix(b"mempool/", 10)
+        .replica_state_with_prefix(b"mempool/", None, 10)
         .expect("scan");
     assert_eq!(
         after.first().map(|(k, _)| k.as_slice()),
         Some(&b"mempool/b"[..])
     );
     assert!(store
-        .replica_state_with_prefix(b"nothing/", 10)
+        .replica_state_with_prefix(b"nothing/", None, 10)
         .expect("scan")
         .is_empty());
 }
