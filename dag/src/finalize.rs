@@ -89,6 +89,32 @@ impl FinalizedEntry {
     }
 }
 
+/// What a replica persists with every few finalized entries so that restart reads that
+/// record, the dedup window and the tail above it, never the whole log (see
+/// `Finalizer::restore_from_snapshot`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FinalizerSnapshot {
+    /// S: the last executed sequence when it was taken.
+    pub sequence: Sequence,
+    /// The chained digest after S.
+    pub state_digest: Digest,
+    /// The highest committed anchor round up to S (G follows from it).
+    pub highest_anchor_round: Option<Round>,
+    /// T_S.
+    pub consensus_time: TimestampMs,
+    /// The finalized set at or above the GC round after S (older hashes are never
+    /// looked at again), by round.
+    pub finalized_vertices: Vec<(Round, Digest)>,
+}
+
+impl FinalizerSnapshot {
+    /// The oldest consensus time whose entries may hold an id the dedup set still
+    /// remembers at S: T_S - MAX_TTL_MS.
+    pub fn dedup_window_start(&self) -> TimestampMs {
+        TimestampMs(self.consensus_time.0.saturating_sub(MAX_TTL_MS))
+    }
+}
+
 /// `blake3("weft/state/v3" || previous || sequence || anchor || consensus time || vertices
 /// || transactions)`,
 /// with fixed-width fields and counts so the concatenation is unambiguous. It covers the
@@ -160,7 +186,7 @@ pub enum ExecuteError {
 /// The execution state: the exact finalized set, the dedup set and the chain head.
 /// Deterministic: two replicas that execute the same anchors over DAGs holding the same
 /// histories produce identical entries.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Finalizer {
     gc_depth: u64,
     last_sequence: Sequence,
@@ -199,6 +225,17 @@ impl Finalizer {
         round_of: impl Fn(&Digest) -> Option<Round>,
     ) -> Result<Finalizer, ExecuteError> {
         let mut finalizer = Finalizer::new(gc_depth);
+        finalizer.replay(entries, round_of)?;
+        Ok(finalizer)
+    }
+
+    /// Applies entries read back from the store, in sequence order from the next one.
+    fn replay(
+        &mut self,
+        entries: impl IntoIterator<Item = FinalizedEntry>,
+        round_of: impl Fn(&Digest) -> Option<Round>,
+    ) -> Result<(), ExecuteError> {
+        let finalizer = self;
         for entry in entries {
             let expected = finalizer.last_sequence.next();
             if entry.sequence != expected {
@@ -231,6 +268,74 @@ impl Finalizer {
             finalizer.state_digest = entry.state_digest;
             finalizer.release_below(finalizer.gc_round());
         }
+        Ok(())
+    }
+
+    /// The state after the last executed sequence that the log's tail and the dedup
+    /// window cannot give back cheaply: what `restore_from_snapshot` starts from.
+    pub fn snapshot(&self) -> FinalizerSnapshot {
+        FinalizerSnapshot {
+            sequence: self.last_sequence,
+            state_digest: self.state_digest,
+            highest_anchor_round: self.highest_anchor_round,
+            consensus_time: self.consensus_time,
+            finalized_vertices: self
+                .finalized_vertices
+                .iter()
+                .flat_map(|(round, hashes)| {
+                    let mut hashes: Vec<Digest> = hashes.iter().copied().collect();
+                    hashes.sort();
+                    hashes.into_iter().map(|h| (*round, h))
+                })
+                .collect(),
+        }
+    }
+
+    /// Rebuilds the execution state from a snapshot taken at sequence S, in time
+    /// independent of the log's length:
+    /// - `window`: the entries at or below S whose consensus time is at least
+    ///   `snapshot.dedup_window_start()`, in sequence order (older ones are accepted and
+    ///   change nothing). Only their transactions are read: they rebuild the dedup set.
+    /// - `tail`: the entries above S, in sequence order from S + 1, executed as
+    ///   `restore` does; `round_of` gives the rounds of their vertices.
+    ///
+    /// Why the window suffices: an entry at time T finalizes only ids expiring by
+    /// T + MAX_TTL_MS, and the dedup set at S holds exactly the finalized ids expiring at
+    /// or after T_S; an entry older than T_S - MAX_TTL_MS holds none of them.
+    pub fn restore_from_snapshot(
+        gc_depth: u64,
+        snapshot: FinalizerSnapshot,
+        window: impl IntoIterator<Item = FinalizedEntry>,
+        tail: impl IntoIterator<Item = FinalizedEntry>,
+        round_of: impl Fn(&Digest) -> Option<Round>,
+    ) -> Result<Finalizer, ExecuteError> {
+        let mut finalizer = Finalizer::new(gc_depth);
+        for entry in window {
+            if entry.sequence > snapshot.sequence {
+                return Err(ExecuteError::OutOfOrder {
+                    expected: snapshot.sequence,
+                    got: entry.sequence,
+                });
+            }
+            finalizer.remember(&entry.transactions);
+            finalizer.consensus_time = finalizer.consensus_time.max(entry.consensus_time);
+            finalizer.forget_expired();
+        }
+        finalizer.consensus_time = snapshot.consensus_time;
+        finalizer.forget_expired();
+        finalizer.last_sequence = snapshot.sequence;
+        finalizer.state_digest = snapshot.state_digest;
+        finalizer.highest_anchor_round = snapshot.highest_anchor_round;
+        for (round, hash) in snapshot.finalized_vertices {
+            finalizer
+                .finalized_vertices
+                .entry(round)
+                .or_default()
+                .insert(hash);
+            finalizer.finalized_index.insert(hash);
+        }
+        finalizer.release_below(finalizer.gc_round());
+        finalizer.replay(tail, round_of)?;
         Ok(finalizer)
     }
 

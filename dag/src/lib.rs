@@ -24,7 +24,7 @@ mod vertex;
 pub use committee::{Committee, CommitteeError};
 pub use finalize::{
     chain_digest, order_vertices, ExecuteError, FinalizedEntry, FinalizedTransaction, Finalizer,
-    TxLocation,
+    FinalizerSnapshot, TxLocation,
 };
 pub use graph::{Dag, DagConfig, Equivocation, HistoryError, InsertError, InsertReport};
 pub use transaction::{transaction_id, Transaction, TxId, MAX_TTL_MS};

@@ -57,6 +57,8 @@ pub struct DagBuilder {
     /// (round, author) -> versions (more than one when the author equivocated).
     slots: BTreeMap<(Round, ValidatorIndex), Vec<SignedVertex>>,
     transactions_per_vertex: usize,
+    ms_per_round: u64,
+    ttl_ms: u64,
 }
 
 impl DagBuilder {
@@ -68,6 +70,8 @@ impl DagBuilder {
             keys: None,
             slots: BTreeMap::new(),
             transactions_per_vertex: 2,
+            ms_per_round: 10,
+            ttl_ms: TEST_TTL_MS,
         }
     }
 
@@ -87,12 +91,22 @@ impl DagBuilder {
             keys: None,
             slots: BTreeMap::new(),
             transactions_per_vertex: 2,
+            ms_per_round: 10,
+            ttl_ms: TEST_TTL_MS,
         }
     }
 
     /// Sets how many transactions each built vertex carries.
     pub fn transactions_per_vertex(mut self, count: usize) -> DagBuilder {
         self.transactions_per_vertex = count;
+        self
+    }
+
+    /// Sets the time between rounds' `created_at` and how long after it each built
+    /// transaction expires (defaults: 10 ms and `TEST_TTL_MS`).
+    pub fn timing(mut self, ms_per_round: u64, ttl_ms: u64) -> DagBuilder {
+        self.ms_per_round = ms_per_round;
+        self.ttl_ms = ttl_ms;
         self
     }
 
@@ -181,12 +195,12 @@ impl DagBuilder {
         parents: Vec<ParentRef>,
         variant: u64,
     ) -> SignedVertex {
-        let created_at = TimestampMs(BUILDER_EPOCH_MS + round.0 * 10);
+        let created_at = TimestampMs(BUILDER_EPOCH_MS + round.0 * self.ms_per_round);
         let transactions = (0..self.transactions_per_vertex)
             .map(|i| {
                 Transaction::new(
                     format!("tx r{} a{} v{variant} #{i}", round.0, author.0).into_bytes(),
-                    TimestampMs(created_at.0 + TEST_TTL_MS),
+                    TimestampMs(created_at.0 + self.ttl_ms),
                 )
             })
             .collect();
@@ -237,6 +251,26 @@ pub fn entry_chain_from(
     vertices_per_entry: usize,
     transactions_per_vertex: usize,
 ) -> (Vec<SignedVertex>, Vec<FinalizedEntry>) {
+    entry_chain_spaced(
+        first,
+        previous,
+        count,
+        vertices_per_entry,
+        transactions_per_vertex,
+        1,
+    )
+}
+
+/// Like [`entry_chain_from`] with sequence s stamped at s * `ms_per_sequence` (its
+/// consensus time, its vertices' `created_at`; transactions expire `TEST_TTL_MS` later).
+pub fn entry_chain_spaced(
+    first: Sequence,
+    previous: Digest,
+    count: usize,
+    vertices_per_entry: usize,
+    transactions_per_vertex: usize,
+    ms_per_sequence: u64,
+) -> (Vec<SignedVertex>, Vec<FinalizedEntry>) {
     let mut previous = previous;
     let mut all_vertices = Vec::new();
     let mut entries = Vec::new();
@@ -250,14 +284,14 @@ pub fn entry_chain_from(
                 epoch: Epoch(0),
                 author: ValidatorIndex(u16::try_from(slot % 4).unwrap_or(0)),
                 round: Round(sequence.0),
-                created_at: TimestampMs(sequence.0),
+                created_at: TimestampMs(sequence.0 * ms_per_sequence),
                 proposal: None,
                 parents: Vec::new(),
                 transactions: (0..transactions_per_vertex)
                     .map(|i| {
                         Transaction::new(
                             format!("s{} v{slot} t{i}", sequence.0).into_bytes(),
-                            TimestampMs(sequence.0 + TEST_TTL_MS),
+                            TimestampMs(sequence.0 * ms_per_sequence + TEST_TTL_MS),
                         )
                     })
                     .collect(),
@@ -275,7 +309,7 @@ pub fn entry_chain_from(
             all_vertices.push(signed);
         }
         let anchor = hashes.last().copied();
-        let consensus_time = TimestampMs(sequence.0);
+        let consensus_time = TimestampMs(sequence.0 * ms_per_sequence);
         let state_digest = chain_digest(
             &previous,
             sequence,

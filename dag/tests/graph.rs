@@ -537,6 +537,76 @@ fn an_id_is_forgotten_once_consensus_time_passes_its_expiry_and_never_finalized_
     assert!(!finalizer.is_transaction_finalized(&tx.id()));
 }
 
+/// Checkpointed restart: a finalizer rebuilt from a snapshot taken at any sequence S,
+/// the entries of its dedup window (consensus time at least T_S - MAX_TTL_MS) and the
+/// tail above S equals the finalizer that executed the whole log, and so does a full
+/// replay. Rebuilt without the window it differs: the window is what carries the dedup
+/// set.
+#[test]
+fn a_finalizer_restored_from_any_snapshot_and_its_dedup_window_equals_full_replay() {
+    let rounds = 60;
+    // Rounds 30 s apart and transactions living almost MAX_TTL_MS: a window of about
+    // five sequences, over a log of thirty.
+    let mut builder = DagBuilder::new(4).timing(30_000, MAX_TTL_MS - 10_000);
+    builder.genesis();
+    for round in 1..=rounds {
+        builder.full_round(Round(round));
+    }
+    let mut dag = new_dag(&builder);
+    insert_all(&mut dag, &builder.vertices());
+    let rounds_of: HashMap<Digest, Round> = builder
+        .vertices()
+        .iter()
+        .map(|v| (v.hash(), v.vertex().round))
+        .collect();
+    let round_of = |h: &Digest| rounds_of.get(h).copied();
+    let gc_depth = 6;
+    let mut finalizer = Finalizer::new(gc_depth);
+    let mut entries = Vec::new();
+    let mut snapshots = Vec::new();
+    for (index, anchor) in anchors(&builder, rounds).into_iter().enumerate() {
+        let sequence = Sequence(index as u64 + 1);
+        entries.push(
+            finalizer
+                .execute(&dag, sequence, anchor, 0)
+                .expect("executes"),
+        );
+        dag.set_gc_round(finalizer.gc_round());
+        snapshots.push(finalizer.snapshot());
+    }
+    assert!(finalizer.remembered_transactions() > 0);
+    let replayed = Finalizer::restore(gc_depth, entries.clone(), round_of).expect("replays");
+    assert_eq!(replayed, finalizer, "full replay");
+    let mut window_mattered = false;
+    for snapshot in snapshots {
+        let at = usize::try_from(snapshot.sequence.0).expect("small");
+        let start = snapshot.dedup_window_start();
+        let window: Vec<FinalizedEntry> = entries[..at]
+            .iter()
+            .filter(|e| e.consensus_time >= start)
+            .cloned()
+            .collect();
+        assert!(
+            window.len() < at || at <= 6,
+            "the window is a suffix, not the log"
+        );
+        let tail = entries[at..].to_vec();
+        let restored = Finalizer::restore_from_snapshot(
+            gc_depth,
+            snapshot.clone(),
+            window.clone(),
+            tail.clone(),
+            round_of,
+        )
+        .expect("restores");
+        assert_eq!(restored, finalizer, "restored from the snapshot at {at}");
+        let without = Finalizer::restore_from_snapshot(gc_depth, snapshot, [], tail, round_of)
+            .expect("restores");
+        window_mattered |= without != finalizer;
+    }
+    assert!(window_mattered, "the window never mattered");
+}
+
 /// A random DAG: every round, a random quorum-or-more of authors each reference a
 /// random quorum-or-more of the previous round.
 fn random_dag(seed: u64, n: u16, rounds: u64) -> DagBuilder {
