@@ -2188,3 +2188,66 @@ fn a_lone_transaction_in_an_idle_set_is_finalized_in_its_view() {
         "finalized only after a view change"
     );
 }
+
+/// Rule (checkpointed restart): recovery rebuilds the dedup set from the entries of the
+/// snapshot's dedup window. Replica 3 (a snapshot with every entry) finalizes its own
+/// round-1 vertex carrying x at sequence 1, restarts, and is sent an identical copy of
+/// x by an impatient client. Returns whether the restarted replica remembers x as
+/// finalized and whether it admitted the copy.
+fn copy_after_snapshot_restart(mutant: Option<Mutant>) -> (bool, bool) {
+    let (committee, _) = committee(4);
+    let mut node = node_with(3, &committee, |c| {
+        c.snapshot_interval = 1;
+        c.mutant = mutant;
+    });
+    let mut builder = DagBuilder::with_committee(committee.clone()).transactions_per_vertex(0);
+    for vertex in genesis_except(&mut builder, 3) {
+        node.deliver(vertex.vertex().author.0, Message::Vertex(vertex));
+    }
+    let x = work(b"paid once".to_vec());
+    let own = own_vertices(&node.step(Input::Transactions(vec![x.clone()])), 3);
+    assert_eq!(own.len(), 1, "{}", node.replica.describe());
+    assert_eq!(own[0].vertex().transactions, vec![x.clone()]);
+    let mut parents = vec![own[0].as_parent()];
+    for author in [0u16, 1, 2] {
+        let vertex = builder.vertex(v(author), Round(1), &[v(0), v(1), v(2)], 0);
+        if author != 0 {
+            parents.push(vertex.as_parent());
+        }
+        node.deliver(author, Message::Vertex(vertex));
+    }
+    let anchor = with_proposal(
+        &builder.vertex_with_parents(v(0), Round(2), parents, 0),
+        0,
+        1,
+    );
+    let d = anchor.hash();
+    node.deliver(0, Message::Vertex(anchor));
+    for voter in [1u16, 2] {
+        node.deliver(voter, Message::Vote(prepare_by(&committee, voter, 0, 1, d)));
+    }
+    for voter in [1u16, 2] {
+        node.deliver(voter, Message::Vote(commit_by(&committee, voter, 0, 1, d)));
+    }
+    assert_eq!(
+        node.replica.last_executed(),
+        Sequence(1),
+        "{}",
+        node.replica.describe()
+    );
+    assert!(node.replica.is_transaction_finalized(&x.id()));
+    node.restart();
+    let remembered = node.replica.is_transaction_finalized(&x.id());
+    node.step(Input::Transactions(vec![x.clone()]));
+    (remembered, node.replica.is_transaction_pending(&x.id()))
+}
+
+#[test]
+fn a_replica_restarted_from_its_snapshot_never_finalizes_a_copy_twice() {
+    assert_eq!(copy_after_snapshot_restart(None), (true, false));
+    // Without the window: the restarted replica forgot x and proposes the copy again.
+    assert_eq!(
+        copy_after_snapshot_restart(Some(Mutant::SnapshotWithoutWindow)),
+        (false, true)
+    );
+}

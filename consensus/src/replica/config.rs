@@ -18,6 +18,9 @@ pub struct ReplicaConfig {
     pub window: u64,
     /// K: a checkpoint every K sequences.
     pub checkpoint_interval: u64,
+    /// The finalizer's snapshot is persisted with every this many finalized entries, so
+    /// restart replays at most this many entries above it (plus the dedup window).
+    pub snapshot_interval: u64,
     /// L: a pre-prepare whose round is more than L below ours is stale.
     pub max_anchor_lag: u64,
     /// R: pushed vertices more than R rounds above our own are dropped unbuffered.
@@ -132,11 +135,15 @@ pub enum Mutant {
     /// without a quorum of its previous round waits for the idle heartbeat (300 s)
     /// while its peers, with nothing to order, build nothing.
     NoNudge,
+    /// Issue 11 (checkpointed restart): recovery takes the finalizer's snapshot but not
+    /// the entries of its dedup window, so a restarted replica forgets which unexpired
+    /// transactions were finalized and finalizes a later copy a second time.
+    SnapshotWithoutWindow,
 }
 
 impl Mutant {
     /// Every mutant, in the order the simulator's tests run them.
-    pub const ALL: [Mutant; 17] = [
+    pub const ALL: [Mutant; 18] = [
         Mutant::NoDurableOwnVertex,
         Mutant::CountParentVertices,
         Mutant::PerAuthorFrontier,
@@ -154,6 +161,7 @@ impl Mutant {
         Mutant::UnverifiedReports,
         Mutant::MempoolNotDurable,
         Mutant::NoNudge,
+        Mutant::SnapshotWithoutWindow,
     ];
 
     /// The command-line name (`--mutant NAME`).
@@ -176,6 +184,7 @@ impl Mutant {
             Mutant::UnverifiedReports => "unverified-reports",
             Mutant::MempoolNotDurable => "mempool-not-durable",
             Mutant::NoNudge => "no-nudge",
+            Mutant::SnapshotWithoutWindow => "snapshot-without-window",
         }
     }
 
@@ -211,6 +220,7 @@ impl ReplicaConfig {
             gc_depth: 50,
             window: 8,
             checkpoint_interval: 4,
+            snapshot_interval: 64,
             max_anchor_lag: 10,
             max_round_lead: 100,
             max_batch_transactions: 1_000,
@@ -252,6 +262,11 @@ impl ReplicaConfig {
                 self.window >= 2 * self.checkpoint_interval,
                 "window",
                 "at least twice checkpoint_interval",
+            ),
+            (
+                self.snapshot_interval >= 1,
+                "snapshot_interval",
+                "at least 1",
             ),
             (self.max_anchor_lag >= 1, "max_anchor_lag", "at least 1"),
             (

@@ -2,6 +2,9 @@
 //! records, their encodings, and [`Replica::recover`].
 
 use super::*;
+use weft_dag::codec::DecodeError;
+use weft_dag::store::LogHead;
+use weft_dag::{FinalizedEntry, FinalizerSnapshot};
 
 /// Why a replica could not be rebuilt from its store.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +50,8 @@ pub(super) mod keys {
     pub const CLAIMS: &[u8] = b"claims";
     pub const STABLE: &[u8] = b"stable";
     pub const OWN_LATEST: &[u8] = b"own/latest";
+    /// The finalizer's snapshot (`weft_dag::FinalizerSnapshot`, postcard).
+    pub const FINALIZER: &[u8] = b"finalizer";
     pub const FLOOR: &[u8] = b"floor";
     /// Written at the start of a replica that learns its floor: until `floor` is
     /// written, it stays learning across restarts, whatever else it saved meanwhile.
@@ -121,26 +126,19 @@ impl Replica {
         let mut replica = Replica::new(config, signer)?;
         replica.restore_floor(store)?;
         let limits = replica.config.limits;
-        // The finalized log.
+        // The finalized log: from the last snapshot, its dedup window and the tail above
+        // it; from the whole log when there is no usable snapshot.
         if let Some(head) = store.log_head()? {
-            let mut entries = Vec::new();
-            let mut from = Sequence(1);
-            while from <= head.sequence {
-                let chunk = store.finalized_range(from, 1_024)?;
-                let Some(last) = chunk.last() else { break };
-                from = last.sequence.next();
-                entries.extend(chunk);
-            }
-            let mut rounds = std::collections::HashMap::new();
-            for entry in &entries {
-                for hash in entry.anchor.iter().chain(entry.vertices.iter()) {
-                    if let Some(vertex) = store.vertex(hash)? {
-                        rounds.insert(*hash, vertex.vertex().round);
-                    }
+            replica.finalizer = match load_snapshot(store, head.sequence)? {
+                Some(snapshot) => restore_from_snapshot(store, &replica.config, snapshot, head)?,
+                None => {
+                    let entries = read_entries(store, Sequence(1), head.sequence)?;
+                    let rounds = vertex_rounds(store, &entries)?;
+                    Finalizer::restore(replica.config.gc_depth, entries, |h| {
+                        rounds.get(h).copied()
+                    })?
                 }
-            }
-            replica.finalizer =
-                Finalizer::restore(replica.config.gc_depth, entries, |h| rounds.get(h).copied())?;
+            };
             if replica.config.mutant == Some(Mutant::PerAuthorFrontier) {
                 replica.finalizer.use_per_author_frontier_mutant();
             }
@@ -371,6 +369,161 @@ impl Replica {
         crate::view_change::write_claims(&mut writer, &pre_prepared);
         writer.finish()
     }
+}
+
+/// Adds the finalizer's snapshot to `batch` (the replica does so with every
+/// `snapshot_interval`-th finalized entry, in the entry's own batch; a host that wrote a
+/// log itself, by state sync or in a benchmark, may do the same).
+pub fn put_finalizer_snapshot(batch: &mut StoreBatch, snapshot: &FinalizerSnapshot) {
+    batch.put_replica_state(keys::FINALIZER, &encode_snapshot(snapshot));
+}
+
+/// The most finalized hashes a snapshot may hold when read back (far above D rounds of
+/// n vertices, equivocating twins included).
+const MAX_SNAPSHOT_VERTICES: usize = 1 << 20;
+
+fn encode_snapshot(snapshot: &FinalizerSnapshot) -> Vec<u8> {
+    let mut writer = Writer::with_capacity(96 + 40 * snapshot.finalized_vertices.len());
+    writer.u64(snapshot.sequence.0);
+    writer.raw(snapshot.state_digest.as_bytes());
+    match snapshot.highest_anchor_round {
+        None => writer.u8(0),
+        Some(round) => {
+            writer.u8(1);
+            writer.u64(round.0);
+        }
+    }
+    writer.u64(snapshot.consensus_time.0);
+    writer.u64(snapshot.finalized_vertices.len() as u64);
+    for (round, hash) in &snapshot.finalized_vertices {
+        writer.u64(round.0);
+        writer.raw(hash.as_bytes());
+    }
+    writer.finish()
+}
+
+fn decode_snapshot(bytes: &[u8]) -> Result<FinalizerSnapshot, DecodeError> {
+    let mut reader = Reader::new(bytes);
+    let sequence = Sequence(reader.u64("sequence")?);
+    let state_digest = Digest::from_bytes(reader.array("state digest")?);
+    let highest_anchor_round = match reader.u8("anchor round tag")? {
+        0 => None,
+        _ => Some(Round(reader.u64("anchor round")?)),
+    };
+    let consensus_time = TimestampMs(reader.u64("consensus time")?);
+    let raw = reader.u64("vertex count")?;
+    let count = reader.count("vertex count", raw, MAX_SNAPSHOT_VERTICES, 40)?;
+    let mut finalized_vertices = Vec::with_capacity(count);
+    for _ in 0..count {
+        let round = Round(reader.u64("vertex round")?);
+        finalized_vertices.push((round, Digest::from_bytes(reader.array("vertex hash")?)));
+    }
+    reader.finish()?;
+    Ok(FinalizerSnapshot {
+        sequence,
+        state_digest,
+        highest_anchor_round,
+        consensus_time,
+        finalized_vertices,
+    })
+}
+
+/// The snapshot record, if it is usable with a log whose head is `head`: at or below
+/// the head, and naming the digest the log holds at its sequence (a log reset or
+/// rewritten under it makes it stale: recovery then replays the whole log).
+fn load_snapshot(
+    store: &dyn Store,
+    head: Sequence,
+) -> Result<Option<FinalizerSnapshot>, RecoverError> {
+    let Some(bytes) = store.replica_state(keys::FINALIZER)? else {
+        return Ok(None);
+    };
+    let snapshot = decode_snapshot(&bytes).map_err(|e| RecoverError::Damaged {
+        key: String::from_utf8_lossy(keys::FINALIZER).into_owned(),
+        reason: e.to_string(),
+    })?;
+    if snapshot.sequence.0 == 0 || snapshot.sequence > head {
+        return Ok(None);
+    }
+    let matches = store
+        .finalized(snapshot.sequence)?
+        .is_some_and(|entry| entry.state_digest == snapshot.state_digest);
+    Ok(matches.then_some(snapshot))
+}
+
+/// Restart in time independent of the log's length: the snapshot at S, the entries of
+/// its dedup window (found by binary search: consensus time is monotone in the
+/// sequence) and the entries above S.
+fn restore_from_snapshot(
+    store: &dyn Store,
+    config: &ReplicaConfig,
+    snapshot: FinalizerSnapshot,
+    head: LogHead,
+) -> Result<Finalizer, RecoverError> {
+    let start = snapshot.dedup_window_start();
+    // The first sequence in [1, S] whose consensus time is at least `start`.
+    let (mut low, mut high) = (1, snapshot.sequence.0);
+    while low < high {
+        let middle = low + (high - low) / 2;
+        let time = store.finalized(Sequence(middle))?.map(|e| e.consensus_time);
+        if time.is_some_and(|t| t >= start) {
+            high = middle;
+        } else {
+            low = middle + 1;
+        }
+    }
+    let window = read_entries(store, Sequence(low), snapshot.sequence)?;
+    let tail = read_entries(store, snapshot.sequence.next(), head.sequence)?;
+    let rounds = vertex_rounds(store, &tail)?;
+    if config.mutant == Some(Mutant::SnapshotWithoutWindow) {
+        return Ok(Finalizer::restore_from_snapshot(
+            config.gc_depth,
+            snapshot,
+            [],
+            tail,
+            |h| rounds.get(h).copied(),
+        )?);
+    }
+    Ok(Finalizer::restore_from_snapshot(
+        config.gc_depth,
+        snapshot,
+        window,
+        tail,
+        |h| rounds.get(h).copied(),
+    )?)
+}
+
+/// The finalized entries `from..=to`, in order.
+fn read_entries(
+    store: &dyn Store,
+    from: Sequence,
+    to: Sequence,
+) -> Result<Vec<FinalizedEntry>, RecoverError> {
+    let mut entries = Vec::new();
+    let mut next = from;
+    while next <= to {
+        let chunk = store.finalized_range(next, 1_024)?;
+        let Some(last) = chunk.last() else { break };
+        next = last.sequence.next();
+        entries.extend(chunk.into_iter().filter(|e| e.sequence <= to));
+    }
+    Ok(entries)
+}
+
+/// The rounds of the anchors and vertices `entries` finalized, from the store.
+fn vertex_rounds(
+    store: &dyn Store,
+    entries: &[FinalizedEntry],
+) -> Result<std::collections::HashMap<Digest, Round>, RecoverError> {
+    let mut rounds = std::collections::HashMap::new();
+    for entry in entries {
+        for hash in entry.anchor.iter().chain(entry.vertices.iter()) {
+            if let Some(vertex) = store.vertex(hash)? {
+                rounds.insert(*hash, vertex.vertex().round);
+            }
+        }
+    }
+    Ok(rounds)
 }
 
 /// Where a replica whose signing record was lost may sign again, learned from 2f + 1

@@ -61,7 +61,7 @@ mod vertices;
 mod view_change;
 
 pub use config::{ConfigError, Mutant, ReplicaConfig};
-pub use durable::{signing_record_vertices, RecoverError};
+pub use durable::{put_finalizer_snapshot, signing_record_vertices, RecoverError};
 pub use io::{
     ConflictingPrePrepares, DropCounters, Evidence, Input, MemoryFootprint, Output,
     PrePrepareProof, StableCheckpoint, Timer,

@@ -522,6 +522,9 @@ impl Replica {
             self.decided = self.decided.split_off(&Sequence(retained + 1));
             let mut batch = StoreBatch::new();
             batch.append_finalized(entry.clone());
+            if next.0.is_multiple_of(self.config.snapshot_interval) {
+                put_finalizer_snapshot(&mut batch, &self.finalizer.snapshot());
+            }
             self.forget_finalized_records(&finalized, &mut batch);
             outputs.push(Output::Persist(batch));
             let checkpoint_due = next.0.is_multiple_of(self.config.checkpoint_interval);
