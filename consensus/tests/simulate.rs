@@ -532,11 +532,27 @@ fn mutant_mempool_not_durable_is_caught_by_random_seeds() {
 }
 
 /// Found by those clients: a replica holding a transaction without a quorum of its
-/// previous round, its peers idle (odd seeds run the node's 300 s heartbeat). The
-/// deterministic twin is `attacks::an_idle_replica_builds_the_round_a_peer_with_work_lacks`.
+/// previous round, its peers idle (odd seeds run the node's 300 s heartbeat). First
+/// caught at +175 since impatient clients' copies (which often give a second replica
+/// work) joined the run. The deterministic twin is
+/// `attacks::an_idle_replica_builds_the_round_a_peer_with_work_lacks`.
 #[test]
 fn mutant_no_nudge_is_caught_by_random_seeds() {
-    mutant_is_caught(Mutant::NoNudge, 0, 150, &["liveness:"]);
+    mutant_is_caught(Mutant::NoNudge, 0, 300, &["liveness:"]);
+}
+
+/// Checkpointed restart: a replica restarted from its finalizer's snapshot without the
+/// dedup window's entries finalizes an impatient client's later copy of a transaction
+/// it had already finalized (first caught at +17). The deterministic twin is
+/// `attacks::a_replica_restarted_from_its_snapshot_never_finalizes_a_copy_twice`.
+#[test]
+fn mutant_snapshot_without_window_is_caught_by_random_seeds() {
+    mutant_is_caught(
+        Mutant::SnapshotWithoutWindow,
+        0,
+        100,
+        &["integrity:", "agreement:"],
+    );
 }
 
 #[test]

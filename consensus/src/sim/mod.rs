@@ -386,6 +386,10 @@ enum Event {
         transaction: Transaction,
         attempt: u32,
     },
+    /// An impatient client's identical copy of a transaction, to a second validator.
+    Copy {
+        transaction: Transaction,
+    },
     Crash {
         instance: usize,
         down_ms: u64,
@@ -542,6 +546,11 @@ struct World {
 /// Simulated clients' transactions expire this long after their first submission (well
 /// beyond any run's end: liveness owes them finality).
 const CLIENT_TTL_MS: u64 = 240_000;
+/// One transaction in this many (by its id) is also sent, identically, to a second
+/// validator by an impatient client...
+const IMPATIENT_ONE_IN: u8 = 8;
+/// ...this long after its first submission.
+const IMPATIENT_AFTER_MS: u64 = 1_000;
 
 /// How far back a status may be held and delivered across a wipe.
 const STALE_STATUS_MS: u64 = 3_000;
@@ -705,6 +714,9 @@ impl World {
         // Different at every (re)start, like the node's.
         config.boot_nonce = self.next_event;
         config.idle_interval_ms = self.config.idle_interval_ms;
+        // Restarts from a snapshot taken with every entry, with every third, or (rarely
+        // within a run) with every 64th; chosen without drawing from the seed's stream.
+        config.snapshot_interval = [1, 3, 64][usize::try_from(self.config.seed % 3).unwrap_or(0)];
         if !self.byzantine[i] {
             config.mutant = self.config.mutant;
         }
@@ -1012,6 +1024,7 @@ impl World {
                 transaction,
                 attempt,
             } => self.submit(transaction, attempt),
+            Event::Copy { transaction } => self.submit_copy(transaction),
             Event::Crash {
                 instance,
                 down_ms,
@@ -1165,6 +1178,14 @@ impl World {
             );
             return;
         }
+        if attempt == 0 && id.0.as_bytes()[0].is_multiple_of(IMPATIENT_ONE_IN) {
+            self.schedule(
+                self.now + IMPATIENT_AFTER_MS,
+                Event::Copy {
+                    transaction: transaction.clone(),
+                },
+            );
+        }
         let instance = self.rng.gen_range(0..self.instances.len());
         self.trace_event(b"submit", instance, instance, id.0.as_bytes());
         if self.instances[instance].replica.is_some() {
@@ -1187,6 +1208,20 @@ impl World {
                 attempt: attempt + 1,
             },
         );
+    }
+
+    /// An impatient client heard nothing within `IMPATIENT_AFTER_MS` (its answer was
+    /// lost, say) and sends the identical transaction to another validator, finalized or
+    /// not: deduplication must keep it final once, across crashes and restarts (the
+    /// dedup set a restarted replica rebuilds from its snapshot's window). The copy's
+    /// acknowledgement is not counted: the first submission's is.
+    fn submit_copy(&mut self, transaction: Transaction) {
+        let id = transaction.id();
+        let instance = usize::from(id.0.as_bytes()[1]) % self.instances.len();
+        self.trace_event(b"copy", instance, instance, id.0.as_bytes());
+        if self.instances[instance].replica.is_some() {
+            self.step(instance, Input::Transactions(vec![transaction]));
+        }
     }
 
     /// The clients of the replayed seeds: acknowledged means sent to an honest replica
