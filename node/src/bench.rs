@@ -35,6 +35,8 @@ pub struct BenchOptions {
     pub tx_size: usize,
     /// How long to wait for the last transactions after the offered load ends.
     pub drain: Duration,
+    /// How long to wait, before the load, for every target to report it is not syncing.
+    pub ready_timeout: Duration,
 }
 
 /// The outcome.
@@ -112,6 +114,8 @@ pub enum BenchError {
 const SEND_QUEUE: usize = 65_536;
 /// How often the generator wakes up to send what is due.
 const TICK: Duration = Duration::from_millis(1);
+/// How often `wait_until_synced` asks the targets again.
+const READY_POLL: Duration = Duration::from_millis(100);
 
 fn endpoint(target: &str) -> String {
     if target.starts_with("http://") || target.starts_with("https://") {
@@ -241,6 +245,50 @@ enum Note {
     Final { ids: Vec<Vec<u8>>, at: Instant },
 }
 
+/// Waits until no target reports `syncing`: a syncing validator refuses submissions
+/// (UNAVAILABLE), and a load offered to a devnet that has just started would count them.
+async fn wait_until_synced(
+    clients: &mut [(String, LedgerClient<tonic::transport::Channel>)],
+    timeout: Duration,
+    progress: &mut impl FnMut(String),
+) -> Result<(), BenchError> {
+    let deadline = Instant::now() + timeout;
+    let mut told = false;
+    loop {
+        let mut syncing = Vec::new();
+        for (target, client) in clients.iter_mut() {
+            let status = client
+                .get_node_status(v1::GetNodeStatusRequest {})
+                .await
+                .map_err(|s| BenchError::Target {
+                    target: target.clone(),
+                    reason: s.message().to_owned(),
+                })?
+                .into_inner();
+            if status.syncing {
+                syncing.push(target.clone());
+            }
+        }
+        if syncing.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(BenchError::Target {
+                target: syncing.join(","),
+                reason: format!("still syncing after {} s", timeout.as_secs()),
+            });
+        }
+        if !told {
+            progress(format!(
+                "bench: waiting for {} to finish syncing",
+                syncing.join(", ")
+            ));
+            told = true;
+        }
+        tokio::time::sleep(READY_POLL).await;
+    }
+}
+
 /// Runs the load and reports. Progress goes to `progress` once a second.
 pub async fn run(
     options: &BenchOptions,
@@ -261,6 +309,7 @@ pub async fn run(
     for target in &options.targets {
         clients.push((target.clone(), connect(target).await?));
     }
+    wait_until_synced(&mut clients, options.ready_timeout, &mut progress).await?;
     // Follow finality from the tip of the first target.
     let start_sequence = {
         let (target, client) = &mut clients[0];

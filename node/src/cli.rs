@@ -134,6 +134,10 @@ pub enum Command {
         /// How long to wait for outstanding transactions after the load ends.
         #[arg(long, default_value = "30s", value_parser = parse_duration)]
         drain: Duration,
+        /// How long to wait, before offering load, for every target to finish syncing
+        /// (a syncing validator refuses submissions with UNAVAILABLE).
+        #[arg(long, default_value = "60s", value_parser = parse_duration)]
+        ready_timeout: Duration,
     },
     /// Print the version.
     Version,
@@ -315,6 +319,7 @@ pub fn main(cli: Cli) -> ExitCode {
             duration,
             tx_size,
             drain,
+            ready_timeout,
         } => {
             let options = crate::bench::BenchOptions {
                 targets,
@@ -322,6 +327,7 @@ pub fn main(cli: Cli) -> ExitCode {
                 duration,
                 tx_size,
                 drain,
+                ready_timeout,
             };
             let ran = runtime().and_then(|rt| {
                 rt.block_on(crate::bench::run(&options, |line| eprintln!("{line}")))
