@@ -10,7 +10,9 @@
 //! store, keys kept); and Byzantine replicas with one [`Behaviour`] each, most of which
 //! craft messages signed with their own key ([`adversary`]). Every message goes through
 //! its wire encoding. Clients submit transactions over the whole run and re-submit, to
-//! another validator, what is not final after a while, as real clients do.
+//! another validator, what no honest validator acknowledged after a while; one
+//! transaction in eight also goes, identically, to a second validator a second later
+//! (an impatient client), so deduplication meets restarts from a snapshot.
 //!
 //! Checkers, on every seed: agreement (anchor, ordered vertex hashes, transaction ids and
 //! digest per sequence, restarted and wiped replicas included); the exact finalized set
