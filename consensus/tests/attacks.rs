@@ -2251,3 +2251,23 @@ fn a_replica_restarted_from_its_snapshot_never_finalizes_a_copy_twice() {
         (false, true)
     );
 }
+
+/// Found by the attack review of durable acknowledgement: a `mempool/` record above a
+/// `max_transaction_bytes` lowered since its transaction was acknowledged (by an
+/// upgrade: the limit is a protocol constant) made recovery fail, so the validator
+/// could not start. It now starts; that record stays out of the
+/// mempool (no vertex may carry it) and is counted, the others are put back.
+#[test]
+fn a_record_above_a_lowered_transaction_limit_never_stops_recovery() {
+    let (committee, _) = committee(4);
+    let mut node = Node::new(3, &committee, None);
+    let big = work(vec![7u8; 2_048]);
+    let small = work(vec![8u8; 16]);
+    node.step(Input::Transactions(vec![big.clone(), small.clone()]));
+    assert!(node.replica.is_transaction_pending(&big.id()));
+    node.config.limits.max_transaction_bytes = 1_024;
+    node.restart();
+    assert!(!node.replica.is_transaction_pending(&big.id()));
+    assert!(node.replica.is_transaction_pending(&small.id()));
+    assert_eq!(node.replica.oversized_mempool_records(), 1);
+}

@@ -246,7 +246,17 @@ pub async fn run(home: &Path) -> Result<(), NodeError> {
                 })
             });
         let replica = match recovered {
-            Ok(replica) => replica,
+            Ok(replica) => {
+                let oversized = replica.oversized_mempool_records();
+                if oversized > 0 {
+                    tracing::warn!(
+                        oversized,
+                        max_transaction_bytes = limits.max_transaction_bytes,
+                        "acknowledged transactions above the lowered max_transaction_bytes were not put back in the mempool: they cannot be finalized under this limit"
+                    );
+                }
+                replica
+            }
             Err(error) => {
                 let _ = shutdown_tx.send(true);
                 network.shutdown().await;

@@ -602,15 +602,13 @@ fn encode_transaction(transaction: &Transaction) -> Vec<u8> {
     writer.finish()
 }
 
-fn decode_transaction(bytes: &[u8], limits: &weft_dag::Limits) -> Result<Transaction, String> {
+/// A `mempool/` record: expiry, then payload (its size is checked by the caller).
+fn decode_transaction(bytes: &[u8]) -> Result<Transaction, String> {
     let mut reader = Reader::new(bytes);
     let expires_at = reader.u64("expires_at").map_err(|e| e.to_string())?;
     let payload = reader
         .take("payload", reader.remaining())
         .map_err(|e| e.to_string())?;
-    if payload.len() > limits.max_transaction_bytes {
-        return Err(format!("payload of {} bytes", payload.len()));
-    }
     Ok(Transaction::new(payload.to_vec(), TimestampMs(expires_at)))
 }
 
@@ -697,14 +695,19 @@ impl Replica {
     ) -> Result<(), RecoverError> {
         for (key, bytes) in records {
             let transaction =
-                decode_transaction(&bytes, &self.config.limits).map_err(|reason| {
-                    RecoverError::Damaged {
-                        key: String::from_utf8_lossy(&key).into_owned(),
-                        reason,
-                    }
+                decode_transaction(&bytes).map_err(|reason| RecoverError::Damaged {
+                    key: String::from_utf8_lossy(&key).into_owned(),
+                    reason,
                 })?;
             let id = transaction.id();
             self.mempool_records.insert(id, transaction.expires_at());
+            if transaction.payload().len() > self.config.limits.max_transaction_bytes {
+                // Acknowledged under a larger `max_transaction_bytes`: no vertex may carry
+                // it now. The record stays until it expires (the sweep deletes it), the
+                // host reports the count, and the validator still starts.
+                self.oversized_records += 1;
+                continue;
+            }
             let finalized =
                 self.finalizer.is_transaction_finalized(&id) || store.transaction(&id)?.is_some();
             if !finalized && self.mempool_ids.insert(id) {

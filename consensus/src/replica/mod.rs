@@ -115,6 +115,9 @@ pub struct Replica {
     /// Transactions with a durable `mempool/` record (admitted, not yet finalized or
     /// expired), and their expiry.
     mempool_records: HashMap<TxId, TimestampMs>,
+    /// `mempool/` records recovery found above `max_transaction_bytes` (the limit was
+    /// lowered since they were acknowledged): kept out of the mempool.
+    oversized_records: usize,
     mempool: VecDeque<Transaction>,
     /// Ids in the mempool or in our own vertices that are not final yet.
     mempool_ids: HashSet<TxId>,
@@ -217,6 +220,7 @@ impl Replica {
             latest_by_author: vec![None; committee.size()],
             unanchored: BTreeSet::new(),
             mempool_records: HashMap::new(),
+            oversized_records: 0,
             mempool: VecDeque::new(),
             mempool_ids: HashSet::new(),
             own_pending: BTreeMap::new(),
@@ -388,6 +392,12 @@ impl Replica {
             .flat_map(|pending| pending.transactions.iter().cloned())
             .chain(self.mempool.iter().cloned())
             .collect()
+    }
+
+    /// Acknowledged transactions recovery could not put back: their payload is above
+    /// the current `max_transaction_bytes` (lowered since). They can never be final here.
+    pub fn oversized_mempool_records(&self) -> usize {
+        self.oversized_records
     }
 
     /// Transactions waiting to be put in a vertex.
