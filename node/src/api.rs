@@ -151,6 +151,7 @@ impl LedgerService {
             Admission::Accepted => "accepted",
             Admission::Duplicate => "duplicate",
             Admission::Full => "mempool_full",
+            Admission::Expired => "expired",
         };
         self.metrics.submitted.with_label_values(&[label]).inc();
         match admission {
@@ -160,6 +161,9 @@ impl LedgerService {
             )),
             Admission::Full => Err(Status::resource_exhausted(
                 "the mempool is full; retry later",
+            )),
+            Admission::Expired => Err(Status::failed_precondition(
+                "the transaction expired while it waited to be admitted; submit it with a later expires_at_ms",
             )),
         }
     }

@@ -19,7 +19,7 @@ use weft_consensus::messages::Message;
 use weft_consensus::replica::{Input, Output, Replica, Timer};
 use weft_dag::store::Store;
 use weft_dag::{
-    Committee, FinalizedEntry, Limits, SignedVertex, Transaction, TxId, ValidatorIndex,
+    Committee, FinalizedEntry, Limits, SignedVertex, TimestampMs, Transaction, TxId, ValidatorIndex,
 };
 use weft_network::{Channel, Event, Network, Request, Response};
 
@@ -34,6 +34,8 @@ pub enum Admission {
     Duplicate,
     /// The mempool is full.
     Full,
+    /// Its expiry passed while it waited for the engine.
+    Expired,
 }
 
 /// What the API can read without asking the engine.
@@ -178,6 +180,29 @@ impl EngineHandle {
         }
         answer.await.unwrap_or(false)
     }
+}
+
+/// Turns each `Accepted` answer whose transaction the replica does not hold after the
+/// admitting step into why it refused it: expired by `now_ms`, or else no room. Returns
+/// the ids so refused.
+fn settle(
+    answers: &mut [Admission],
+    ids: &[(TxId, TimestampMs)],
+    holds: impl Fn(&TxId) -> bool,
+    now_ms: u64,
+) -> Vec<TxId> {
+    let mut refused = Vec::new();
+    for ((id, expires_at), answer) in ids.iter().zip(answers.iter_mut()) {
+        if *answer == Admission::Accepted && !holds(id) {
+            refused.push(*id);
+            *answer = if expires_at.0 < now_ms {
+                Admission::Expired
+            } else {
+                Admission::Full
+            };
+        }
+    }
+    refused
 }
 
 fn now_ms() -> u64 {
@@ -455,8 +480,10 @@ impl Engine {
                     reply,
                 } => {
                     let mut answers = Vec::with_capacity(transactions.len());
+                    let mut ids = Vec::with_capacity(transactions.len());
                     for transaction in transactions {
                         let id = transaction.id();
+                        ids.push((id, transaction.expires_at()));
                         let finalized = self.store.transaction(&id).ok().flatten().is_some();
                         if finalized
                             || self.replica.is_transaction_pending(&id)
@@ -475,7 +502,7 @@ impl Engine {
                             admitted.push(transaction);
                         }
                     }
-                    replies.push((reply, answers));
+                    replies.push((reply, ids, answers));
                 }
                 Command::Pending { id, reply } => lookups.push((id, reply)),
             }
@@ -486,7 +513,19 @@ impl Engine {
                 .observe(admitted.len() as f64);
             self.apply(Input::Transactions(admitted)).await;
         }
-        for (reply, answers) in replies {
+        // Only what the replica holds is acknowledged: it refuses a transaction whose
+        // expiry passed while the command was queued (or whose room another took).
+        let now = now_ms();
+        for (reply, ids, mut answers) in replies {
+            let replica = &self.replica;
+            for id in settle(
+                &mut answers,
+                &ids,
+                |id| replica.is_transaction_pending(id),
+                now,
+            ) {
+                self.accepted_at.remove(&id);
+            }
             let _ = reply.send(answers);
         }
         for (id, reply) in lookups {
@@ -753,5 +792,45 @@ fn spawn_verifiers(
         if let Err(error) = spawned {
             tracing::error!(%error, "cannot start a verifier thread");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An answer is `Accepted` only if the replica holds the transaction after the step:
+    /// one that expired while queued is answered `Expired`, one refused for room `Full`;
+    /// other answers are left alone.
+    #[test]
+    fn only_what_the_replica_holds_is_acknowledged() {
+        let tx = |payload: &[u8], expires_at: u64| {
+            let t = Transaction::new(payload.to_vec(), TimestampMs(expires_at));
+            (t.id(), t.expires_at())
+        };
+        let ids = [
+            tx(b"held", 2_000),
+            tx(b"expired in the queue", 999),
+            tx(b"no room", 2_000),
+            tx(b"duplicate", 999),
+        ];
+        let mut answers = [
+            Admission::Accepted,
+            Admission::Accepted,
+            Admission::Accepted,
+            Admission::Duplicate,
+        ];
+        let held = ids[0].0;
+        let refused = settle(&mut answers, &ids, |id| *id == held, 1_000);
+        assert_eq!(
+            answers,
+            [
+                Admission::Accepted,
+                Admission::Expired,
+                Admission::Full,
+                Admission::Duplicate
+            ]
+        );
+        assert_eq!(refused, vec![ids[1].0, ids[2].0]);
     }
 }
