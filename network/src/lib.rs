@@ -72,7 +72,8 @@ pub use peers::{binding_message, sign_binding, PeerSet, PeerSetError, ValidatorP
 
 /// Re-exported so callers can build identities and addresses without naming libp2p.
 pub use libp2p::{
-    identity::Keypair as Libp2pKeypair, multiaddr::Error as AddressParseError, Multiaddr as Address,
+    identity::Keypair as Libp2pKeypair, multiaddr::Error as AddressParseError,
+    multiaddr::Protocol as AddressProtocol, Multiaddr as Address,
 };
 
 /// What kind of message travels: the receiver gets it back with the bytes.

@@ -115,6 +115,9 @@ struct Outbound {
 
 type Reply = BoxFuture<'static, (PeerId, ResponseChannel<Bytes>, Response)>;
 
+/// A validator that stays unreachable is logged at INFO at most this often.
+const DIAL_FAILURE_LOG_EVERY: Duration = Duration::from_secs(60);
+
 struct Service {
     swarm: Swarm<Behaviour>,
     peers: PeerSet,
@@ -130,6 +133,8 @@ struct Service {
     inbound_requests: HashMap<PeerId, usize>,
     replies: FuturesUnordered<Reply>,
     banned: HashMap<PeerId, Instant>,
+    /// When each validator's failed dial was last logged at INFO (once a minute each).
+    dial_failures_logged: HashMap<PeerId, Instant>,
 }
 
 pub(crate) async fn start(
@@ -212,6 +217,7 @@ pub(crate) async fn start(
         inbound_requests: HashMap::new(),
         replies: FuturesUnordered::new(),
         banned: HashMap::new(),
+        dial_failures_logged: HashMap::new(),
     };
     service.dial_bootstrap();
     let task = tokio::spawn(service.run(receiver));
@@ -568,6 +574,25 @@ impl Service {
                     .denied_connections
                     .with_label_values(&["outbound"])
                     .inc();
+            }
+            SwarmEvent::OutgoingConnectionError {
+                peer_id: Some(peer),
+                error,
+                ..
+            } => {
+                // An operator must see which validator is unreachable and why, without
+                // a log line per redial.
+                if let Some(index) = self.validator(&peer) {
+                    let now = Instant::now();
+                    let due = self
+                        .dial_failures_logged
+                        .get(&peer)
+                        .is_none_or(|at| now.duration_since(*at) >= DIAL_FAILURE_LOG_EVERY);
+                    if due {
+                        self.dial_failures_logged.insert(peer, now);
+                        tracing::info!(validator = index, %peer, %error, "cannot reach validator; retrying");
+                    }
+                }
             }
             SwarmEvent::NewListenAddr { address, .. } => {
                 tracing::info!(%address, "listening");

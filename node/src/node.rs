@@ -110,13 +110,35 @@ pub async fn run(home: &Path) -> Result<(), NodeError> {
         .listen
         .parse()
         .map_err(|e: weft_network::AddressParseError| other("p2p.listen")(e.to_string()))?;
-    let bootstrap = config
+    // Genesis is the address book: every other validator's genesis address is dialed,
+    // and `p2p.bootstrap` adds to them (an operator-known relay, or a changed address).
+    let mut bootstrap = config
         .p2p
         .bootstrap
         .iter()
         .map(|a| a.parse())
         .collect::<Result<Vec<Address>, _>>()
         .map_err(|e| other("p2p.bootstrap")(e.to_string()))?;
+    for validator in &genesis.genesis.validators {
+        if validator.index == index {
+            continue;
+        }
+        match validator.p2p_address.parse::<Address>() {
+            Ok(address) if !ends_in_peer_id(&address) => tracing::warn!(
+                validator = validator.index,
+                %address,
+                "genesis address does not end in /p2p/<peer id>; this validator is found through the others"
+            ),
+            Ok(address) if !bootstrap.contains(&address) => bootstrap.push(address),
+            Ok(_) => {}
+            Err(error) => tracing::warn!(
+                validator = validator.index,
+                address = %validator.p2p_address,
+                %error,
+                "genesis address does not parse; this validator is found through the others"
+            ),
+        }
+    }
     let network = Network::start(
         NetworkConfig {
             keypair: p2p,
@@ -321,4 +343,12 @@ fn boot_nonce() -> u64 {
         .map_or(0, |d| d.as_nanos());
     let folded = u64::try_from(nanos & u128::from(u64::MAX)).unwrap_or(0);
     folded ^ (u64::from(std::process::id()) << 32)
+}
+
+/// True when `address` names its peer (`.../p2p/<peer id>`), as a dial address must.
+fn ends_in_peer_id(address: &Address) -> bool {
+    matches!(
+        address.iter().last(),
+        Some(weft_network::AddressProtocol::P2p(_))
+    )
 }

@@ -1085,3 +1085,54 @@ fn k8s_render_gives_each_validator_its_own_secret_statefulset_and_a_valid_genesi
         .p2p_address
         .starts_with("/dns4/weft-2-0.weft.weft-test.svc.cluster.local/udp/7000/quic-v1/p2p/"));
 }
+
+/// Issue 12: four validators set up as four operators would (`weft init` each, no
+/// bootstrap, then one `weft genesis`) form a network: genesis is the address book, so
+/// every validator dials the others' genesis addresses, and the set finalizes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn separately_initialized_validators_connect_through_genesis_and_finalize() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (p2p, grpc, metrics) = (free_base(4), free_base(4), free_base(4));
+    let chain = "weft-e2e-genesis-book";
+    let homes: Vec<PathBuf> = (0..4u16)
+        .map(|i| dir.path().join(format!("op{i}")))
+        .collect();
+    for (i, home) in (0u16..).zip(&homes) {
+        let quic = format!("/ip4/127.0.0.1/udp/{}/quic-v1", p2p + i);
+        let status = Command::new(WEFT)
+            .arg("init")
+            .arg("--home")
+            .arg(home)
+            .args(["--index", &i.to_string(), "--chain-id", chain])
+            .args(["--p2p-listen", &quic, "--p2p-external", &quic])
+            .args(["--grpc-listen", &format!("127.0.0.1:{}", grpc + i)])
+            .args(["--metrics-listen", &format!("127.0.0.1:{}", metrics + i)])
+            .stdout(Stdio::null())
+            .status()
+            .expect("weft init");
+        assert!(status.success(), "weft init {i}");
+        let config = std::fs::read_to_string(home.join("config.toml")).expect("config");
+        assert!(config.contains("bootstrap = []"), "{config}");
+    }
+    let genesis = dir.path().join("genesis.json");
+    let status = Command::new(WEFT)
+        .args(["genesis", "--chain-id", chain, "--out"])
+        .arg(&genesis)
+        .args(homes.iter().map(|h| h.join("validator.json")))
+        .stdout(Stdio::null())
+        .status()
+        .expect("weft genesis");
+    assert!(status.success(), "weft genesis");
+    for home in &homes {
+        std::fs::copy(&genesis, home.join("genesis.json")).expect("copy genesis");
+    }
+    let _validators = Validators::start(&homes);
+    let mut clients = Vec::new();
+    for i in 0..4u16 {
+        clients.push(connect(&format!("http://127.0.0.1:{}", grpc + i)).await);
+    }
+    wait_connected(&mut clients).await;
+    let accepted = submit_stream(&mut clients[0], vec![b"through genesis".to_vec()]).await;
+    assert_eq!(accepted.len(), 1);
+    assert_final_exactly_once(&mut clients, &accepted).await;
+}
