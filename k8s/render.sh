@@ -10,7 +10,7 @@
 # - One headless Service (weft) gives every pod a stable DNS name for QUIC (UDP 7000);
 #   Service weft-grpc spreads clients over all validators' gRPC (TCP 50051).
 # - Pods carry prometheus.io/scrape annotations for /metrics on TCP 9100; readiness is the
-#   gRPC health check, which serves once the validator has synced.
+#   gRPC health of weft.v1.Ledger (synced and connected to 2f others), liveness the server's.
 # The keys exist only in the rendered Secrets: keep the output somewhere safe or apply it
 # straight away.
 set -euo pipefail
@@ -134,10 +134,10 @@ spec:
             - {name: grpc, containerPort: 50051, protocol: TCP}
             - {name: metrics, containerPort: 9100, protocol: TCP}
           readinessProbe:
-            grpc: {port: 50051}
+            grpc: {port: 50051, service: weft.v1.Ledger}
             periodSeconds: 5
           livenessProbe:
-            tcpSocket: {port: 9100}
+            grpc: {port: 50051}
             periodSeconds: 10
             failureThreshold: 6
           resources:

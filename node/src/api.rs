@@ -567,16 +567,24 @@ impl Ledger for LedgerService {
         _: Request<v1::GetNodeStatusRequest>,
     ) -> Result<Response<v1::GetNodeStatusResponse>, Status> {
         let status = self.engine.status.borrow().clone();
+        let connected = self.network.connected().len();
+        let readiness = crate::node::readiness(
+            status.syncing,
+            connected,
+            2 * self.genesis.committee.max_faulty(),
+        );
         Ok(Response::new(v1::GetNodeStatusResponse {
             validator_index: u32::from(self.index),
             view: status.view,
             primary_index: u32::from(status.primary),
             last_finalized_sequence: status.last_finalized,
             last_stable_checkpoint: status.stable_checkpoint,
-            connected_validators: u32::try_from(self.network.connected().len()).unwrap_or(u32::MAX),
+            connected_validators: u32::try_from(connected).unwrap_or(u32::MAX),
             mempool_transactions: status.mempool as u64,
             syncing: status.syncing,
             learning_signing_floor: status.learning_signing_floor,
+            ready: readiness.is_ok(),
+            not_ready_reason: readiness.err().unwrap_or_default(),
         }))
     }
 

@@ -2,6 +2,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::watch;
 use weft_consensus::replica::{Replica, ReplicaConfig};
@@ -35,20 +36,83 @@ fn other(context: &str) -> impl FnOnce(String) -> NodeError + '_ {
     move |e| NodeError::Other(format!("{context}: {e}"))
 }
 
-/// The health of the Ledger service and of the server as a whole ("").
-async fn set_health(reporter: &tonic_health::server::HealthReporter, serving: bool) {
-    let status = if serving {
+fn serving_status(serving: bool) -> tonic_health::ServingStatus {
+    if serving {
         tonic_health::ServingStatus::Serving
     } else {
         tonic_health::ServingStatus::NotServing
-    };
+    }
+}
+
+/// Readiness: the health of the Ledger service (`weft.v1.Ledger`), SERVING only while
+/// [`readiness`] holds.
+async fn set_ready(reporter: &tonic_health::server::HealthReporter, ready: bool) {
     reporter
         .set_service_status(
             <LedgerServer<LedgerService> as tonic::server::NamedService>::NAME,
-            status,
+            serving_status(ready),
         )
         .await;
-    reporter.set_service_status("", status).await;
+}
+
+/// Liveness: the health of the server as a whole (""), SERVING while the process runs
+/// its gRPC server, whatever consensus does.
+async fn set_live(reporter: &tonic_health::server::HealthReporter, live: bool) {
+    reporter.set_service_status("", serving_status(live)).await;
+}
+
+/// Whether this validator can serve clients: done syncing, and connected to at least
+/// `needed` (2f) other validators, so that with itself they are a quorum and what it
+/// accepts can be finalized. The reason when not.
+pub(crate) fn readiness(syncing: bool, connected: usize, needed: usize) -> Result<(), String> {
+    if syncing {
+        return Err("syncing the finalized log from peers".into());
+    }
+    if connected < needed {
+        return Err(format!(
+            "connected to {connected} other validators; {needed} needed for a quorum"
+        ));
+    }
+    Ok(())
+}
+
+/// How often readiness is re-evaluated.
+const READINESS_POLL: Duration = Duration::from_millis(250);
+
+/// Keeps the Ledger service's health equal to [`readiness`], and logs each change with
+/// its reason, until shutdown.
+async fn watch_readiness(
+    reporter: tonic_health::server::HealthReporter,
+    status: tokio::sync::watch::Receiver<crate::engine::Status>,
+    network: Network,
+    needed: usize,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut last: Option<Result<(), String>> = None;
+    let mut tick = tokio::time::interval(READINESS_POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let stopping = tokio::select! {
+            _ = tick.tick() => false,
+            // The watch guard is not Send: drop it inside this future.
+            () = async { let _ = shutdown.wait_for(|stop| *stop).await; } => true,
+        };
+        if stopping {
+            set_ready(&reporter, false).await;
+            set_live(&reporter, false).await;
+            return;
+        }
+        let syncing = status.borrow().syncing;
+        let now = readiness(syncing, network.connected().len(), needed);
+        if last.as_ref() != Some(&now) {
+            match &now {
+                Ok(()) => tracing::info!("ready: serving clients"),
+                Err(reason) => tracing::info!(reason = %reason, "not ready"),
+            }
+            set_ready(&reporter, now.is_ok()).await;
+            last = Some(now);
+        }
+    }
 }
 
 /// Waits for SIGINT or SIGTERM.
@@ -155,6 +219,7 @@ pub async fn run(home: &Path) -> Result<(), NodeError> {
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (engine_handle, engine_inbox) = crate::engine::channels();
+    let engine_status = engine_handle.status.clone();
     let service = LedgerService {
         index,
         engine: engine_handle,
@@ -166,8 +231,10 @@ pub async fn run(home: &Path) -> Result<(), NodeError> {
         shutdown: shutdown_rx.clone(),
     };
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    // Not serving until the finalized log is synced and the engine runs.
-    set_health(&health_reporter, false).await;
+    // Not ready until the finalized log is synced and a quorum is connected (the
+    // readiness watcher below); live as soon as the gRPC server runs.
+    set_ready(&health_reporter, false).await;
+    set_live(&health_reporter, true).await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(weft_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -207,6 +274,13 @@ pub async fn run(home: &Path) -> Result<(), NodeError> {
                 },
             ),
     );
+    let readiness_task = tokio::spawn(watch_readiness(
+        health_reporter.clone(),
+        engine_status,
+        network.clone(),
+        2 * committee.max_faulty(),
+        shutdown_rx.clone(),
+    ));
     let mut metrics_shutdown = shutdown_rx.clone();
     let metrics_server = tokio::spawn(crate::metrics::serve(
         metrics_listener,
@@ -301,8 +375,7 @@ pub async fn run(home: &Path) -> Result<(), NodeError> {
         .resync_beyond(config.consensus.decided_retention / 2)
         .carry_over(std::mem::take(&mut work));
         let mut task = tokio::spawn(engine.run(shutdown_rx.clone()));
-        set_health(&health_reporter, true).await;
-        tracing::info!("serving");
+        tracing::info!("engine running");
         let stopped = tokio::select! {
             stopped = &mut task => stopped,
             () = termination() => {
@@ -313,7 +386,6 @@ pub async fn run(home: &Path) -> Result<(), NodeError> {
         };
         match stopped {
             Ok(Stopped::Resync(rest)) => {
-                set_health(&health_reporter, false).await;
                 next_inbox = Some(rest.inbox);
                 work = rest.work;
             }
@@ -323,6 +395,7 @@ pub async fn run(home: &Path) -> Result<(), NodeError> {
     }
     tracing::info!("shutting down");
     let _ = shutdown_tx.send(true);
+    let _ = readiness_task.await;
     network.shutdown().await;
     if let Ok(Err(error)) = grpc.await {
         tracing::warn!(%error, "gRPC server stopped with an error");

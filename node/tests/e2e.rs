@@ -1136,3 +1136,61 @@ async fn separately_initialized_validators_connect_through_genesis_and_finalize(
     assert_eq!(accepted.len(), 1);
     assert_final_exactly_once(&mut clients, &accepted).await;
 }
+
+/// What `grpc.health.v1` says for `service` ("" is the server as a whole).
+async fn health(endpoint: &str, service: &str) -> i32 {
+    let channel = tonic::transport::Channel::from_shared(endpoint.to_owned())
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("health connects");
+    let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
+    client
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: service.to_owned(),
+        })
+        .await
+        .expect("health answers")
+        .into_inner()
+        .status
+}
+
+/// Issue 12: health tells the truth. A validator whose peers are down is live (the server
+/// as a whole serves) but not ready: `weft.v1.Ledger` is NOT_SERVING once it has given up
+/// syncing, and `GetNodeStatus` says why. With two peers up (2f = 2 others connected) it
+/// becomes ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_isolated_validator_is_live_but_not_ready_until_a_quorum_is_connected() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (homes, endpoints) = testnet(dir.path(), 4);
+    let mut validators = Validators {
+        children: vec![Some(spawn(&homes[0])), None, None, None],
+        homes: homes.clone(),
+    };
+    let mut client = connect(&endpoints[0]).await;
+    let alone = wait_status(&mut client, "validator 0 done syncing", |s| !s.syncing).await;
+    assert!(!alone.ready, "{alone:?}");
+    assert!(
+        alone.not_ready_reason.contains("connected to 0"),
+        "{}",
+        alone.not_ready_reason
+    );
+    assert_eq!(
+        health(&endpoints[0], "weft.v1.Ledger").await,
+        ServingStatus::NotServing as i32
+    );
+    assert_eq!(
+        health(&endpoints[0], "").await,
+        ServingStatus::Serving as i32
+    );
+    validators.restart(1, &homes[1]);
+    validators.restart(2, &homes[2]);
+    let ready = wait_status(&mut client, "validator 0 ready", |s| s.ready).await;
+    assert!(ready.not_ready_reason.is_empty(), "{ready:?}");
+    let deadline = Instant::now() + TIMEOUT;
+    while health(&endpoints[0], "weft.v1.Ledger").await != ServingStatus::Serving as i32 {
+        assert!(Instant::now() < deadline, "health never turned SERVING");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
