@@ -178,11 +178,44 @@ pub fn check_batch(
         if entry.vertices.iter().any(|h| !carried.contains(h)) {
             return Err(format!("entry {}: vertices missing", entry.sequence.0));
         }
+        check_transactions(&entry, &vertices)?;
         sequence = entry.sequence.0;
         digest = entry.state_digest;
         checked.push((entry, vertices));
     }
     Ok(checked)
+}
+
+/// Every finalized transaction of `entry` is the one its vertex carries at its position,
+/// expiry included. The chained digest covers each id, vertex and position but not the
+/// expiry (the id covers it): without this check a peer could serve an entry whose
+/// transaction expires early, and the synced replica would forget the id and finalize a
+/// later copy its peers skip, a fork (found by the attack review of checkpointed
+/// restart).
+fn check_transactions(entry: &FinalizedEntry, vertices: &[SignedVertex]) -> Result<(), String> {
+    let by_hash: std::collections::HashMap<_, _> = vertices.iter().map(|v| (v.hash(), v)).collect();
+    for transaction in &entry.transactions {
+        let carried = by_hash
+            .get(&transaction.vertex)
+            .and_then(|v| {
+                v.vertex()
+                    .transactions
+                    .get(usize::try_from(transaction.position).ok()?)
+            })
+            .ok_or_else(|| {
+                format!(
+                    "entry {}: a transaction at a vertex and position the entry does not carry",
+                    entry.sequence.0
+                )
+            })?;
+        if carried.id() != transaction.id || carried.expires_at() != transaction.expires_at {
+            return Err(format!(
+                "entry {}: a transaction that is not the one its vertex carries at its position",
+                entry.sequence.0
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Syncs `store` from the peers until it is level with them (see the module docs).
@@ -395,6 +428,45 @@ mod tests {
         let got: Vec<&FinalizedEntry> = checked.iter().map(|(e, _)| e).collect();
         assert_eq!(got, entries.iter().collect::<Vec<_>>());
         assert!(checked.iter().all(|(e, v)| v.len() == e.vertices.len()));
+    }
+
+    /// Found by the attack review of checkpointed restart: an entry whose transaction
+    /// carries an earlier expiry than its vertex's still chains (the digest covers the id,
+    /// vertex and position, not the expiry), and a replica synced from it would forget
+    /// the id at once and finalize a later copy its peers skip. It is refused.
+    #[test]
+    fn an_entry_whose_transaction_expiry_was_lowered_is_refused() {
+        let (committee, keys) = committee(4);
+        let (vertices, entries) = entry_chain(1, 1, 2);
+        let mut forged = entries[0].clone();
+        forged.transactions[1].expires_at = weft_dag::TimestampMs(0);
+        forged.state_digest = forged.chained_digest(&weft_crypto::Digest::ZERO);
+        assert_eq!(
+            forged.state_digest, entries[0].state_digest,
+            "the digest does not see the expiry"
+        );
+        let signed: Vec<Vec<u8>> = vertices
+            .iter()
+            .map(|v| {
+                let author = v.vertex().author.as_usize();
+                v.vertex().clone().sign(&keys[author].secret).to_wire()
+            })
+            .collect();
+        let answer = |entry: &FinalizedEntry| {
+            vec![SyncEntry {
+                entry: encode_entry(entry).expect("encode"),
+                vertices: signed.clone(),
+            }]
+        };
+        let limits = Limits::default();
+        let zero = weft_crypto::Digest::ZERO;
+        assert!(check_batch(&answer(&entries[0]), 0, zero, &committee, &limits).is_ok());
+        let refused = check_batch(&answer(&forged), 0, zero, &committee, &limits)
+            .expect_err("a lowered expiry is refused");
+        assert!(
+            refused.contains("not the one its vertex carries"),
+            "{refused}"
+        );
     }
 
     #[test]
