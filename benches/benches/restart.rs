@@ -67,7 +67,7 @@ fn fill(store: &RocksStore, count: usize, gc_depth: u64, snapshot: bool) {
     }
     if snapshot {
         let mut batch = StoreBatch::new();
-        put_finalizer_snapshot(&mut batch, &finalizer.snapshot());
+        put_finalizer_snapshot(&mut batch, &finalizer.snapshot(), gc_depth);
         store.write(batch).expect("write");
     }
 }

@@ -2271,3 +2271,72 @@ fn a_record_above_a_lowered_transaction_limit_never_stops_recovery() {
     assert!(node.replica.is_transaction_pending(&small.id()));
     assert_eq!(node.replica.oversized_mempool_records(), 1);
 }
+
+/// A store holding a three-entry log and its vertices, and the first transaction's id.
+fn logged_store() -> (MemoryStore, weft_dag::TxId) {
+    let (vertices, entries) = weft_dag::testing::entry_chain(3, 1, 2);
+    let store = MemoryStore::new();
+    let mut batch = weft_dag::store::StoreBatch::new();
+    for vertex in vertices {
+        batch.put_vertex(vertex);
+    }
+    let id = entries[0].transactions[0].id;
+    for entry in entries {
+        batch.append_finalized(entry);
+    }
+    store.write(batch).expect("write");
+    (store, id)
+}
+
+/// Found by the attack review of checkpointed restart: the snapshot record only saves
+/// time, so one recovery cannot use must never keep a validator from starting or change
+/// what it restores. Recorded at the log's head with a consensus time far ahead (so,
+/// if used, the dedup set comes back empty): a record taken under another GC depth, or
+/// unreadable, is ignored and the whole log replays (the first transaction is still
+/// remembered); the same record under this replica's GC depth is used (it is not).
+/// One too large to read back is never written.
+#[test]
+fn a_snapshot_record_recovery_cannot_use_is_ignored_and_never_stops_a_restart() {
+    let (committee, _) = committee(4);
+    let config = ReplicaConfig::new(v(0), committee);
+    let recovered = |store: &MemoryStore| {
+        Replica::recover(config.clone(), Signer::Placeholder, store).expect("recovers")
+    };
+    let (store, id) = logged_store();
+    let replayed = recovered(&store);
+    assert!(replayed.is_transaction_finalized(&id));
+    let rounds = |h: &Digest| store.vertex(h).ok().flatten().map(|v| v.vertex().round);
+    let entries = store.finalized_range(Sequence(1), 3).expect("entries");
+    let mut snapshot = weft_dag::Finalizer::restore(config.gc_depth, entries, rounds)
+        .expect("replays")
+        .snapshot();
+    snapshot.consensus_time = TimestampMs(u64::MAX / 2);
+    let with_record = |gc_depth: u64| {
+        let mut batch = weft_dag::store::StoreBatch::new();
+        weft_consensus::replica::put_finalizer_snapshot(&mut batch, &snapshot, gc_depth);
+        store.write(batch).expect("write");
+        recovered(&store).is_transaction_finalized(&id)
+    };
+    assert!(
+        with_record(config.gc_depth + 1),
+        "another GC depth: ignored"
+    );
+    assert!(!with_record(config.gc_depth), "this GC depth: used");
+    let mut batch = weft_dag::store::StoreBatch::new();
+    batch.put_replica_state(b"finalizer", &[1, 2, 3]);
+    store.write(batch).expect("write");
+    assert!(
+        recovered(&store).is_transaction_finalized(&id),
+        "unreadable: ignored"
+    );
+    let top = snapshot.highest_anchor_round.expect("anchored");
+    snapshot.finalized_vertices = (0..=(1u64 << 20))
+        .map(|i| (top, Digest::of(&i.to_le_bytes())))
+        .collect();
+    let mut batch = weft_dag::store::StoreBatch::new();
+    weft_consensus::replica::put_finalizer_snapshot(&mut batch, &snapshot, config.gc_depth);
+    assert!(
+        batch.is_empty(),
+        "a record too large to read back is not written"
+    );
+}

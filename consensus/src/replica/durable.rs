@@ -129,7 +129,8 @@ impl Replica {
         // The finalized log: from the last snapshot, its dedup window and the tail above
         // it; from the whole log when there is no usable snapshot.
         if let Some(head) = store.log_head()? {
-            replica.finalizer = match load_snapshot(store, head.sequence)? {
+            replica.finalizer = match load_snapshot(store, head.sequence, replica.config.gc_depth)?
+            {
                 Some(snapshot) => restore_from_snapshot(store, &replica.config, snapshot, head)?,
                 None => {
                     let entries = read_entries(store, Sequence(1), head.sequence)?;
@@ -374,16 +375,25 @@ impl Replica {
 /// Adds the finalizer's snapshot to `batch` (the replica does so with every
 /// `snapshot_interval`-th finalized entry, in the entry's own batch; a host that wrote a
 /// log itself, by state sync or in a benchmark, may do the same).
-pub fn put_finalizer_snapshot(batch: &mut StoreBatch, snapshot: &FinalizerSnapshot) {
-    batch.put_replica_state(keys::FINALIZER, &encode_snapshot(snapshot));
+///
+/// The record names the GC depth it was taken under and `MAX_TTL_MS`: the finalized set
+/// it keeps starts at that depth's GC round and its dedup window is that long, so a
+/// replica running other constants ignores it and replays the whole log. A snapshot too
+/// large to read back is not written (the previous one stays valid).
+pub fn put_finalizer_snapshot(batch: &mut StoreBatch, snapshot: &FinalizerSnapshot, gc_depth: u64) {
+    if snapshot.finalized_vertices.len() <= MAX_SNAPSHOT_VERTICES {
+        batch.put_replica_state(keys::FINALIZER, &encode_snapshot(snapshot, gc_depth));
+    }
 }
 
 /// The most finalized hashes a snapshot may hold when read back (far above D rounds of
 /// n vertices, equivocating twins included).
 const MAX_SNAPSHOT_VERTICES: usize = 1 << 20;
 
-fn encode_snapshot(snapshot: &FinalizerSnapshot) -> Vec<u8> {
-    let mut writer = Writer::with_capacity(96 + 40 * snapshot.finalized_vertices.len());
+fn encode_snapshot(snapshot: &FinalizerSnapshot, gc_depth: u64) -> Vec<u8> {
+    let mut writer = Writer::with_capacity(112 + 40 * snapshot.finalized_vertices.len());
+    writer.u64(gc_depth);
+    writer.u64(weft_dag::MAX_TTL_MS);
     writer.u64(snapshot.sequence.0);
     writer.raw(snapshot.state_digest.as_bytes());
     match snapshot.highest_anchor_round {
@@ -402,8 +412,11 @@ fn encode_snapshot(snapshot: &FinalizerSnapshot) -> Vec<u8> {
     writer.finish()
 }
 
-fn decode_snapshot(bytes: &[u8]) -> Result<FinalizerSnapshot, DecodeError> {
+/// The record's GC depth and dedup window, then the snapshot.
+fn decode_snapshot(bytes: &[u8]) -> Result<(u64, u64, FinalizerSnapshot), DecodeError> {
     let mut reader = Reader::new(bytes);
+    let gc_depth = reader.u64("gc depth")?;
+    let max_ttl_ms = reader.u64("max ttl")?;
     let sequence = Sequence(reader.u64("sequence")?);
     let state_digest = Digest::from_bytes(reader.array("state digest")?);
     let highest_anchor_round = match reader.u8("anchor round tag")? {
@@ -419,30 +432,37 @@ fn decode_snapshot(bytes: &[u8]) -> Result<FinalizerSnapshot, DecodeError> {
         finalized_vertices.push((round, Digest::from_bytes(reader.array("vertex hash")?)));
     }
     reader.finish()?;
-    Ok(FinalizerSnapshot {
+    let snapshot = FinalizerSnapshot {
         sequence,
         state_digest,
         highest_anchor_round,
         consensus_time,
         finalized_vertices,
-    })
+    };
+    Ok((gc_depth, max_ttl_ms, snapshot))
 }
 
-/// The snapshot record, if it is usable with a log whose head is `head`: at or below
-/// the head, and naming the digest the log holds at its sequence (a log reset or
-/// rewritten under it makes it stale: recovery then replays the whole log).
+/// The snapshot record, if it is usable with a log whose head is `head`: readable, taken
+/// under this replica's GC depth and `MAX_TTL_MS`, at or below the head, and naming the
+/// digest the log holds at its sequence (a log reset or rewritten under it makes it
+/// stale). Otherwise recovery replays the whole log: the record only saves time, so one
+/// that cannot be used never keeps a validator from starting.
 fn load_snapshot(
     store: &dyn Store,
     head: Sequence,
+    gc_depth: u64,
 ) -> Result<Option<FinalizerSnapshot>, RecoverError> {
     let Some(bytes) = store.replica_state(keys::FINALIZER)? else {
         return Ok(None);
     };
-    let snapshot = decode_snapshot(&bytes).map_err(|e| RecoverError::Damaged {
-        key: String::from_utf8_lossy(keys::FINALIZER).into_owned(),
-        reason: e.to_string(),
-    })?;
-    if snapshot.sequence.0 == 0 || snapshot.sequence > head {
+    let Ok((taken_gc_depth, max_ttl_ms, snapshot)) = decode_snapshot(&bytes) else {
+        return Ok(None);
+    };
+    if taken_gc_depth != gc_depth
+        || max_ttl_ms != weft_dag::MAX_TTL_MS
+        || snapshot.sequence.0 == 0
+        || snapshot.sequence > head
+    {
         return Ok(None);
     }
     let matches = store

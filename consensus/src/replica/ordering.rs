@@ -523,7 +523,11 @@ impl Replica {
             let mut batch = StoreBatch::new();
             batch.append_finalized(entry.clone());
             if next.0.is_multiple_of(self.config.snapshot_interval) {
-                put_finalizer_snapshot(&mut batch, &self.finalizer.snapshot());
+                put_finalizer_snapshot(
+                    &mut batch,
+                    &self.finalizer.snapshot(),
+                    self.config.gc_depth,
+                );
             }
             self.forget_finalized_records(&finalized, &mut batch);
             outputs.push(Output::Persist(batch));
