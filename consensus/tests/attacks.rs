@@ -1881,6 +1881,25 @@ fn commit_by(committee: &Committee, voter: u16, view: u64, sequence: u64, d: Dig
     .sign_with(&Signer::Placeholder)
 }
 
+/// Primary 0's `anchor` (proposing sequence 1 in view 0) reaches `node` with prepares
+/// and commits by 1 and 2: sequence 1 executes.
+fn commit_first_anchor(node: &mut Node, committee: &Committee, anchor: SignedVertex) {
+    let d = anchor.hash();
+    node.deliver(0, Message::Vertex(anchor));
+    for voter in [1u16, 2] {
+        node.deliver(voter, Message::Vote(prepare_by(committee, voter, 0, 1, d)));
+    }
+    for voter in [1u16, 2] {
+        node.deliver(voter, Message::Vote(commit_by(committee, voter, 0, 1, d)));
+    }
+    assert_eq!(
+        node.replica.last_executed(),
+        Sequence(1),
+        "{}",
+        node.replica.describe()
+    );
+}
+
 fn node_with(index: u16, committee: &Committee, edit: impl Fn(&mut ReplicaConfig)) -> Node {
     let mut config = ReplicaConfig::new(v(index), committee.clone());
     edit(&mut config);
@@ -2000,20 +2019,7 @@ fn an_orphaned_acknowledged_transaction_is_requeued_even_when_the_mempool_is_ful
         0,
         1,
     );
-    let d = anchor.hash();
-    node.deliver(0, Message::Vertex(anchor));
-    for voter in [1u16, 2] {
-        node.deliver(voter, Message::Vote(prepare_by(&committee, voter, 0, 1, d)));
-    }
-    for voter in [1u16, 2] {
-        node.deliver(voter, Message::Vote(commit_by(&committee, voter, 0, 1, d)));
-    }
-    assert_eq!(
-        node.replica.last_executed(),
-        Sequence(1),
-        "{}",
-        node.replica.describe()
-    );
+    commit_first_anchor(&mut node, &committee, anchor);
     for t in &txs[0..2] {
         assert!(
             node.replica.is_transaction_pending(&t.id()),
@@ -2221,20 +2227,7 @@ fn copy_after_snapshot_restart(mutant: Option<Mutant>) -> (bool, bool) {
         0,
         1,
     );
-    let d = anchor.hash();
-    node.deliver(0, Message::Vertex(anchor));
-    for voter in [1u16, 2] {
-        node.deliver(voter, Message::Vote(prepare_by(&committee, voter, 0, 1, d)));
-    }
-    for voter in [1u16, 2] {
-        node.deliver(voter, Message::Vote(commit_by(&committee, voter, 0, 1, d)));
-    }
-    assert_eq!(
-        node.replica.last_executed(),
-        Sequence(1),
-        "{}",
-        node.replica.describe()
-    );
+    commit_first_anchor(&mut node, &committee, anchor);
     assert!(node.replica.is_transaction_finalized(&x.id()));
     node.restart();
     let remembered = node.replica.is_transaction_finalized(&x.id());

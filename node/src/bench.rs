@@ -245,6 +245,21 @@ enum Note {
     Final { ids: Vec<Vec<u8>>, at: Instant },
 }
 
+/// `GetNodeStatus` of `target`.
+async fn node_status(
+    target: &str,
+    client: &mut LedgerClient<tonic::transport::Channel>,
+) -> Result<v1::GetNodeStatusResponse, BenchError> {
+    client
+        .get_node_status(v1::GetNodeStatusRequest {})
+        .await
+        .map(tonic::Response::into_inner)
+        .map_err(|s| BenchError::Target {
+            target: target.to_owned(),
+            reason: s.message().to_owned(),
+        })
+}
+
 /// Waits until no target reports `syncing`: a syncing validator refuses submissions
 /// (UNAVAILABLE), and a load offered to a devnet that has just started would count them.
 async fn wait_until_synced(
@@ -257,15 +272,7 @@ async fn wait_until_synced(
     loop {
         let mut syncing = Vec::new();
         for (target, client) in clients.iter_mut() {
-            let status = client
-                .get_node_status(v1::GetNodeStatusRequest {})
-                .await
-                .map_err(|s| BenchError::Target {
-                    target: target.clone(),
-                    reason: s.message().to_owned(),
-                })?
-                .into_inner();
-            if status.syncing {
+            if node_status(target, client).await?.syncing {
                 syncing.push(target.clone());
             }
         }
@@ -313,16 +320,7 @@ pub async fn run(
     // Follow finality from the tip of the first target.
     let start_sequence = {
         let (target, client) = &mut clients[0];
-        client
-            .get_node_status(v1::GetNodeStatusRequest {})
-            .await
-            .map_err(|s| BenchError::Target {
-                target: target.clone(),
-                reason: s.message().to_owned(),
-            })?
-            .into_inner()
-            .last_finalized_sequence
-            + 1
+        node_status(target, client).await?.last_finalized_sequence + 1
     };
     let (notes, mut noted) = mpsc::unbounded_channel::<Note>();
     let follower = tokio::spawn(follow(
