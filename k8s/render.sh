@@ -9,7 +9,7 @@
 #   only its own keys, and a rescheduled pod keeps its data and signing record.
 # - One headless Service (weft) gives every pod a stable DNS name for QUIC (UDP 7000);
 #   Service weft-grpc spreads clients over all validators' gRPC (TCP 50051).
-# - Pods carry prometheus.io/scrape annotations for /metrics on TCP 9100; readiness is the
+# - Pods carry prometheus.io/scrape annotations for /metrics on TCP 26660; readiness is the
 #   gRPC health of weft.v1.Ledger (synced and connected to 2f others), liveness the server's.
 # The keys exist only in the rendered Secrets: keep the output somewhere safe or apply it
 # straight away.
@@ -26,7 +26,7 @@ for i in $(seq 0 $((n - 1))); do
   "$weft" init --home "$work/node$i" --index "$i" --chain-id "$chain" \
     --p2p-listen /ip4/0.0.0.0/udp/7000/quic-v1 \
     --p2p-external "/dns4/$(host "$i")/udp/7000/quic-v1" \
-    --grpc-listen 0.0.0.0:50051 --metrics-listen 0.0.0.0:9100 >/dev/null
+    --grpc-listen 0.0.0.0:50051 --metrics-listen 0.0.0.0:26660 >/dev/null
 done
 "$weft" genesis --chain-id "$chain" --out "$work/genesis.json" "$work"/node*/validator.json >/dev/null
 indent() { sed 's/^/    /' "$1"; }
@@ -49,7 +49,7 @@ spec:
   ports:
     - {name: p2p, port: 7000, protocol: UDP}
     - {name: grpc, port: 50051, protocol: TCP}
-    - {name: metrics, port: 9100, protocol: TCP}
+    - {name: metrics, port: 26660, protocol: TCP}
 ---
 apiVersion: v1
 kind: Service
@@ -106,7 +106,7 @@ spec:
       labels: {app.kubernetes.io/name: weft, weft.validator: "$i"}
       annotations:
         prometheus.io/scrape: "true"
-        prometheus.io/port: "9100"
+        prometheus.io/port: "26660"
         prometheus.io/path: /metrics
     spec:
       securityContext: {runAsUser: 10001, runAsGroup: 10001, fsGroup: 10001}
@@ -132,7 +132,7 @@ spec:
           ports:
             - {name: p2p, containerPort: 7000, protocol: UDP}
             - {name: grpc, containerPort: 50051, protocol: TCP}
-            - {name: metrics, containerPort: 9100, protocol: TCP}
+            - {name: metrics, containerPort: 26660, protocol: TCP}
           readinessProbe:
             grpc: {port: 50051, service: weft.v1.Ledger}
             periodSeconds: 5

@@ -51,6 +51,7 @@
 //! would not fit is cut to a prefix and the requester asks again) and in concurrency
 //! (inbound per peer, outbound in total).
 
+mod backoff;
 mod codec;
 mod inbox;
 mod metrics;
@@ -222,8 +223,12 @@ pub struct NetworkLimits {
     pub request_timeout: Duration,
     /// How long a penalized peer stays banned.
     pub ban: Duration,
-    /// How often missing validators are looked up and dialed.
+    /// How often missing validators are looked up and dialed, and the first wait after a
+    /// failed dial to one.
     pub redial_interval: Duration,
+    /// The longest wait between dials to a validator that stays unreachable (the wait
+    /// doubles after each failure up to this, and starts over once it is reached).
+    pub max_redial_interval: Duration,
 }
 
 impl Default for NetworkLimits {
@@ -244,6 +249,7 @@ impl Default for NetworkLimits {
             request_timeout: Duration::from_secs(10),
             ban: Duration::from_secs(30),
             redial_interval: Duration::from_secs(1),
+            max_redial_interval: Duration::from_secs(10),
         }
     }
 }

@@ -20,6 +20,7 @@ use libp2p::{allow_block_list, identify, kad, Multiaddr, PeerId, StreamProtocol,
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::time::Instant;
 
+use crate::backoff::Backoff;
 use crate::codec::{FrameCodec, OVERSIZED_MARKER};
 use crate::inbox::{Inbox, Refused};
 use crate::{
@@ -135,6 +136,8 @@ struct Service {
     banned: HashMap<PeerId, Instant>,
     /// When each validator's failed dial was last logged at INFO (once a minute each).
     dial_failures_logged: HashMap<PeerId, Instant>,
+    /// When each unreachable validator may be dialed again.
+    redial: Backoff<PeerId>,
 }
 
 pub(crate) async fn start(
@@ -155,7 +158,13 @@ pub(crate) async fn start(
             _ => return Err(StartError::Bootstrap(address.clone())),
         }
     }
-    let metrics = Metrics::new(registry)?;
+    let others: Vec<u16> = config
+        .peers
+        .iter()
+        .map(|(index, _)| index)
+        .filter(|index| *index != config.index)
+        .collect();
+    let metrics = Metrics::new(registry, &others)?;
     let limits = config.limits.clone();
     let mut swarm = build_swarm(&config)?;
     for (_, peer) in config.peers.iter() {
@@ -218,6 +227,7 @@ pub(crate) async fn start(
         replies: FuturesUnordered::new(),
         banned: HashMap::new(),
         dial_failures_logged: HashMap::new(),
+        redial: Backoff::new(limits.redial_interval, limits.max_redial_interval),
     };
     service.dial_bootstrap();
     let task = tokio::spawn(service.run(receiver));
@@ -342,11 +352,16 @@ impl Service {
         self.metrics
             .connected_validators
             .set(i64::try_from(connected.len()).unwrap_or(i64::MAX));
+        self.metrics.set_peer_connected(index, up);
     }
 
     fn dial_bootstrap(&mut self) {
+        let now = Instant::now();
         for (peer, address) in self.bootstrap.clone() {
-            if peer == *self.swarm.local_peer_id() || self.banned.contains_key(&peer) {
+            if peer == *self.swarm.local_peer_id()
+                || self.banned.contains_key(&peer)
+                || !self.redial.due(&peer, now)
+            {
                 continue;
             }
             self.swarm
@@ -386,6 +401,7 @@ impl Service {
                 *index != self.index
                     && !self.swarm.is_connected(peer)
                     && !self.banned.contains_key(peer)
+                    && self.redial.due(peer, now)
             })
             .map(|(_, peer)| peer)
             .collect();
@@ -407,6 +423,10 @@ impl Service {
     }
 
     fn penalize(&mut self, peer: PeerId, reason: &'static str) {
+        debug_assert!(
+            crate::metrics::PENALTY_REASONS.contains(&reason),
+            "unlisted penalty reason {reason}"
+        );
         tracing::warn!(%peer, reason, "penalizing peer: disconnecting and banning it");
         self.metrics.penalties.with_label_values(&[reason]).inc();
         self.metrics.drop_message(reason);
@@ -536,6 +556,7 @@ impl Service {
                 ..
             } => {
                 if let Some(index) = self.validator(&peer_id) {
+                    self.redial.reached(&peer_id);
                     if num_established.get() == 1 {
                         tracing::info!(validator = index, peer = %peer_id, "validator connected");
                         self.set_connected(index, true);
@@ -584,13 +605,20 @@ impl Service {
                 // a log line per redial.
                 if let Some(index) = self.validator(&peer) {
                     let now = Instant::now();
+                    let retry_in = self.redial.failed(peer, now);
                     let due = self
                         .dial_failures_logged
                         .get(&peer)
                         .is_none_or(|at| now.duration_since(*at) >= DIAL_FAILURE_LOG_EVERY);
                     if due {
                         self.dial_failures_logged.insert(peer, now);
-                        tracing::info!(validator = index, %peer, %error, "cannot reach validator; retrying");
+                        tracing::info!(
+                            validator = index,
+                            %peer,
+                            %error,
+                            retry_in_ms = u64::try_from(retry_in.as_millis()).unwrap_or(u64::MAX),
+                            "cannot reach validator; retrying with backoff"
+                        );
                     }
                 }
             }
@@ -692,6 +720,7 @@ impl Service {
             return;
         }
         self.metrics.received(kind, payload.len());
+        self.metrics.heard_from(from);
         let answer = match self.inbox.push_message(from, kind, payload) {
             Ok(()) => ACCEPTED,
             Err(Refused::Full) => {

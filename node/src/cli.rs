@@ -11,7 +11,7 @@ use crate::testnet::{generate_keys, write_testnet, TestnetOptions};
 
 /// weft: a permissioned DAG ledger validator (PBFT over DAG vertices, ML-DSA-87, libp2p QUIC).
 #[derive(Debug, Parser)]
-#[command(name = "weft", version, about)]
+#[command(name = "weft", version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("WEFT_COMMIT"), ")"), about)]
 pub struct Cli {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Plain, global = true)]
@@ -54,7 +54,7 @@ pub enum Command {
         #[arg(long, default_value_t = 50051)]
         grpc_base_port: u16,
         /// Node i serves /metrics on this port + i.
-        #[arg(long, default_value_t = 9100)]
+        #[arg(long, default_value_t = 26660)]
         metrics_base_port: u16,
         /// The host every node listens on.
         #[arg(long, default_value = "127.0.0.1")]
@@ -204,7 +204,11 @@ pub fn main(cli: Cli) -> ExitCode {
     init_logging(cli.log_format);
     match cli.command {
         Command::Version => {
-            println!("weft {}", env!("CARGO_PKG_VERSION"));
+            println!(
+                "weft {} (commit {})",
+                env!("CARGO_PKG_VERSION"),
+                crate::metrics::COMMIT
+            );
             ExitCode::SUCCESS
         }
         Command::Keys {
@@ -397,7 +401,7 @@ async fn devnet(validators: u16, dir: PathBuf) -> Result<(), String> {
             out: dir.clone(),
             p2p_base_port: 7000,
             grpc_base_port: 50051,
-            metrics_base_port: 9100,
+            metrics_base_port: 26660,
             host: "127.0.0.1".into(),
             chain_id: "weft-devnet".into(),
         })

@@ -397,16 +397,17 @@ impl Engine {
                         }
                     }
                     Some(Event::Request { request, reply, .. }) => self.answer(request, reply),
-                    Some(Event::Connected(_) | Event::Disconnected(_)) => {
-                        self.metrics
-                            .connected_validators
-                            .set(i64::try_from(self.network.connected().len()).unwrap_or(0));
-                    }
+                    // The network service keeps `weft_connected_validators` itself.
+                    Some(Event::Connected(_) | Event::Disconnected(_)) => {}
                 },
                 Some(input) = verified.recv() => {
                     if let Input::Message { from, message: Message::Status { executed, .. } } = &input {
                         if let Some(slot) = self.peer_executed.get_mut(from.as_usize()) {
                             *slot = (*slot).max(executed.0);
+                            self.metrics
+                                .peer_finalized_sequence
+                                .with_label_values(&[&from.0.to_string()])
+                                .set(i64::try_from(*slot).unwrap_or(i64::MAX));
                         }
                     }
                     self.apply(input).await;

@@ -3,9 +3,27 @@
 use std::net::SocketAddr;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
+use weft_consensus::replica::Evidence;
+
+/// The commit this binary was built from (see `build.rs`).
+pub const COMMIT: &str = env!("WEFT_COMMIT");
+
+/// Every `reason` of `weft_invalid_messages_total`.
+pub const INVALID_MESSAGE_REASONS: &[&str] = &["decode", "signature", "verify_queue_full"];
+
+/// Every `outcome` of `weft_submitted_transactions_total`.
+pub const SUBMIT_OUTCOMES: &[&str] = &[
+    "accepted",
+    "duplicate",
+    "mempool_full",
+    "expired",
+    "syncing",
+    "invalid",
+    "expiry",
+];
 
 /// Finality buckets, in seconds: fine below one second, up to a minute.
 pub const FINALITY_BUCKETS: &[f64] = &[
@@ -30,8 +48,6 @@ pub struct NodeMetrics {
     pub finalized_transactions: IntCounter,
     /// `weft_finalized_vertices_total`.
     pub finalized_vertices: IntCounter,
-    /// `weft_connected_validators`.
-    pub connected_validators: IntGauge,
     /// `weft_mempool_transactions`.
     pub mempool: IntGauge,
     /// `weft_equivocations_total{kind}`.
@@ -56,11 +72,27 @@ pub struct NodeMetrics {
     pub resyncs: IntCounter,
     /// `weft_group_commit_transactions`.
     pub group_commit_transactions: Histogram,
+    /// `weft_peer_finalized_sequence{validator}`: the last finalized sequence each other
+    /// validator reported (0 before its first report), so a dashboard shows who is behind.
+    pub peer_finalized_sequence: IntGaugeVec,
+}
+
+/// What `weft_build_info` says about this validator besides the build.
+#[derive(Debug, Clone)]
+pub struct Identity<'a> {
+    /// The chain's id from genesis.
+    pub chain_id: &'a str,
+    /// This validator's index.
+    pub validator: u16,
+    /// The other validators' indices (one `weft_peer_*` series each).
+    pub others: &'a [u16],
 }
 
 impl NodeMetrics {
-    /// Creates and registers the metrics.
-    pub fn new(registry: &Registry) -> prometheus::Result<NodeMetrics> {
+    /// Creates and registers the metrics, each labelled series at 0 from the start (an
+    /// alert on a counter must have a series to read before its first increment), plus
+    /// `weft_build_info` and the process metrics (CPU, memory, open files).
+    pub fn new(registry: &Registry, identity: &Identity<'_>) -> prometheus::Result<NodeMetrics> {
         let histogram = |name: &str, help: &str| {
             Histogram::with_opts(HistogramOpts::new(name, help).buckets(FINALITY_BUCKETS.to_vec()))
         };
@@ -89,10 +121,6 @@ impl NodeMetrics {
             finalized_vertices: IntCounter::new(
                 "weft_finalized_vertices_total",
                 "Vertices finalized.",
-            )?,
-            connected_validators: IntGauge::new(
-                "weft_connected_validators",
-                "Other validators with an open connection.",
             )?,
             mempool: IntGauge::new(
                 "weft_mempool_transactions",
@@ -158,7 +186,48 @@ impl NodeMetrics {
                     1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0,
                 ]),
             )?,
+            peer_finalized_sequence: IntGaugeVec::new(
+                Opts::new(
+                    "weft_peer_finalized_sequence",
+                    "The last finalized sequence the validator reported to this one.",
+                ),
+                &["validator"],
+            )?,
         };
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "weft_build_info",
+                "Always 1; the labels say which build runs, on which chain, as which validator.",
+            ),
+            &["version", "commit", "chain_id", "validator"],
+        )?;
+        build_info
+            .with_label_values(&[
+                env!("CARGO_PKG_VERSION"),
+                COMMIT,
+                identity.chain_id,
+                &identity.validator.to_string(),
+            ])
+            .set(1);
+        registry.register(Box::new(build_info))?;
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
+        for kind in Evidence::KINDS {
+            metrics.equivocations.with_label_values(&[kind]);
+        }
+        for reason in INVALID_MESSAGE_REASONS {
+            metrics.invalid_messages.with_label_values(&[reason]);
+        }
+        for outcome in SUBMIT_OUTCOMES {
+            metrics.submitted.with_label_values(&[outcome]);
+        }
+        for other in identity.others {
+            metrics
+                .peer_finalized_sequence
+                .with_label_values(&[&other.to_string()])
+                .set(0);
+        }
         registry.register(Box::new(metrics.transaction_finality.clone()))?;
         registry.register(Box::new(metrics.vertex_finality.clone()))?;
         registry.register(Box::new(metrics.view.clone()))?;
@@ -166,7 +235,6 @@ impl NodeMetrics {
         registry.register(Box::new(metrics.stable_checkpoint.clone()))?;
         registry.register(Box::new(metrics.finalized_transactions.clone()))?;
         registry.register(Box::new(metrics.finalized_vertices.clone()))?;
-        registry.register(Box::new(metrics.connected_validators.clone()))?;
         registry.register(Box::new(metrics.mempool.clone()))?;
         registry.register(Box::new(metrics.equivocations.clone()))?;
         registry.register(Box::new(metrics.invalid_messages.clone()))?;
@@ -179,6 +247,7 @@ impl NodeMetrics {
         registry.register(Box::new(metrics.sync_lag.clone()))?;
         registry.register(Box::new(metrics.resyncs.clone()))?;
         registry.register(Box::new(metrics.group_commit_transactions.clone()))?;
+        registry.register(Box::new(metrics.peer_finalized_sequence.clone()))?;
         Ok(metrics)
     }
 }

@@ -16,7 +16,7 @@ use weft_proto::v1::ledger_server::LedgerServer;
 use crate::api::LedgerService;
 use crate::config::{ConfigError, Genesis, Home};
 use crate::engine::{CarriedWork, Engine, Stopped};
-use crate::metrics::NodeMetrics;
+use crate::metrics::{Identity, NodeMetrics};
 
 /// Why the node stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -168,7 +168,19 @@ pub async fn run(home: &Path) -> Result<(), NodeError> {
             .map_err(|e| NodeError::Other(format!("opening {}: {e}", data_dir.display())))?,
     );
     let registry = prometheus::Registry::new();
-    let metrics = NodeMetrics::new(&registry).map_err(|e| other("metrics")(e.to_string()))?;
+    let others: Vec<u16> = (0..committee.size())
+        .filter_map(|i| u16::try_from(i).ok())
+        .filter(|i| *i != index)
+        .collect();
+    let metrics = NodeMetrics::new(
+        &registry,
+        &Identity {
+            chain_id: &genesis.genesis.chain_id,
+            validator: index,
+            others: &others,
+        },
+    )
+    .map_err(|e| other("metrics")(e.to_string()))?;
     let listen: Address = config
         .p2p
         .listen

@@ -201,7 +201,7 @@ pub struct InitOptions {
     #[arg(long, default_value = "0.0.0.0:50051")]
     pub grpc_listen: std::net::SocketAddr,
     /// Metrics listen address.
-    #[arg(long, default_value = "0.0.0.0:9100")]
+    #[arg(long, default_value = "0.0.0.0:26660")]
     pub metrics_listen: std::net::SocketAddr,
     /// Other validators' full addresses (ending in /p2p/<peer id>); one is enough.
     #[arg(long, value_delimiter = ',')]

@@ -137,13 +137,16 @@ impl Evidence {
         }
     }
 
-    /// A short name for logs and metrics.
+    /// Every [`Evidence::kind`], for metrics that list each kind from start-up.
+    pub const KINDS: [&'static str; 4] = ["vertex", "vote", "pre_prepare", "primary_prepare"];
+
+    /// A short name for logs and metrics (one of [`Evidence::KINDS`]).
     pub fn kind(&self) -> &'static str {
         match self {
-            Evidence::Equivocation(_) => "vertex",
-            Evidence::DoubleVote(_) => "vote",
-            Evidence::ConflictingPrePrepares(_) => "pre_prepare",
-            Evidence::PrimaryPrepare(_) => "primary_prepare",
+            Evidence::Equivocation(_) => Self::KINDS[0],
+            Evidence::DoubleVote(_) => Self::KINDS[1],
+            Evidence::ConflictingPrePrepares(_) => Self::KINDS[2],
+            Evidence::PrimaryPrepare(_) => Self::KINDS[3],
         }
     }
 }
