@@ -115,8 +115,22 @@ impl Validators {
 }
 
 fn spawn(home: &Path) -> Child {
+    spawn_in(home, None)
+}
+
+/// `weft run`, inside `namespace` if given (`ip netns exec` replaces itself with weft, so
+/// the child is the validator).
+fn spawn_in(home: &Path, namespace: Option<&Netns>) -> Child {
     let log = std::fs::File::create(home.join("node.log")).expect("log file");
-    Command::new(WEFT)
+    let mut command = match namespace {
+        Some(namespace) => {
+            let mut command = Command::new("ip");
+            command.args(["netns", "exec", &namespace.name, WEFT]);
+            command
+        }
+        None => Command::new(WEFT),
+    };
+    command
         .arg("run")
         .arg("--home")
         .arg(home)
@@ -1113,7 +1127,9 @@ fn hex(bytes: &[u8]) -> String {
 
 /// Issue 12: four validators set up as four operators would (`weft init` each, no
 /// bootstrap, then one `weft genesis`) form a network: genesis is the address book, so
-/// every validator dials the others' genesis addresses, and the set finalizes.
+/// every validator dials the others' genesis addresses, and the set finalizes. Then one
+/// validator is cut off from the others: it is live but not ready (NOT_SERVING, and says
+/// why), while the other three stay ready and keep finalizing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn separately_initialized_validators_connect_through_genesis_and_finalize() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -1151,7 +1167,7 @@ async fn separately_initialized_validators_connect_through_genesis_and_finalize(
     for home in &homes {
         std::fs::copy(&genesis, home.join("genesis.json")).expect("copy genesis");
     }
-    let _validators = Validators::start(&homes);
+    let mut validators = Validators::start(&homes);
     let mut clients = Vec::new();
     for i in 0..4u16 {
         clients.push(connect(&format!("http://127.0.0.1:{}", grpc + i)).await);
@@ -1160,6 +1176,114 @@ async fn separately_initialized_validators_connect_through_genesis_and_finalize(
     let accepted = submit_stream(&mut clients[0], vec![b"through genesis".to_vec()]).await;
     assert_eq!(accepted.len(), 1);
     assert_final_exactly_once(&mut clients, &accepted).await;
+
+    // Cut validator 3 off: restarted in a network namespace of its own, where the others'
+    // addresses lead nowhere and its own cannot be reached. Only its gRPC port is
+    // reachable, through a veth pair, so the test can ask it.
+    let Some(namespace) = Netns::create() else {
+        eprintln!(
+            "SKIPPED the cut-off half: it needs root and iproute2 to make a network namespace"
+        );
+        return;
+    };
+    validators.kill(3);
+    let config_path = homes[3].join("config.toml");
+    let config = std::fs::read_to_string(&config_path).expect("config");
+    let local = format!("127.0.0.1:{}", grpc + 3);
+    let inside = format!("{}:{}", namespace.inside, grpc + 3);
+    assert!(config.contains(&local), "{config}");
+    std::fs::write(&config_path, config.replace(&local, &inside)).expect("config");
+    validators.children[3] = Some(spawn_in(&homes[3], Some(&namespace)));
+    let endpoint = format!("http://{inside}");
+    let mut cut_off = connect(&endpoint).await;
+    let status = wait_status(&mut cut_off, "validator 3 gave up syncing", |s| !s.syncing).await;
+    assert!(!status.ready, "{status:?}");
+    assert!(
+        status.not_ready_reason.contains("connected to 0"),
+        "{}",
+        status.not_ready_reason
+    );
+    use tonic_health::pb::health_check_response::ServingStatus;
+    assert_eq!(
+        health(&endpoint, "weft.v1.Ledger").await,
+        ServingStatus::NotServing as i32,
+        "the cut-off validator must not be ready"
+    );
+    assert_eq!(
+        health(&endpoint, "").await,
+        ServingStatus::Serving as i32,
+        "but it is live"
+    );
+    clients.truncate(3);
+    for i in 0..3u16 {
+        assert_eq!(
+            health(&format!("http://127.0.0.1:{}", grpc + i), "weft.v1.Ledger").await,
+            ServingStatus::Serving as i32,
+            "validator {i} keeps serving with 2f others connected"
+        );
+    }
+    let accepted = submit_stream(&mut clients[1], vec![b"without validator 3".to_vec()]).await;
+    assert_eq!(accepted.len(), 1);
+    assert_final_exactly_once(&mut clients, &accepted).await;
+    validators.stop_cleanly();
+}
+
+/// A network namespace made by the test (it needs root and iproute2), joined to the host
+/// by a veth pair with its own /30; deleted, with the pair, on drop.
+struct Netns {
+    name: String,
+    /// The namespace's address on the pair.
+    inside: String,
+}
+
+impl Netns {
+    fn create() -> Option<Netns> {
+        let id = std::process::id();
+        let name = format!("weft-e2e-{id}");
+        let subnet = format!("10.233.{}", id % 64 * 4);
+        let outside = format!("wo{id}");
+        let netns = Netns {
+            name: name.clone(),
+            inside: format!("{subnet}.2"),
+        };
+        let ip = |args: &[&str]| {
+            Command::new("ip")
+                .args(args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if !ip(&["netns", "add", &name]) {
+            return None;
+        }
+        let made = ip(&["-n", &name, "link", "set", "lo", "up"])
+            && ip(&[
+                "link", "add", &outside, "type", "veth", "peer", "name", "wi", "netns", &name,
+            ])
+            && ip(&["addr", "add", &format!("{subnet}.1/30"), "dev", &outside])
+            && ip(&["link", "set", &outside, "up"])
+            && ip(&[
+                "-n",
+                &name,
+                "addr",
+                "add",
+                &format!("{subnet}.2/30"),
+                "dev",
+                "wi",
+            ])
+            && ip(&["-n", &name, "link", "set", "wi", "up"]);
+        made.then_some(netns)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Deleting the namespace deletes the veth pair; the validator in it is gone first.
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.name])
+            .status();
+    }
 }
 
 /// What `grpc.health.v1` says for `service` ("" is the server as a whole).
