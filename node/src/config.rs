@@ -66,7 +66,7 @@ pub struct NodeConfig {
     /// Peer-to-peer settings.
     pub p2p: P2pConfig,
     /// The gRPC API.
-    pub grpc: ListenConfig,
+    pub grpc: GrpcConfig,
     /// The Prometheus endpoint.
     pub metrics: ListenConfig,
     /// Mempool settings.
@@ -115,6 +115,31 @@ pub struct P2pConfig {
     pub listen: String,
     /// Other validators' addresses ending in `/p2p/<peer id>`; one is enough.
     pub bootstrap: Vec<String>,
+}
+
+/// `[grpc]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrpcConfig {
+    /// e.g. `127.0.0.1:50051`.
+    pub listen: SocketAddr,
+    /// TLS for the client API (rustls); plaintext when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
+}
+
+/// `[grpc.tls]`: PEM files, relative to the home folder unless absolute.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The server's certificate chain.
+    pub cert: PathBuf,
+    /// The server's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// When set, clients must present a certificate signed by one of these CAs
+    /// (mutual TLS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ca: Option<PathBuf>,
 }
 
 /// A TCP listen address.
@@ -284,10 +309,15 @@ impl Home {
 
     /// The RocksDB folder.
     pub fn data_dir(&self, config: &NodeConfig) -> PathBuf {
-        if config.data_dir.is_absolute() {
-            config.data_dir.clone()
+        self.resolve(&config.data_dir)
+    }
+
+    /// A path from `config.toml`: relative to the home folder unless absolute.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            path.to_path_buf()
         } else {
-            self.root.join(&config.data_dir)
+            self.root.join(path)
         }
     }
 

@@ -252,32 +252,61 @@ impl NodeMetrics {
     }
 }
 
-/// Serves `GET /metrics` in the Prometheus text format until `shutdown` resolves.
+/// Serves, until `shutdown` resolves, on plain HTTP:
+/// - `GET /metrics`: the Prometheus text format;
+/// - `GET /readyz`: 200 while the validator is ready (synced and connected to 2f other
+///   validators, as the `weft.v1.Ledger` health service says), else 503 with the reason;
+/// - `GET /livez`: 200 while the process serves at all.
+///
+/// The probes are here as well as in `grpc.health.v1` because Kubernetes' gRPC probes
+/// cannot speak TLS: with `[grpc.tls]` on, probe these instead.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     registry: Registry,
+    ready: tokio::sync::watch::Receiver<Result<(), String>>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let registry = registry.clone();
-            async move {
-                let mut body = Vec::new();
-                let encoder = TextEncoder::new();
-                if let Err(error) = encoder.encode(&registry.gather(), &mut body) {
-                    tracing::error!(%error, "metrics encoding failed");
+    use axum::http::StatusCode;
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let registry = registry.clone();
+                async move {
+                    let mut body = Vec::new();
+                    let encoder = TextEncoder::new();
+                    if let Err(error) = encoder.encode(&registry.gather(), &mut body) {
+                        tracing::error!(%error, "metrics encoding failed");
+                    }
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            encoder.format_type().to_owned(),
+                        )],
+                        body,
+                    )
                 }
-                (
-                    [(
-                        axum::http::header::CONTENT_TYPE,
-                        encoder.format_type().to_owned(),
-                    )],
-                    body,
-                )
-            }
-        }),
-    );
+            }),
+        )
+        .route(
+            "/readyz",
+            axum::routing::get(move || {
+                let now = ready.borrow().clone();
+                async move {
+                    match now {
+                        Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
+                        Err(reason) => (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            format!("not ready: {reason}\n"),
+                        ),
+                    }
+                }
+            }),
+        )
+        .route(
+            "/livez",
+            axum::routing::get(|| async { (StatusCode::OK, "live\n") }),
+        );
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

@@ -14,7 +14,7 @@ use weft_network::{Address, Network, NetworkConfig, NetworkLimits};
 use weft_proto::v1::ledger_server::LedgerServer;
 
 use crate::api::LedgerService;
-use crate::config::{ConfigError, Genesis, Home};
+use crate::config::{ConfigError, Genesis, Home, TlsConfig};
 use crate::engine::{CarriedWork, Engine, Stopped};
 use crate::metrics::{Identity, NodeMetrics};
 
@@ -86,6 +86,7 @@ async fn watch_readiness(
     status: tokio::sync::watch::Receiver<crate::engine::Status>,
     network: Network,
     needed: usize,
+    ready: watch::Sender<Result<(), String>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut last: Option<Result<(), String>> = None;
@@ -98,6 +99,7 @@ async fn watch_readiness(
             () = async { let _ = shutdown.wait_for(|stop| *stop).await; } => true,
         };
         if stopping {
+            let _previous = ready.send_replace(Err("shutting down".into()));
             set_ready(&reporter, false).await;
             set_live(&reporter, false).await;
             return;
@@ -110,6 +112,7 @@ async fn watch_readiness(
                 Err(reason) => tracing::info!(reason = %reason, "not ready"),
             }
             set_ready(&reporter, now.is_ok()).await;
+            let _previous = ready.send_replace(now.clone());
             last = Some(now);
         }
     }
@@ -131,10 +134,39 @@ pub async fn termination() {
     }
 }
 
+/// The gRPC server's TLS settings from `[grpc.tls]`.
+fn server_tls(
+    home: &Home,
+    tls: &TlsConfig,
+) -> Result<tonic::transport::ServerTlsConfig, NodeError> {
+    let read = |what: &str, path: &Path| {
+        let path = home.resolve(path);
+        std::fs::read(&path)
+            .map_err(|e| NodeError::Other(format!("grpc.tls.{what}: {}: {e}", path.display())))
+    };
+    let identity =
+        tonic::transport::Identity::from_pem(read("cert", &tls.cert)?, read("key", &tls.key)?);
+    let mut config = tonic::transport::ServerTlsConfig::new().identity(identity);
+    if let Some(ca) = &tls.client_ca {
+        config = config.client_ca_root(tonic::transport::Certificate::from_pem(read(
+            "client_ca",
+            ca,
+        )?));
+    }
+    Ok(config)
+}
+
 /// Runs the validator in `home` until a termination signal.
 pub async fn run(home: &Path) -> Result<(), NodeError> {
     let home = Home::new(home);
     let config = home.load_config()?;
+    // TLS first: a missing or malformed certificate stops the start before anything else.
+    let mut grpc_server = tonic::transport::Server::builder();
+    if let Some(tls) = &config.grpc.tls {
+        grpc_server = grpc_server
+            .tls_config(server_tls(&home, tls)?)
+            .map_err(|e| other("grpc.tls")(e.to_string()))?;
+    }
     let genesis = Genesis::load(&home.genesis_path())?;
     // Checked now; loaded again for each replica (the signer takes the key).
     let keys = home.load_validator_key()?;
@@ -267,6 +299,7 @@ pub async fn run(home: &Path) -> Result<(), NodeError> {
     tracing::info!(
         validator = index,
         grpc = %config.grpc.listen,
+        grpc_tls = config.grpc.tls.is_some(),
         metrics = %crate::metrics::url(config.metrics.listen),
         p2p = %network.listen_addrs()[0],
         "validator running"
@@ -274,7 +307,7 @@ pub async fn run(home: &Path) -> Result<(), NodeError> {
 
     let mut grpc_shutdown = shutdown_rx.clone();
     let grpc = tokio::spawn(
-        tonic::transport::Server::builder()
+        grpc_server
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -286,17 +319,20 @@ pub async fn run(home: &Path) -> Result<(), NodeError> {
                 },
             ),
     );
+    let (ready_tx, ready_rx) = watch::channel(Err("starting".to_owned()));
     let readiness_task = tokio::spawn(watch_readiness(
         health_reporter.clone(),
         engine_status,
         network.clone(),
         2 * committee.max_faulty(),
+        ready_tx,
         shutdown_rx.clone(),
     ));
     let mut metrics_shutdown = shutdown_rx.clone();
     let metrics_server = tokio::spawn(crate::metrics::serve(
         metrics_listener,
         registry,
+        ready_rx,
         async move {
             let _ = metrics_shutdown.wait_for(|stop| *stop).await;
         },

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use weft_network::{sign_binding, Libp2pKeypair};
 
 use crate::config::{
-    write_p2p_key, write_public, ConfigError, ConsensusConfig, Genesis, GenesisValidator, Home,
-    ListenConfig, MempoolConfig, NodeConfig, P2pConfig,
+    write_p2p_key, write_public, ConfigError, ConsensusConfig, Genesis, GenesisValidator,
+    GrpcConfig, Home, ListenConfig, MempoolConfig, NodeConfig, P2pConfig,
 };
 
 /// What `weft testnet` writes.
@@ -104,13 +104,14 @@ pub fn write_testnet(options: &TestnetOptions) -> Result<Vec<PathBuf>, ConfigErr
                 ),
                 bootstrap: vec![genesis.validators[bootstrap_index].p2p_address.clone()],
             },
-            grpc: ListenConfig {
+            grpc: GrpcConfig {
                 listen: format!("{}:{}", options.host, port(options.grpc_base_port, index)?)
                     .parse()
                     .map_err(|e: std::net::AddrParseError| ConfigError::Invalid {
                         path: home.config_path(),
                         reason: e.to_string(),
                     })?,
+                tls: None,
             },
             metrics: ListenConfig {
                 listen: format!(
@@ -265,8 +266,9 @@ pub fn init(options: &InitOptions) -> Result<PathBuf, ConfigError> {
             listen: options.p2p_listen.clone(),
             bootstrap: options.bootstrap.clone(),
         },
-        grpc: ListenConfig {
+        grpc: GrpcConfig {
             listen: options.grpc_listen,
+            tls: None,
         },
         metrics: ListenConfig {
             listen: options.metrics_listen,

@@ -197,25 +197,33 @@ fn testnet_with_metrics(dir: &Path, n: u16) -> (Vec<PathBuf>, Vec<String>, Vec<S
 
 /// `GET /metrics` over plain HTTP/1.0; the body.
 async fn scrape(address: &str) -> String {
+    let (code, body) = http_get(address, "/metrics").await;
+    assert_eq!(code, 200, "{body}");
+    body
+}
+
+/// `GET path` on the metrics endpoint: the status code and the body.
+async fn http_get(address: &str, path: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(address)
         .await
         .expect("metrics endpoint");
     stream
-        .write_all(b"GET /metrics HTTP/1.0\r\nHost: weft\r\n\r\n")
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: weft\r\n\r\n").as_bytes())
         .await
         .expect("request");
     let mut response = String::new();
     tokio::time::timeout(TIMEOUT, stream.read_to_string(&mut response))
         .await
-        .expect("metrics in time")
+        .expect("answer in time")
         .expect("read");
     let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
-    assert!(
-        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
-        "{head}"
-    );
-    body.to_owned()
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("a status code");
+    (code, body.to_owned())
 }
 
 /// The exposition-format rules `promtool check metrics` enforces that our names can
@@ -1306,19 +1314,32 @@ async fn health(endpoint: &str, service: &str) -> i32 {
 
 /// Issue 12: health tells the truth. A validator whose peers are down is live (the server
 /// as a whole serves) but not ready: `weft.v1.Ledger` is NOT_SERVING once it has given up
-/// syncing, and `GetNodeStatus` says why. With two peers up (2f = 2 others connected) it
-/// becomes ready.
+/// syncing, and `GetNodeStatus` and `/readyz` (503) say why. With two peers up (2f = 2
+/// others connected) it becomes ready.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_isolated_validator_is_live_but_not_ready_until_a_quorum_is_connected() {
     use tonic_health::pb::health_check_response::ServingStatus;
     let dir = tempfile::tempdir().expect("temp dir");
-    let (homes, endpoints) = testnet(dir.path(), 4);
+    let (homes, endpoints, metrics) = testnet_with_metrics(dir.path(), 4);
     let mut validators = Validators {
         children: vec![Some(spawn(&homes[0])), None, None, None],
         homes: homes.clone(),
     };
     let mut client = connect(&endpoints[0]).await;
     let alone = wait_status(&mut client, "validator 0 done syncing", |s| !s.syncing).await;
+    // The same answers over plain HTTP, for probes that cannot speak TLS (the readiness
+    // watcher may still report the sync it saw last: wait for its next word).
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let (code, body) = http_get(&metrics[0], "/readyz").await;
+        assert_eq!(code, 503, "{body}");
+        if body.contains("connected to 0") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "/readyz never said why: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(http_get(&metrics[0], "/livez").await.0, 200);
     assert!(!alone.ready, "{alone:?}");
     assert!(
         alone.not_ready_reason.contains("connected to 0"),
@@ -1342,4 +1363,107 @@ async fn an_isolated_validator_is_live_but_not_ready_until_a_quorum_is_connected
         assert!(Instant::now() < deadline, "health never turned SERVING");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    assert_eq!(
+        http_get(&metrics[0], "/readyz").await,
+        (200, "ready\n".to_owned())
+    );
+}
+
+/// A channel to `endpoint` (https) that trusts the test CA and, if `with_certificate`,
+/// presents the test client certificate.
+async fn tls_channel(
+    endpoint: &str,
+    with_certificate: bool,
+) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tls");
+    let read = |name: &str| std::fs::read(fixtures.join(name)).expect("TLS fixture");
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read("ca.pem")))
+        .domain_name("localhost");
+    if with_certificate {
+        tls = tls.identity(Identity::from_pem(read("client.pem"), read("client.key")));
+    }
+    tonic::transport::Channel::from_shared(endpoint.to_owned())
+        .expect("endpoint")
+        .tls_config(tls)?
+        .connect()
+        .await
+}
+
+async fn health_over(channel: tonic::transport::Channel) -> Result<i32, tonic::Status> {
+    let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
+    let answer = client
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await?;
+    Ok(answer.into_inner().status)
+}
+
+/// Issue 12: with `[grpc.tls]` the API is served over TLS (rustls) only, and with
+/// `client_ca` only to clients whose certificate that CA signed: such a client gets
+/// answers (health, node status), a TLS client without a certificate and a plaintext
+/// client get none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_over_tls_answers_only_clients_that_complete_the_handshake() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (homes, endpoints) = testnet(dir.path(), 4);
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tls");
+    let tls_dir = homes[0].join("tls");
+    std::fs::create_dir(&tls_dir).expect("tls dir");
+    for name in ["server.pem", "server.key", "ca.pem"] {
+        std::fs::copy(fixtures.join(name), tls_dir.join(name)).expect("copy fixture");
+    }
+    let config_path = homes[0].join("config.toml");
+    let mut config = std::fs::read_to_string(&config_path).expect("config");
+    // Paths relative to the home folder, as an operator would write them.
+    config.push_str(
+        "\n[grpc.tls]\ncert = \"tls/server.pem\"\nkey = \"tls/server.key\"\nclient_ca = \"tls/ca.pem\"\n",
+    );
+    std::fs::write(&config_path, config).expect("config");
+    let _validators = Validators {
+        children: vec![Some(spawn(&homes[0])), None, None, None],
+        homes: homes.clone(),
+    };
+    let https = endpoints[0].replacen("http://", "https://", 1);
+    let deadline = Instant::now() + TIMEOUT;
+    let channel = loop {
+        match tls_channel(&https, true).await {
+            Ok(channel) => break channel,
+            Err(error) => {
+                assert!(Instant::now() < deadline, "no TLS server: {error:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    assert_eq!(
+        health_over(channel.clone()).await.expect("health over TLS"),
+        ServingStatus::Serving as i32
+    );
+    let status = LedgerClient::new(channel)
+        .get_node_status(v1::GetNodeStatusRequest {})
+        .await
+        .expect("node status over TLS")
+        .into_inner();
+    assert_eq!(status.validator_index, 0);
+
+    let without_certificate = match tls_channel(&https, false).await {
+        Ok(channel) => health_over(channel).await.is_ok(),
+        Err(_) => false,
+    };
+    assert!(
+        !without_certificate,
+        "a client without a certificate was answered"
+    );
+    let plaintext = match tonic::transport::Channel::from_shared(endpoints[0].clone())
+        .expect("endpoint")
+        .connect()
+        .await
+    {
+        Ok(channel) => health_over(channel).await.is_ok(),
+        Err(_) => false,
+    };
+    assert!(!plaintext, "a plaintext client was answered");
 }
