@@ -46,6 +46,11 @@ def main():
             continue
         spec, pod = sts["spec"], sts["spec"]["template"]["spec"]
         expect(spec["replicas"] == 1, f"weft-{i}: one pod per key")
+        expect(spec.get("updateStrategy", {}).get("type") == "OnDelete",
+               f"weft-{i}: pods replaced only when deleted (never all at once)")
+        claims = {t["metadata"]["name"] for t in spec.get("volumeClaimTemplates", [])}
+        expect(claims == {"home", "data"},
+               f"weft-{i}: home (keys and the signing marker) and data on their own volumes")
         expect(spec["selector"]["matchLabels"].get("weft.io/validator") == str(i),
                f"weft-{i}: selector names validator {i}")
         secret_names = [v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v]
@@ -75,6 +80,9 @@ def main():
                    and {"cpu", "memory"} <= set(resources.get("limits", {})),
                    f"{name}: requests and limits")
         weft = next(c for c in pod["containers"] if c["name"] == "weft")
+        mounts = {m["mountPath"]: m["name"] for m in weft["volumeMounts"]}
+        expect(mounts.get("/home/weft") == "home" and mounts.get("/data") == "data",
+               f"weft-{i}: home and data mounted from their claims, not from ephemeral storage")
         expect(weft["readinessProbe"]["grpc"].get("service") == "weft.v1.Ledger",
                f"weft-{i}: readiness is weft.v1.Ledger's health")
         expect("service" not in weft["livenessProbe"]["grpc"], f"weft-{i}: liveness is the server's")
