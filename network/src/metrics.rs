@@ -59,6 +59,10 @@ pub struct Metrics {
     pub denied_connections: IntCounterVec,
     /// `weft_network_requests_total{kind, outcome}`.
     pub requests: IntCounterVec,
+    /// Per validator index: its `weft_peer_connected` and
+    /// `weft_peer_last_message_timestamp_seconds` series, looked up once at start-up
+    /// (a message's arrival then costs no label hashing or allocation).
+    peer_series: Vec<Option<(IntGauge, IntGauge)>>,
 }
 
 impl Metrics {
@@ -127,6 +131,7 @@ impl Metrics {
                 ),
                 &["kind", "outcome"],
             )?,
+            peer_series: Vec::new(),
         };
         registry.register(Box::new(metrics.connected_validators.clone()))?;
         registry.register(Box::new(metrics.peer_connected.clone()))?;
@@ -137,13 +142,19 @@ impl Metrics {
         registry.register(Box::new(metrics.penalties.clone()))?;
         registry.register(Box::new(metrics.denied_connections.clone()))?;
         registry.register(Box::new(metrics.requests.clone()))?;
+        let slots = others
+            .iter()
+            .copied()
+            .max()
+            .map_or(0, |max| usize::from(max) + 1);
+        let mut peer_series = vec![None; slots];
         for other in others {
             let label = other.to_string();
-            metrics.peer_connected.with_label_values(&[&label]).set(0);
-            metrics
-                .peer_last_message
-                .with_label_values(&[&label])
-                .set(0);
+            let connected = metrics.peer_connected.with_label_values(&[&label]);
+            let last = metrics.peer_last_message.with_label_values(&[&label]);
+            connected.set(0);
+            last.set(0);
+            peer_series[usize::from(*other)] = Some((connected, last));
         }
         for direction in ["in", "out"] {
             for channel in [Channel::Vertices, Channel::Consensus] {
@@ -167,22 +178,29 @@ impl Metrics {
         for (kind, outcome) in REQUEST_OUTCOMES {
             metrics.requests.with_label_values(&[kind, outcome]);
         }
-        Ok(metrics)
+        Ok(Metrics {
+            peer_series,
+            ..metrics
+        })
+    }
+
+    fn peer(&self, validator: u16) -> Option<&(IntGauge, IntGauge)> {
+        self.peer_series.get(usize::from(validator))?.as_ref()
     }
 
     pub(crate) fn set_peer_connected(&self, validator: u16, up: bool) {
-        self.peer_connected
-            .with_label_values(&[&validator.to_string()])
-            .set(i64::from(up));
+        if let Some((connected, _)) = self.peer(validator) {
+            connected.set(i64::from(up));
+        }
     }
 
     pub(crate) fn heard_from(&self, validator: u16) {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |since| since.as_secs());
-        self.peer_last_message
-            .with_label_values(&[&validator.to_string()])
-            .set(i64::try_from(now).unwrap_or(i64::MAX));
+        if let Some((_, last)) = self.peer(validator) {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |since| since.as_secs());
+            last.set(i64::try_from(now).unwrap_or(i64::MAX));
+        }
     }
 
     pub(crate) fn sent(&self, channel: Channel, bytes: usize) {

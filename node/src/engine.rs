@@ -404,10 +404,7 @@ impl Engine {
                     if let Input::Message { from, message: Message::Status { executed, .. } } = &input {
                         if let Some(slot) = self.peer_executed.get_mut(from.as_usize()) {
                             *slot = (*slot).max(executed.0);
-                            self.metrics
-                                .peer_finalized_sequence
-                                .with_label_values(&[&from.0.to_string()])
-                                .set(i64::try_from(*slot).unwrap_or(i64::MAX));
+                            self.metrics.peer_reported(from.0, *slot);
                         }
                     }
                     self.apply(input).await;

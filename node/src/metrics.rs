@@ -75,6 +75,17 @@ pub struct NodeMetrics {
     /// `weft_peer_finalized_sequence{validator}`: the last finalized sequence each other
     /// validator reported (0 before its first report), so a dashboard shows who is behind.
     pub peer_finalized_sequence: IntGaugeVec,
+    /// Per validator index, its `weft_peer_finalized_sequence` series (looked up once).
+    peer_sequences: Vec<Option<IntGauge>>,
+}
+
+impl NodeMetrics {
+    /// Records the finalized sequence `validator` reported.
+    pub fn peer_reported(&self, validator: u16, sequence: u64) {
+        if let Some(Some(series)) = self.peer_sequences.get(usize::from(validator)) {
+            series.set(i64::try_from(sequence).unwrap_or(i64::MAX));
+        }
+    }
 }
 
 /// What `weft_build_info` says about this validator besides the build.
@@ -193,6 +204,7 @@ impl NodeMetrics {
                 ),
                 &["validator"],
             )?,
+            peer_sequences: Vec::new(),
         };
         let build_info = IntGaugeVec::new(
             Opts::new(
@@ -222,12 +234,24 @@ impl NodeMetrics {
         for outcome in SUBMIT_OUTCOMES {
             metrics.submitted.with_label_values(&[outcome]);
         }
+        let slots = identity
+            .others
+            .iter()
+            .copied()
+            .max()
+            .map_or(0, |max| usize::from(max) + 1);
+        let mut peer_sequences = vec![None; slots];
         for other in identity.others {
-            metrics
+            let series = metrics
                 .peer_finalized_sequence
-                .with_label_values(&[&other.to_string()])
-                .set(0);
+                .with_label_values(&[&other.to_string()]);
+            series.set(0);
+            peer_sequences[usize::from(*other)] = Some(series);
         }
+        let metrics = NodeMetrics {
+            peer_sequences,
+            ..metrics
+        };
         registry.register(Box::new(metrics.transaction_finality.clone()))?;
         registry.register(Box::new(metrics.vertex_finality.clone()))?;
         registry.register(Box::new(metrics.view.clone()))?;

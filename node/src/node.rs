@@ -134,6 +134,19 @@ pub async fn termination() {
     }
 }
 
+/// How long a TLS client may take to finish its handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Resolves on SIGINT or SIGTERM (false), or when the gRPC server stopped by itself
+/// (true): a validator whose API is gone must not keep looking live.
+async fn stop_requested(mut grpc_down: watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        () = termination() => false,
+        // The watch guard is not Send: drop it inside this future.
+        () = async { let _ = grpc_down.wait_for(|down| *down).await; } => true,
+    }
+}
+
 /// The gRPC server's TLS settings from `[grpc.tls]`.
 fn server_tls(
     home: &Home,
@@ -146,7 +159,10 @@ fn server_tls(
     };
     let identity =
         tonic::transport::Identity::from_pem(read("cert", &tls.cert)?, read("key", &tls.key)?);
-    let mut config = tonic::transport::ServerTlsConfig::new().identity(identity);
+    // A client that never finishes its handshake must not hold a connection forever.
+    let mut config = tonic::transport::ServerTlsConfig::new()
+        .identity(identity)
+        .timeout(TLS_HANDSHAKE_TIMEOUT);
     if let Some(ca) = &tls.client_ca {
         config = config.client_ca_root(tonic::transport::Certificate::from_pem(read(
             "client_ca",
@@ -306,19 +322,23 @@ pub async fn run(home: &Path) -> Result<(), NodeError> {
     );
 
     let mut grpc_shutdown = shutdown_rx.clone();
-    let grpc = tokio::spawn(
-        grpc_server
-            .add_service(health_service)
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
-            .add_service(LedgerServer::new(service))
-            .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
-                async move {
-                    let _ = grpc_shutdown.wait_for(|stop| *stop).await;
-                },
-            ),
-    );
+    let (grpc_down_tx, grpc_down_rx) = watch::channel(false);
+    let grpc_serving = grpc_server
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(LedgerServer::new(service))
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
+            async move {
+                let _ = grpc_shutdown.wait_for(|stop| *stop).await;
+            },
+        );
+    let grpc = tokio::spawn(async move {
+        let served = grpc_serving.await;
+        let _ = grpc_down_tx.send(true);
+        served
+    });
     let (ready_tx, ready_rx) = watch::channel(Err("starting".to_owned()));
     let readiness_task = tokio::spawn(watch_readiness(
         health_reporter.clone(),
@@ -351,6 +371,7 @@ pub async fn run(home: &Path) -> Result<(), NodeError> {
     let mut next_inbox = Some(engine_inbox);
     let mut work = CarriedWork::default();
     let mut first = true;
+    let mut grpc_failed = false;
     loop {
         let synced = tokio::select! {
             outcome = async {
@@ -362,7 +383,10 @@ pub async fn run(home: &Path) -> Result<(), NodeError> {
                 metrics.syncing.set(0);
                 outcome
             } => Some(outcome),
-            () = termination() => None,
+            down = stop_requested(grpc_down_rx.clone()) => {
+                grpc_failed = down;
+                None
+            }
         };
         let Some(outcome) = synced else { break };
         tracing::info!(from = outcome.from, to = outcome.to, "state sync done");
@@ -426,7 +450,8 @@ pub async fn run(home: &Path) -> Result<(), NodeError> {
         tracing::info!("engine running");
         let stopped = tokio::select! {
             stopped = &mut task => stopped,
-            () = termination() => {
+            down = stop_requested(grpc_down_rx.clone()) => {
+                grpc_failed = down;
                 let _ = shutdown_tx.send(true);
                 let _ = task.await;
                 break;
@@ -452,6 +477,11 @@ pub async fn run(home: &Path) -> Result<(), NodeError> {
         tracing::warn!(%error, "metrics server stopped with an error");
     }
     drop(store);
+    if grpc_failed {
+        return Err(NodeError::Other(
+            "the gRPC server stopped while the validator ran; stopped the validator too".into(),
+        ));
+    }
     tracing::info!("stopped");
     Ok(())
 }
