@@ -16,6 +16,62 @@ import sys
 import yaml
 
 
+def run_init_twice(pod, expect):
+    """Runs the init container's script as the pod's user, the way the kubelet lays the
+    volumes out (Secret files 0440 root:fsGroup, a claim root owned by the fsGroup), on
+    one home volume three times in a row (pods restart): each run must succeed and leave
+    the keys mode 0600, and the signing marker appears only when asked for."""
+    import os
+    import shutil
+    import subprocess
+    import tempfile
+
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        print("check_rendered: SKIPPED the init container run (needs root and setpriv)")
+        return
+    init = pod["initContainers"][0]
+    script = init["args"][0]
+    uid = pod["securityContext"]["runAsUser"]
+    gid = pod["securityContext"]["fsGroup"]
+    root = tempfile.mkdtemp()
+    os.chmod(root, 0o755)
+    try:
+        paths = {name: os.path.join(root, name) for name in ["secret", "config", "home", "data"]}
+        for path in paths.values():
+            os.mkdir(path)
+        for name in ["config.toml", "validator.key", "p2p.key"]:
+            with open(os.path.join(paths["secret"], name), "w") as f:
+                f.write("x\n")
+            os.chown(os.path.join(paths["secret"], name), 0, gid)
+            os.chmod(os.path.join(paths["secret"], name), 0o440)
+        with open(os.path.join(paths["config"], "genesis.json"), "w") as f:
+            f.write("{}\n")
+        os.chmod(os.path.join(paths["config"], "genesis.json"), 0o644)
+        for name in ["home", "data"]:
+            os.chown(paths[name], 0, gid)
+            os.chmod(paths[name], 0o2775)
+        local = (script.replace("/home/weft/data", "@HOME_DATA@")
+                 .replace("/data", paths["data"]).replace("@HOME_DATA@", paths["home"] + "/data")
+                 .replace("/secret/", paths["secret"] + "/").replace("/config/", paths["config"] + "/")
+                 .replace("/home/weft", paths["home"]))
+        keys = os.path.join(paths["home"], "keys")
+        for signed in ["false", "false", "true"]:
+            env = {"PATH": os.environ["PATH"], "WEFT_KEY_HAS_SIGNED": signed}
+            run = subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups",
+                                  "/bin/sh", "-c", local], env=env, capture_output=True, text=True)
+            expect(run.returncode == 0, f"init container (WEFT_KEY_HAS_SIGNED={signed}) failed "
+                                        f"on a used home volume: {run.stderr.strip()}")
+            if run.returncode != 0:
+                return
+            for name in ["validator.key", "p2p.key"]:
+                mode = os.stat(os.path.join(keys, name)).st_mode & 0o777
+                expect(mode == 0o600, f"init container leaves {name} mode {mode:o}")
+            marker = os.path.exists(os.path.join(keys, "validator.started"))
+            expect(marker == (signed == "true"), f"marker {marker} with WEFT_KEY_HAS_SIGNED={signed}")
+    finally:
+        shutil.rmtree(root)
+
+
 def main():
     docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
     example = pathlib.Path(sys.argv[2])
@@ -79,6 +135,8 @@ def main():
             expect({"cpu", "memory"} <= set(resources.get("requests", {}))
                    and {"cpu", "memory"} <= set(resources.get("limits", {})),
                    f"{name}: requests and limits")
+        if i == 0:
+            run_init_twice(pod, expect)
         weft = next(c for c in pod["containers"] if c["name"] == "weft")
         mounts = {m["mountPath"]: m["name"] for m in weft["volumeMounts"]}
         expect(mounts.get("/home/weft") == "home" and mounts.get("/data") == "data",
