@@ -137,12 +137,17 @@ pub async fn termination() {
 /// How long a TLS client may take to finish its handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Resolves on SIGINT or SIGTERM (false), or when the gRPC server stopped by itself
-/// (true): a validator whose API is gone must not keep looking live.
-async fn stop_requested(mut grpc_down: watch::Receiver<bool>) -> bool {
+/// Resolves once SIGINT or SIGTERM arrived (false), or once the gRPC server stopped by
+/// itself (true): a validator whose API is gone must not keep looking live. Both are
+/// level-triggered watches, so a signal that arrived while nobody waited (during
+/// recovery, say) is not lost.
+async fn stop_requested(
+    mut terminated: watch::Receiver<bool>,
+    mut grpc_down: watch::Receiver<bool>,
+) -> bool {
     tokio::select! {
-        () = termination() => false,
-        // The watch guard is not Send: drop it inside this future.
+        // The watch guards are not Send: drop them inside these futures.
+        () = async { let _ = terminated.wait_for(|signalled| *signalled).await; } => false,
         () = async { let _ = grpc_down.wait_for(|down| *down).await; } => true,
     }
 }
@@ -278,6 +283,12 @@ pub async fn run(home: &Path) -> Result<(), NodeError> {
     .map_err(|e| other("network")(e.to_string()))?;
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    // One listener for the whole run, so a signal between two waits is kept.
+    let (terminated_tx, terminated_rx) = watch::channel(false);
+    let signals = tokio::spawn(async move {
+        termination().await;
+        let _ = terminated_tx.send(true);
+    });
     let (engine_handle, engine_inbox) = crate::engine::channels();
     let engine_status = engine_handle.status.clone();
     let service = LedgerService {
@@ -372,6 +383,8 @@ pub async fn run(home: &Path) -> Result<(), NodeError> {
     let mut work = CarriedWork::default();
     let mut first = true;
     let mut grpc_failed = false;
+    // Why the validator stopped without being asked to, if it did.
+    let mut failure: Option<String> = None;
     loop {
         let synced = tokio::select! {
             outcome = async {
@@ -383,7 +396,7 @@ pub async fn run(home: &Path) -> Result<(), NodeError> {
                 metrics.syncing.set(0);
                 outcome
             } => Some(outcome),
-            down = stop_requested(grpc_down_rx.clone()) => {
+            down = stop_requested(terminated_rx.clone(), grpc_down_rx.clone()) => {
                 grpc_failed = down;
                 None
             }
@@ -427,6 +440,7 @@ pub async fn run(home: &Path) -> Result<(), NodeError> {
             }
             Err(error) => {
                 let _ = shutdown_tx.send(true);
+                signals.abort();
                 network.shutdown().await;
                 return Err(error);
             }
@@ -450,7 +464,7 @@ pub async fn run(home: &Path) -> Result<(), NodeError> {
         tracing::info!("engine running");
         let stopped = tokio::select! {
             stopped = &mut task => stopped,
-            down = stop_requested(grpc_down_rx.clone()) => {
+            down = stop_requested(terminated_rx.clone(), grpc_down_rx.clone()) => {
                 grpc_failed = down;
                 let _ = shutdown_tx.send(true);
                 let _ = task.await;
@@ -462,8 +476,16 @@ pub async fn run(home: &Path) -> Result<(), NodeError> {
                 next_inbox = Some(rest.inbox);
                 work = rest.work;
             }
-            // The network stopped under the engine, or it panicked.
-            _ => break,
+            Ok(Stopped::Shutdown) => {
+                if !*terminated_rx.borrow() && !grpc_failed {
+                    failure = Some("the network stopped under the engine".into());
+                }
+                break;
+            }
+            Err(error) => {
+                failure = Some(format!("the engine failed: {error}"));
+                break;
+            }
         }
     }
     tracing::info!("shutting down");
@@ -476,7 +498,13 @@ pub async fn run(home: &Path) -> Result<(), NodeError> {
     if let Ok(Err(error)) = metrics_server.await {
         tracing::warn!(%error, "metrics server stopped with an error");
     }
+    signals.abort();
     drop(store);
+    if let Some(failure) = failure {
+        return Err(NodeError::Other(format!(
+            "{failure}; stopped the validator"
+        )));
+    }
     if grpc_failed {
         return Err(NodeError::Other(
             "the gRPC server stopped while the validator ran; stopped the validator too".into(),
