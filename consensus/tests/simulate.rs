@@ -489,6 +489,37 @@ fn the_seed_that_found_pre_prepares_below_the_stable_checkpoint_stays_fixed() {
     );
 }
 
+/// Found by the long run once in 147,500 seeds (seed 103,100,007,177, n = 7,
+/// `hijack-reproposals`, every fault): a replica kept every hash it ever wanted after
+/// its vertex arrived, so its wanted set filled up and dropped the wish for an anchor it
+/// had just committed, whose Byzantine author had sent it another version of the slot;
+/// every fetch of that anchor was then refused as an unwanted equivocation and the
+/// replica never executed the sequence (an acknowledged transaction of its own stayed
+/// unfinalized). It needs a Byzantine author's equivocated anchor committed while an
+/// honest replica holds the other version, after that replica made 4W wishes: 4,500
+/// `hijack-reproposals` seeds from 6,000,000 (n = 4 and 7) do not reach it. This
+/// replays the seed that found it. The deterministic twins are
+/// `graph::a_wanted_version_is_taken_however_many_wishes_were_fulfilled_before` and
+/// `graph::at_the_bound_the_oldest_open_wish_goes_unless_made_again` (dag crate).
+#[test]
+fn the_seed_that_found_a_refused_committed_anchor_stays_fixed() {
+    let words = "--validators 7 --byzantine 1 --behaviour hijack-reproposals --transactions 400 \
+                 --load-ms 8000 --loss 0.02 --partitions --crashes --cut-crashes --wipes --targeted";
+    let options = SimOptions::parse(words.split_whitespace().map(str::to_string))
+        .expect("the replay command parses");
+    let seed = 103_100_007_177;
+    let fixed = run(&options.config(seed));
+    assert!(fixed.violations.is_empty(), "{:?}", fixed.violations);
+    let mut mutant = options.config(seed);
+    mutant.mutant = Some(Mutant::StaleWants);
+    let mutant = run(&mutant);
+    assert!(
+        mutant.violations.iter().any(|v| v.contains("liveness:")),
+        "{:?}",
+        mutant.violations
+    );
+}
+
 /// After a wiped restart the network may keep statuses from the learner for a while,
 /// and the simulator crashes it again once it saved a view before learning. The
 /// deterministic twin is `attacks::a_learning_replica_that_crashes_keeps_learning`.

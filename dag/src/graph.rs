@@ -31,6 +31,11 @@ pub struct DagConfig {
     pub limits: Limits,
     /// Most vertices of one author waiting for ancestors.
     pub max_pending_per_author: usize,
+    #[doc(hidden)]
+    /// The wanted set as it was before the long run found its stall (the consensus
+    /// simulator's `Mutant::StaleWants`): hashes stay after they arrive and, at the
+    /// bound, the smallest hash goes, not the oldest wish. Always false in a node.
+    pub stale_wants: bool,
 }
 
 impl Default for DagConfig {
@@ -38,6 +43,7 @@ impl Default for DagConfig {
         DagConfig {
             limits: Limits::default(),
             max_pending_per_author: 1_000,
+            stale_wants: false,
         }
     }
 }
@@ -118,8 +124,13 @@ pub struct Dag {
     /// Missing hash -> waiting vertices that need it.
     wanted_by: HashMap<Digest, Vec<Digest>>,
     /// Versions the caller asked for by hash (an anchor that consensus designated), taken
-    /// even when they equivocate with a version already held.
-    wanted: std::collections::BTreeSet<Digest>,
+    /// even when they equivocate with a version already held, with the number of the
+    /// wish. Only wishes not yet fulfilled: a hash leaves when its vertex is accepted.
+    wanted: HashMap<Digest, u64>,
+    /// The same wishes by number, oldest first: at the bound the oldest goes.
+    wishes: BTreeMap<u64, Digest>,
+    /// The number of the next wish.
+    next_wish: u64,
     /// (round, author) -> hashes held there, accepted or waiting (two or more only when
     /// the author equivocated).
     slots: BTreeMap<(Round, ValidatorIndex), Vec<Digest>>,
@@ -138,7 +149,9 @@ impl Dag {
             accepted: HashMap::new(),
             waiting: HashMap::new(),
             wanted_by: HashMap::new(),
-            wanted: std::collections::BTreeSet::new(),
+            wanted: HashMap::new(),
+            wishes: BTreeMap::new(),
+            next_wish: 0,
             slots: BTreeMap::new(),
             waiting_per_author: vec![0; size],
             evidence: BTreeMap::new(),
@@ -224,18 +237,47 @@ impl Dag {
 
     /// Marks `hash` as wanted: when it arrives it is accepted even if it equivocates
     /// with a version already held (consensus committed or re-proposed it). At most
-    /// `limit` hashes are remembered; the oldest wish goes first.
+    /// `limit` wishes not yet fulfilled are remembered; wanting a hash again makes it
+    /// the newest wish, and at the bound the oldest goes first.
+    ///
+    /// Found by the long run (seed 103,100,007,177): a set that kept every hash after
+    /// its vertex arrived filled up with fulfilled wishes and, at the bound, dropped the
+    /// smallest hash, often the wish just made. A committed anchor of a Byzantine author
+    /// who had sent this replica another version of that slot was then refused on every
+    /// fetch, and the replica never executed its sequence.
     pub fn want(&mut self, hash: Digest, limit: usize) {
         if self.accepted.contains_key(&hash) {
             return;
         }
-        self.wanted.insert(hash);
+        if self.config.stale_wants {
+            self.wanted.entry(hash).or_insert(0);
+            while self.wanted.len() > limit {
+                let Some(smallest) = self.wanted.keys().min().copied() else {
+                    break;
+                };
+                self.wanted.remove(&smallest);
+            }
+            return;
+        }
+        if let Some(old) = self.wanted.remove(&hash) {
+            self.wishes.remove(&old);
+        }
+        let number = self.next_wish;
+        // 2^64 wishes are never made; were they, numbers stay unique up to there.
+        self.next_wish = self.next_wish.saturating_add(1);
+        self.wanted.insert(hash, number);
+        self.wishes.insert(number, hash);
         while self.wanted.len() > limit {
-            let Some(first) = self.wanted.iter().next().copied() else {
+            let Some((_, oldest)) = self.wishes.pop_first() else {
                 break;
             };
-            self.wanted.remove(&first);
+            self.wanted.remove(&oldest);
         }
+    }
+
+    /// Wishes not yet fulfilled (for tests and diagnostics).
+    pub fn wanted_len(&self) -> usize {
+        self.wanted.len()
     }
 
     /// Inserts a vertex whose signature the caller has already verified. Checks every
@@ -273,7 +315,7 @@ impl Dag {
                 self.evidence
                     .entry(slot)
                     .or_insert_with(|| equivocation.clone());
-                if !self.wanted_by.contains_key(&hash) && !self.wanted.contains(&hash) {
+                if !self.wanted_by.contains_key(&hash) && !self.wanted.contains_key(&hash) {
                     return Err(InsertError::UnwantedEquivocation(Box::new(equivocation)));
                 }
                 report.equivocation = Some(equivocation);
@@ -329,6 +371,11 @@ impl Dag {
         while let Some(vertex) = ready.pop() {
             let hash = vertex.hash();
             report.accepted.push(hash);
+            if !self.config.stale_wants {
+                if let Some(number) = self.wanted.remove(&hash) {
+                    self.wishes.remove(&number);
+                }
+            }
             self.accepted.insert(hash, vertex.clone());
             for child_hash in self.wanted_by.remove(&hash).unwrap_or_default() {
                 let Some(child) = self.waiting.get_mut(&child_hash) else {

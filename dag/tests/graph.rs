@@ -335,6 +335,85 @@ fn equivocation_is_detected_with_both_signed_versions() {
     assert_eq!(dag.evidence().count(), 1, "one record per slot");
 }
 
+/// Found by the long run (seed 103,100,007,177; rule: the wanted set holds only wishes
+/// not yet fulfilled, and at its bound the oldest goes). A replica wanted (and received)
+/// one anchor in each of 40 rounds, then wants another version of validator 3's latest
+/// slot, which consensus committed. Returns what inserting that version gives, and how
+/// many wishes are left open.
+fn wanted_after_many_fulfilled(stale_wants: bool) -> (Result<bool, InsertError>, usize) {
+    const LIMIT: usize = 8;
+    let mut builder = DagBuilder::new(4);
+    let genesis = builder.genesis();
+    let config = DagConfig {
+        stale_wants,
+        ..DagConfig::default()
+    };
+    let mut dag = Dag::new(builder.committee().clone(), config);
+    insert_all(&mut dag, &genesis);
+    let top = 40;
+    for round in 1..=top {
+        let vertices = builder.full_round(Round(round));
+        dag.want(vertices[0].hash(), LIMIT);
+        insert_all(&mut dag, &vertices);
+    }
+    let second = builder.vertex(v(3), Round(top), &all(4), 1);
+    dag.want(second.hash(), LIMIT);
+    let open = dag.wanted_len();
+    (
+        dag.insert(second)
+            .map(|report| report.equivocation.is_some()),
+        open,
+    )
+}
+
+#[test]
+fn a_wanted_version_is_taken_however_many_wishes_were_fulfilled_before() {
+    let (inserted, open) = wanted_after_many_fulfilled(false);
+    assert_eq!(open, 1, "fulfilled wishes are forgotten");
+    assert!(
+        matches!(inserted, Ok(true)),
+        "the wanted second version must be taken (with evidence): {inserted:?}"
+    );
+    // The old rule: forty fulfilled wishes fill the set, and the new wish, smaller than
+    // the eight largest kept, is the one dropped.
+    let (inserted, open) = wanted_after_many_fulfilled(true);
+    assert_eq!(open, 8);
+    assert!(
+        matches!(inserted, Err(InsertError::UnwantedEquivocation(_))),
+        "the old rule took it: {inserted:?}"
+    );
+}
+
+#[test]
+fn at_the_bound_the_oldest_open_wish_goes_unless_made_again() {
+    let mut builder = DagBuilder::new(4);
+    let genesis = builder.genesis();
+    let mut dag = new_dag(&builder);
+    insert_all(&mut dag, &genesis);
+    let first: Vec<SignedVertex> = (0..4)
+        .map(|a| builder.vertex(v(a), Round(1), &all(4), 0))
+        .collect();
+    insert_all(&mut dag, &first);
+    // Second versions of each slot of round 1, wanted in order 0, 1, 2, 3 with room for
+    // three: the wish for 0 goes. Wanting 1 again makes it the newest, so the next wish
+    // (0 again) drops 2.
+    let seconds: Vec<SignedVertex> = (0..4)
+        .map(|a| builder.vertex(v(a), Round(1), &all(4), 1))
+        .collect();
+    for second in &seconds {
+        dag.want(second.hash(), 3);
+    }
+    dag.want(seconds[1].hash(), 3);
+    dag.want(seconds[0].hash(), 3);
+    assert_eq!(dag.wanted_len(), 3);
+    let taken: Vec<bool> = seconds
+        .iter()
+        .map(|second| dag.insert(second.clone()).is_ok())
+        .collect();
+    assert_eq!(taken, vec![true, true, false, true]);
+    assert_eq!(dag.wanted_len(), 0, "every open wish was fulfilled");
+}
+
 #[test]
 fn waiting_vertices_are_bounded_per_author() {
     let mut builder = DagBuilder::new(4);

@@ -61,19 +61,30 @@ impl Replica {
                 nonce: self.learning_nonce,
             }));
         }
-        let mut missing = self.dag.missing();
+        // Anchors consensus designated and we lack: fetched again, and wanted again (so
+        // they are taken even if their author sent us another version of the slot,
+        // however many wishes came since the first).
+        let mut anchors = Vec::new();
         for slot in self.log.values() {
             if let Some(anchor) = slot.digest.filter(|a| !self.dag.contains(a)) {
-                missing.push(anchor);
+                anchors.push(anchor);
             }
         }
         for (sequence, anchor) in &self.committed {
             if let Some(anchor) = anchor.filter(|a| !self.dag.contains(a)) {
                 if *sequence <= self.finalizer.last_sequence().next() {
-                    missing.push(anchor);
+                    anchors.push(anchor);
                 }
             }
         }
+        if self.config.mutant != Some(Mutant::StaleWants) {
+            let limit = self.wanted_limit();
+            for anchor in &anchors {
+                self.dag.want(*anchor, limit);
+            }
+        }
+        let mut missing = self.dag.missing();
+        missing.extend(anchors);
         missing.sort_unstable();
         missing.dedup();
         missing.truncate(256);

@@ -139,11 +139,17 @@ pub enum Mutant {
     /// the entries of its dedup window, so a restarted replica forgets which unexpired
     /// transactions were finalized and finalizes a later copy a second time.
     SnapshotWithoutWindow,
+    /// Found by the long run (seed 103,100,007,177): the DAG keeps a wanted hash after
+    /// its vertex arrives and, at the bound, drops the smallest hash rather than the
+    /// oldest wish, and retransmission does not want again the anchor it fetches. A
+    /// committed anchor whose Byzantine author sent this replica another version of the
+    /// slot is then refused on every fetch: the replica never executes it.
+    StaleWants,
 }
 
 impl Mutant {
     /// Every mutant, in the order the simulator's tests run them.
-    pub const ALL: [Mutant; 18] = [
+    pub const ALL: [Mutant; 19] = [
         Mutant::NoDurableOwnVertex,
         Mutant::CountParentVertices,
         Mutant::PerAuthorFrontier,
@@ -162,6 +168,7 @@ impl Mutant {
         Mutant::MempoolNotDurable,
         Mutant::NoNudge,
         Mutant::SnapshotWithoutWindow,
+        Mutant::StaleWants,
     ];
 
     /// The command-line name (`--mutant NAME`).
@@ -185,6 +192,7 @@ impl Mutant {
             Mutant::MempoolNotDurable => "mempool-not-durable",
             Mutant::NoNudge => "no-nudge",
             Mutant::SnapshotWithoutWindow => "snapshot-without-window",
+            Mutant::StaleWants => "stale-wants",
         }
     }
 

@@ -202,6 +202,7 @@ impl Replica {
             DagConfig {
                 limits: config.limits,
                 max_pending_per_author: usize::try_from(config.gc_depth).unwrap_or(usize::MAX),
+                stale_wants: config.mutant == Some(Mutant::StaleWants),
             },
         );
         let mut finalizer = Finalizer::new(config.gc_depth);
