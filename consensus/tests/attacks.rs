@@ -15,8 +15,8 @@ use weft_crypto::Digest;
 use weft_dag::store::{MemoryStore, Store};
 use weft_dag::testing::{committee, placeholder_signature, DagBuilder, BUILDER_EPOCH_MS};
 use weft_dag::{
-    Committee, Epoch, Limits, Proposal, Round, Sequence, SignedVertex, TimestampMs, Transaction,
-    ValidatorIndex, View,
+    Committee, Epoch, Limits, ParentRef, Proposal, Round, Sequence, SignedVertex, TimestampMs,
+    Transaction, ValidatorIndex, Vertex, View,
 };
 
 /// A client transaction, valid while the tests' clocks run (around `BUILDER_EPOCH_MS`,
@@ -2331,5 +2331,95 @@ fn a_snapshot_record_recovery_cannot_use_is_ignored_and_never_stops_a_restart() 
     assert!(
         batch.is_empty(),
         "a record too large to read back is not written"
+    );
+}
+
+/// Found by the attack review of the wanted-set fix (rule: every retransmission fetches
+/// the anchors consensus designated and lacks, whatever else is missing). Byzantine
+/// validator 6 of 7 pushes 50 vertices (its waiting buffer's worth), each naming seven
+/// made-up parents whose hashes sort below any real one: 350 hashes nobody holds.
+/// Replica 3 then commits sequence 1 through a `Decided` certificate that validator 0
+/// relays, without holding the anchor; its direct fetches go to validator 0, which
+/// (Byzantine too, in this story) never answers. Returns, for each of the next three
+/// retransmissions, whether its fetch names the anchor.
+fn anchor_in_retransmit_fetches(mutant: Option<Mutant>) -> Vec<bool> {
+    let (committee, _) = committee(7);
+    let mut node = Node::new(3, &committee, mutant);
+    let mut builder = DagBuilder::with_committee(committee.clone()).transactions_per_vertex(0);
+    for vertex in genesis_except(&mut builder, 3) {
+        node.deliver(vertex.vertex().author.0, Message::Vertex(vertex));
+    }
+    let made_up = |round: u64, author: u16| {
+        let mut bytes = [0u8; 32];
+        bytes[8..16].copy_from_slice(&round.to_be_bytes());
+        bytes[16..18].copy_from_slice(&author.to_be_bytes());
+        Digest::from_slice(&bytes).expect("32 bytes")
+    };
+    for round in 1..=50u64 {
+        let mut parents = vec![ParentRef {
+            author: v(6),
+            round: Round(round - 1),
+            hash: made_up(round, 6),
+        }];
+        parents.extend((0..6u16).map(|author| ParentRef {
+            author: v(author),
+            round: Round(round - 1),
+            hash: made_up(round, author),
+        }));
+        let body = Vertex {
+            chain_id: committee.chain_id().clone(),
+            epoch: committee.epoch(),
+            author: v(6),
+            round: Round(round),
+            created_at: TimestampMs(BUILDER_EPOCH_MS + round),
+            proposal: None,
+            parents,
+            transactions: Vec::new(),
+        };
+        let junk = SignedVertex::with_signature(body, placeholder_signature());
+        node.deliver(6, Message::Vertex(junk));
+    }
+    let anchor = Digest::of(b"the anchor of sequence 1");
+    let certificate: Vec<SignedVote> = [0u16, 1, 2, 4, 5]
+        .into_iter()
+        .map(|voter| {
+            let mut commit = prepare_by(&committee, voter, 0, 1, anchor).vote().clone();
+            commit.phase = Phase::Commit;
+            commit.sign_with(&Signer::Placeholder)
+        })
+        .collect();
+    let fetches = |outputs: &[Output]| -> Vec<(u16, Vec<Digest>)> {
+        outputs
+            .iter()
+            .filter_map(|o| match o {
+                Output::Fetch { from, hashes } => Some((from.0, hashes.clone())),
+                _ => None,
+            })
+            .collect()
+    };
+    let direct = fetches(&node.deliver(0, Message::Decided(certificate)));
+    assert!(
+        !direct.is_empty() && direct.iter().all(|f| *f == (0, vec![anchor])),
+        "the direct fetches all go to validator 0: {direct:?}"
+    );
+    let interval = node.config.retransmit_interval_ms;
+    (0..3)
+        .map(|_| {
+            node.now += interval;
+            let retransmitted =
+                fetches(&node.step(Input::Timer(weft_consensus::replica::Timer::Tick)));
+            assert_eq!(retransmitted.len(), 1, "one fetch per retransmission");
+            retransmitted[0].1.contains(&anchor)
+        })
+        .collect()
+}
+
+#[test]
+fn every_retransmission_fetches_a_committed_anchor_whatever_else_is_missing() {
+    assert_eq!(anchor_in_retransmit_fetches(None), vec![true, true, true]);
+    // The old rule: sorted by hash and cut to 256, the made-up parents fill every fetch.
+    assert_eq!(
+        anchor_in_retransmit_fetches(Some(Mutant::FetchByHashOrder)),
+        vec![false, false, false]
     );
 }

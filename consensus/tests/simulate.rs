@@ -554,6 +554,39 @@ fn mutant_unverified_reports_is_caught_by_random_seeds_at_n_7() {
     );
 }
 
+/// Found by the attack review of the wanted-set fix. The flooding validator's vertices
+/// just above the top round name made-up parents that sort low; at n = 7 the 50 its
+/// buffer slot holds name 350 of them, so retransmission fetches sorted by hash and cut
+/// to 256 never again ask for a committed anchor whose direct fetch was lost: a stall.
+/// Only `flooding` crafts such vertices, so this runs the `flooding` seeds of the
+/// `--behaviour all` cycle from 5,000,000 (seed % 17), 600 seeds of the cycle: caught
+/// 3 times in those 600 (first at +217, the 13th flooding seed), measured with
+/// `weft-simulate --validators 7 --byzantine 1 --behaviour all --faults --transactions
+/// 400 --seeds 600 --seed-base 5000000 --mutant fetch-by-hash-order`. The deterministic
+/// twin is `attacks::every_retransmission_fetches_a_committed_anchor_whatever_else_is_missing`.
+#[test]
+fn mutant_fetch_by_hash_order_is_caught_by_flooding_seeds_at_n_7() {
+    let cycle = 600;
+    let caught = (5_000_000..5_000_000 + cycle)
+        .filter(|seed| nth_behaviour(*seed) == Behaviour::Flooding)
+        .find_map(|seed| {
+            let mut config = SimConfig::adversarial(7, seed, 1, Behaviour::Flooding);
+            config.mutant = Some(Mutant::FetchByHashOrder);
+            run(&config)
+                .violations
+                .into_iter()
+                .find(|v| v.contains("liveness:"))
+                .map(|v| (seed, v))
+        });
+    let Some((seed, violation)) = caught else {
+        panic!("mutant fetch-by-hash-order not caught in the flooding seeds of {cycle}");
+    };
+    eprintln!(
+        "mutant fetch-by-hash-order caught at seed +{}: {violation}",
+        seed - 5_000_000
+    );
+}
+
 /// Clients no longer resubmit what an honest validator acknowledged, so a crash that
 /// forgets an admitted transaction leaves it unfinalized: the liveness checker owes it.
 /// The deterministic twin is `attacks::an_acknowledged_transaction_survives_a_crash`.

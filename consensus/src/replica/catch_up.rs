@@ -4,6 +4,9 @@
 
 use super::*;
 
+/// Most hashes one retransmission fetches (the network allows 1,024 per request).
+const MAX_RETRANSMIT_FETCH: usize = 256;
+
 impl Replica {
     pub(super) fn start(&mut self, now: TimestampMs, outputs: &mut Vec<Output>) {
         self.view_started = now;
@@ -83,11 +86,16 @@ impl Replica {
                 self.dag.want(*anchor, limit);
             }
         }
-        let mut missing = self.dag.missing();
-        missing.extend(anchors);
-        missing.sort_unstable();
-        missing.dedup();
-        missing.truncate(256);
+        let missing = if self.config.mutant == Some(Mutant::FetchByHashOrder) {
+            let mut missing = self.dag.missing();
+            missing.extend(anchors);
+            missing.sort_unstable();
+            missing.dedup();
+            missing.truncate(MAX_RETRANSMIT_FETCH);
+            missing
+        } else {
+            self.retransmit_fetch_list(anchors)
+        };
         if !missing.is_empty() {
             let from = self.next_peer();
             outputs.push(Output::Fetch {
@@ -95,6 +103,35 @@ impl Replica {
                 hashes: missing,
             });
         }
+    }
+
+    /// What one retransmission fetches: every anchor consensus designated and we lack
+    /// (at most W + 1, never cut), then missing parents, a window of them that moves on
+    /// with each retransmission. Found by the attack review of the wanted-set fix: the
+    /// whole list sorted by hash and cut to 256 let one Byzantine validator fill every
+    /// fetch with parents nobody holds (the waiting buffer takes about `gc_depth` of its
+    /// vertices, each naming n made-up parents that sort low), so a committed anchor
+    /// whose first fetch went to it was never asked for again.
+    fn retransmit_fetch_list(&mut self, mut anchors: Vec<Digest>) -> Vec<Digest> {
+        anchors.sort_unstable();
+        anchors.dedup();
+        let room = MAX_RETRANSMIT_FETCH.saturating_sub(anchors.len());
+        let mut parents: Vec<Digest> = self
+            .dag
+            .missing()
+            .into_iter()
+            .filter(|hash| anchors.binary_search(hash).is_err())
+            .collect();
+        if parents.len() > room {
+            let start = self.missing_rotation % parents.len();
+            parents.rotate_left(start);
+            parents.truncate(room);
+            self.missing_rotation = start.saturating_add(room);
+        } else {
+            self.missing_rotation = 0;
+        }
+        anchors.extend(parents);
+        anchors
     }
 
     /// Anchors we may be fetching at once: committed or re-proposed sequences in flight.

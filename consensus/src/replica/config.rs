@@ -145,11 +145,16 @@ pub enum Mutant {
     /// committed anchor whose Byzantine author sent this replica another version of the
     /// slot is then refused on every fetch: the replica never executes it.
     StaleWants,
+    /// Found by the attack review of the `StaleWants` fix: retransmission sorts every
+    /// hash it lacks (missing parents and designated anchors) by hash and fetches the
+    /// first 256, so made-up parents of a Byzantine validator's waiting vertices can
+    /// keep a committed anchor out of every fetch.
+    FetchByHashOrder,
 }
 
 impl Mutant {
     /// Every mutant, in the order the simulator's tests run them.
-    pub const ALL: [Mutant; 19] = [
+    pub const ALL: [Mutant; 20] = [
         Mutant::NoDurableOwnVertex,
         Mutant::CountParentVertices,
         Mutant::PerAuthorFrontier,
@@ -169,6 +174,7 @@ impl Mutant {
         Mutant::NoNudge,
         Mutant::SnapshotWithoutWindow,
         Mutant::StaleWants,
+        Mutant::FetchByHashOrder,
     ];
 
     /// The command-line name (`--mutant NAME`).
@@ -193,6 +199,7 @@ impl Mutant {
             Mutant::NoNudge => "no-nudge",
             Mutant::SnapshotWithoutWindow => "snapshot-without-window",
             Mutant::StaleWants => "stale-wants",
+            Mutant::FetchByHashOrder => "fetch-by-hash-order",
         }
     }
 

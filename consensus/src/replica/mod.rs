@@ -148,6 +148,8 @@ pub struct Replica {
     progress_deadline: Option<TimestampMs>,
     last_retransmit: TimestampMs,
     fetch_rotation: usize,
+    /// Where the next retransmission's window over missing parents starts.
+    missing_rotation: usize,
     idle_fired: bool,
     idle_armed: bool,
     drops: DropCounters,
@@ -242,6 +244,7 @@ impl Replica {
             progress_deadline: None,
             last_retransmit: TimestampMs(0),
             fetch_rotation: 0,
+            missing_rotation: 0,
             idle_fired: false,
             idle_armed: false,
             drops: DropCounters::default(),

@@ -75,7 +75,9 @@ pub enum Behaviour {
     InvalidSignatures,
     /// Re-sends old messages it received, at random.
     StaleReplay,
-    /// Floods future rounds, far sequences, future views and far checkpoints.
+    /// Floods future rounds, far sequences, future views and far checkpoints, and
+    /// vertices just above the top round whose made-up parents sort low (they wait in
+    /// honest buffers and crowd what those replicas fetch).
     Flooding,
     /// As primary, proposes different anchors for one (view, sequence) to different
     /// replicas: the honest anchor to some, another vertex of the same round, or one of
@@ -2147,6 +2149,43 @@ impl World {
                 ),
                 certificate: Vec::new(),
             });
+        }
+        // Just above the top round, vertices naming made-up parents whose hashes sort
+        // below any real one: they wait in honest buffers (up to `gc_depth` of them)
+        // and fill what those replicas fetch on retransmission (found by the attack
+        // review of the wanted-set fix, `Mutant::FetchByHashOrder`). Not in the
+        // session-8 replay, whose seeds were found with the old flood.
+        if !self.config.legacy_replay {
+            let top = replica.dag().highest_round().map_or(0, |r| r.0);
+            for k in 2..10u64 {
+                let round = Round(top + k);
+                let mut parents = Vec::with_capacity(self.committee.size());
+                let own_first =
+                    std::iter::once(index).chain(self.committee.indices().filter(|a| *a != index));
+                for author in own_first.collect::<Vec<_>>() {
+                    let mut bytes = [0u8; 32];
+                    bytes[8..].copy_from_slice(&self.rng.gen::<[u8; 24]>());
+                    let Ok(hash) = Digest::from_slice(&bytes) else {
+                        continue;
+                    };
+                    parents.push(ParentRef {
+                        author,
+                        round: Round(round.0 - 1),
+                        hash,
+                    });
+                }
+                let vertex = Vertex {
+                    chain_id: chain_id.clone(),
+                    epoch,
+                    author: index,
+                    round,
+                    created_at: TimestampMs(self.now),
+                    proposal: None,
+                    parents,
+                    transactions: Vec::new(),
+                };
+                junk.push(Message::Vertex(vertex.signed_by(|c, b| signer.sign(c, b))));
+            }
         }
         for message in junk {
             self.broadcast(instance, &message, false);

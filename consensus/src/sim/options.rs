@@ -86,7 +86,7 @@ mutants: no-durable-own-vertex, count-parent-vertices, per-author-frontier, \
 pre-prepare-over-new-view, unbounded-claims, count-primary-prepare, proposal-not-durable, \
 new-view-not-durable, wiped-store-signs-at-once, pre-prepare-below-stable, no-round-jump, \
 stale-status-counts, latest-vertex-only, learning-not-durable, unverified-reports, \
-mempool-not-durable, no-nudge, snapshot-without-window, stale-wants";
+mempool-not-durable, no-nudge, snapshot-without-window, stale-wants, fetch-by-hash-order";
 
     /// The usage text, generated from `Behaviour::ALL` and `Mutant::ALL`.
     pub fn usage() -> String {
