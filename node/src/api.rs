@@ -37,6 +37,12 @@ fn unix_ms() -> u64 {
 }
 /// Entries a subscriber may fall behind before it is closed.
 pub const SUBSCRIBER_BUFFER: usize = 1_024;
+/// How long `SubmitTransactionAndWait` and `WaitForTransaction` wait when asked for 0.
+pub const DEFAULT_WAIT_MS: u64 = 30_000;
+/// The longest wait they allow.
+pub const MAX_WAIT_MS: u64 = 120_000;
+/// Clients that may wait on finality at once; beyond, RESOURCE_EXHAUSTED.
+pub const MAX_WAITERS: usize = 10_000;
 
 /// The service state.
 #[derive(Debug, Clone)]
@@ -57,6 +63,8 @@ pub struct LedgerService {
     pub metrics: NodeMetrics,
     /// Becomes true when the node stops: open streams end so the server can drain.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Room for clients waiting on finality (`MAX_WAITERS` permits).
+    pub waiters: Arc<tokio::sync::Semaphore>,
 }
 
 fn shutting_down() -> Status {
@@ -102,6 +110,14 @@ fn entry_to_proto(entry: &FinalizedEntry, with_ids: bool) -> v1::FinalizedEntry 
         } else {
             Vec::new()
         },
+    }
+}
+
+fn wait_limit(timeout_ms: u64) -> u64 {
+    if timeout_ms == 0 {
+        DEFAULT_WAIT_MS
+    } else {
+        timeout_ms.min(MAX_WAIT_MS)
     }
 }
 
@@ -206,9 +222,101 @@ impl LedgerService {
         let admission = answers.first().copied().unwrap_or(Admission::Full);
         self.outcome(admission).map(|()| (id, expires_at))
     }
+
+    /// The transaction a submission describes (its id and expiry), as `submit_one`
+    /// would admit it, without admitting it.
+    fn describe(&self, payload: &[u8], expires_at_ms: u64) -> Result<(TxId, TimestampMs), Status> {
+        let expires_at = self.expiry(expires_at_ms)?;
+        Ok((
+            Transaction::new(payload.to_vec(), expires_at).id(),
+            expires_at,
+        ))
+    }
 }
 
 impl LedgerService {
+    /// Where `id` was finalized here, if it was.
+    fn finalized_answer(&self, id: &TxId) -> Result<Option<v1::GetTransactionResponse>, Status> {
+        let Some(location) = self.store.transaction(id).map_err(internal)? else {
+            return Ok(None);
+        };
+        let finalized_unix_ms = self
+            .store
+            .finalized(location.sequence)
+            .map_err(internal)?
+            .map_or(0, |e| e.finalized_unix_ms);
+        Ok(Some(v1::GetTransactionResponse {
+            tx_id: id.0.as_bytes().to_vec(),
+            status: v1::TransactionStatus::Finalized as i32,
+            sequence: location.sequence.0,
+            vertex_hash: location.vertex.as_bytes().to_vec(),
+            position: location.position,
+            finalized_unix_ms,
+        }))
+    }
+
+    /// Waits until `id` is finalized here, at most `timeout_ms` (see `wait_limit`). With
+    /// its expiry known, answers FAILED_PRECONDITION as soon as an entry of a later
+    /// consensus time is finalized without it: it never will be (§4 of the protocol).
+    async fn wait_final(
+        &self,
+        id: TxId,
+        expires_at: Option<TimestampMs>,
+        timeout_ms: u64,
+    ) -> Result<v1::GetTransactionResponse, Status> {
+        let limit = wait_limit(timeout_ms);
+        let Ok(_permit) = self.waiters.clone().try_acquire_owned() else {
+            return Err(Status::resource_exhausted(format!(
+                "{MAX_WAITERS} clients already wait on finality here; poll GetTransaction for {} or retry later",
+                id.0.to_hex()
+            )));
+        };
+        // Subscribe before looking, so nothing finalized in between is missed.
+        let mut live = self.engine.finalized.subscribe();
+        if let Some(answer) = self.finalized_answer(&id)? {
+            return Ok(answer);
+        }
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(limit);
+        loop {
+            let next = tokio::select! {
+                next = live.recv() => next,
+                () = tokio::time::sleep_until(deadline) => {
+                    let status = if self.engine.is_pending(id).await { "PENDING" } else { "unknown here" };
+                    return Err(Status::deadline_exceeded(format!(
+                        "transaction {} not finalized after {limit} ms; status: {status}",
+                        id.0.to_hex()
+                    )));
+                }
+                () = stopped(self.shutdown.clone()) => return Err(shutting_down()),
+            };
+            let (look, passed) = match next {
+                Ok(entry) => {
+                    let passed = expires_at.is_some_and(|e| entry.consensus_time > e);
+                    (
+                        passed || entry.transactions.iter().any(|t| t.id == id),
+                        passed,
+                    )
+                }
+                // Lagged: whatever we missed is in the store.
+                Err(broadcast::error::RecvError::Lagged(_)) => (true, false),
+                Err(broadcast::error::RecvError::Closed) => return Err(shutting_down()),
+            };
+            if !look {
+                continue;
+            }
+            if let Some(answer) = self.finalized_answer(&id)? {
+                return Ok(answer);
+            }
+            if passed {
+                return Err(Status::failed_precondition(format!(
+                    "transaction {} expired unfinalized: consensus time passed its expiry ({} ms); status: EXPIRED",
+                    id.0.to_hex(),
+                    expires_at.map_or(0, |e| e.0)
+                )));
+            }
+        }
+    }
+
     /// The streamed submit: every payload gets an answer, in order.
     async fn submit_many(
         &self,
@@ -438,20 +546,8 @@ impl Ledger for LedgerService {
         request: Request<v1::GetTransactionRequest>,
     ) -> Result<Response<v1::GetTransactionResponse>, Status> {
         let id = TxId(digest(&request.into_inner().tx_id, "tx_id")?);
-        if let Some(location) = self.store.transaction(&id).map_err(internal)? {
-            let finalized_unix_ms = self
-                .store
-                .finalized(location.sequence)
-                .map_err(internal)?
-                .map_or(0, |e| e.finalized_unix_ms);
-            return Ok(Response::new(v1::GetTransactionResponse {
-                tx_id: id.0.as_bytes().to_vec(),
-                status: v1::TransactionStatus::Finalized as i32,
-                sequence: location.sequence.0,
-                vertex_hash: location.vertex.as_bytes().to_vec(),
-                position: location.position,
-                finalized_unix_ms,
-            }));
+        if let Some(answer) = self.finalized_answer(&id)? {
+            return Ok(Response::new(answer));
         }
         if self.engine.status.borrow().syncing {
             return Err(Status::unavailable(
@@ -535,6 +631,38 @@ impl Ledger for LedgerService {
         }))
     }
 
+    async fn submit_transaction_and_wait(
+        &self,
+        request: Request<v1::SubmitTransactionAndWaitRequest>,
+    ) -> Result<Response<v1::GetTransactionResponse>, Status> {
+        let request = request.into_inner();
+        let (id, expires_at) = match self
+            .submit_one(request.payload.clone(), request.expires_at_ms)
+            .await
+        {
+            Ok(admitted) => admitted,
+            // Already pending or finalized: the same transaction, so wait for it.
+            Err(status) if status.code() == tonic::Code::AlreadyExists => {
+                self.describe(&request.payload, request.expires_at_ms)?
+            }
+            Err(status) => return Err(status),
+        };
+        self.wait_final(id, Some(expires_at), request.timeout_ms)
+            .await
+            .map(Response::new)
+    }
+
+    async fn wait_for_transaction(
+        &self,
+        request: Request<v1::WaitForTransactionRequest>,
+    ) -> Result<Response<v1::GetTransactionResponse>, Status> {
+        let request = request.into_inner();
+        let id = TxId(digest(&request.tx_id, "tx_id")?);
+        self.wait_final(id, None, request.timeout_ms)
+            .await
+            .map(Response::new)
+    }
+
     type SubscribeFinalizedStream = BoxStream<v1::FinalizedEntry>;
 
     async fn subscribe_finalized(
@@ -542,10 +670,18 @@ impl Ledger for LedgerService {
         request: Request<v1::SubscribeFinalizedRequest>,
     ) -> Result<Response<Self::SubscribeFinalizedStream>, Status> {
         let request = request.into_inner();
-        let next = request.from_sequence.max(1);
         let with_ids = request.include_transaction_ids;
         // Subscribe before replaying, so nothing finalized in between is missed.
         let live = self.engine.finalized.subscribe();
+        let next = if request.from_tip {
+            // The tip read after subscribing: every entry above it arrives live.
+            self.store
+                .log_head()
+                .map_err(internal)?
+                .map_or(1, |head| head.sequence.0.saturating_add(1))
+        } else {
+            request.from_sequence.max(1)
+        };
         let store = self.store.clone();
         let (sender, receiver) = mpsc::channel(SUBSCRIBER_BUFFER);
         let shutdown = self.shutdown.clone();

@@ -448,6 +448,7 @@ async fn follow(
             .subscribe_finalized(v1::SubscribeFinalizedRequest {
                 from_sequence: from,
                 include_transaction_ids: true,
+                from_tip: false,
             })
             .await;
         if let Ok(stream) = stream {

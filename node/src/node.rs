@@ -300,6 +300,7 @@ pub async fn run(home: &Path) -> Result<(), NodeError> {
         limits,
         metrics: metrics.clone(),
         shutdown: shutdown_rx.clone(),
+        waiters: Arc::new(tokio::sync::Semaphore::new(crate::api::MAX_WAITERS)),
     };
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     // Not ready until the finalized log is synced and a quorum is connected (the

@@ -878,6 +878,7 @@ async fn stopping_the_primary_changes_the_view_and_finalization_resumes() {
         .subscribe_finalized(v1::SubscribeFinalizedRequest {
             from_sequence: 1,
             include_transaction_ids: true,
+            from_tip: false,
         })
         .await
         .expect("subscribe")
@@ -1466,4 +1467,123 @@ async fn grpc_over_tls_answers_only_clients_that_complete_the_handshake() {
         Err(_) => false,
     };
     assert!(!plaintext, "a plaintext client was answered");
+}
+
+/// Issue 13, submit and wait: `SubmitTransactionAndWait` answers once this validator has
+/// finalized the transaction, with where (what `GetTransaction` then says); resubmitting
+/// the same payload and expiry waits for the same transaction instead of failing;
+/// `WaitForTransaction` on another validator answers the same place for the id, and
+/// DEADLINE_EXCEEDED naming the id for one never submitted; a subscription from the tip
+/// starts above the tip it was opened at and follows live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_and_wait_answers_once_final_and_a_resubmission_waits_for_the_same_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (homes, endpoints) = testnet(dir.path(), 4);
+    let mut validators = Validators::start(&homes);
+    let mut clients = Vec::new();
+    for endpoint in &endpoints {
+        clients.push(connect(endpoint).await);
+    }
+    wait_connected(&mut clients).await;
+
+    let request = v1::SubmitTransactionAndWaitRequest {
+        payload: b"submitted and waited for".to_vec(),
+        expires_at_ms: expiry_ms(),
+        timeout_ms: 60_000,
+    };
+    let first = clients[0]
+        .submit_transaction_and_wait(request.clone())
+        .await
+        .expect("final within the wait")
+        .into_inner();
+    assert_eq!(first.status, v1::TransactionStatus::Finalized as i32);
+    assert!(first.sequence > 0 && first.vertex_hash.len() == 32);
+    let got = clients[0]
+        .get_transaction(v1::GetTransactionRequest {
+            tx_id: first.tx_id.clone(),
+        })
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(got, first, "GetTransaction says the same");
+    let again = clients[0]
+        .submit_transaction_and_wait(request)
+        .await
+        .expect("a resubmission is not an error")
+        .into_inner();
+    assert_eq!(again, first, "a resubmission answers the same transaction");
+
+    let place = |a: &v1::GetTransactionResponse| (a.sequence, a.vertex_hash.clone(), a.position);
+    let waited = clients[1]
+        .wait_for_transaction(v1::WaitForTransactionRequest {
+            tx_id: first.tx_id.clone(),
+            timeout_ms: 60_000,
+        })
+        .await
+        .expect("final on another validator")
+        .into_inner();
+    assert_eq!(place(&waited), place(&first));
+
+    let never = vec![7u8; 32];
+    let started = Instant::now();
+    let refused = clients[2]
+        .wait_for_transaction(v1::WaitForTransactionRequest {
+            tx_id: never.clone(),
+            timeout_ms: 300,
+        })
+        .await
+        .expect_err("never submitted");
+    assert_eq!(refused.code(), Code::DeadlineExceeded);
+    assert!(
+        refused.message().contains(&hex(&never)),
+        "the message names the id: {}",
+        refused.message()
+    );
+    assert!(started.elapsed() >= Duration::from_millis(300));
+
+    let tip = status(&mut clients[3]).await.last_finalized_sequence;
+    let mut live = clients[3]
+        .subscribe_finalized(v1::SubscribeFinalizedRequest {
+            from_sequence: 1,
+            include_transaction_ids: true,
+            from_tip: true,
+        })
+        .await
+        .expect("subscribe from the tip")
+        .into_inner();
+    let later = clients[3]
+        .submit_transaction_and_wait(v1::SubmitTransactionAndWaitRequest {
+            payload: b"finalized after the subscription".to_vec(),
+            expires_at_ms: expiry_ms(),
+            timeout_ms: 60_000,
+        })
+        .await
+        .expect("final")
+        .into_inner();
+    let mut previous = None;
+    loop {
+        let entry = tokio::time::timeout(TIMEOUT, tokio_stream::StreamExt::next(&mut live))
+            .await
+            .expect("an entry within the timeout")
+            .expect("the stream stays open")
+            .expect("an entry");
+        assert!(
+            entry.sequence > tip,
+            "replayed {} at or below the tip {tip}",
+            entry.sequence
+        );
+        if let Some(previous) = previous {
+            assert_eq!(entry.sequence, previous + 1, "live entries in order");
+        }
+        previous = Some(entry.sequence);
+        if entry.sequence == later.sequence {
+            assert!(entry.transaction_ids.contains(&later.tx_id));
+            break;
+        }
+        assert!(
+            entry.sequence < later.sequence,
+            "passed the transaction's entry"
+        );
+    }
+    validators.stop_cleanly();
 }
