@@ -2408,8 +2408,9 @@ fn anchor_in_retransmit_fetches(mutant: Option<Mutant>) -> Vec<bool> {
             node.now += interval;
             let retransmitted =
                 fetches(&node.step(Input::Timer(weft_consensus::replica::Timer::Tick)));
-            assert_eq!(retransmitted.len(), 1, "one fetch per retransmission");
-            retransmitted[0].1.contains(&anchor)
+            retransmitted
+                .iter()
+                .any(|(_, hashes)| hashes.contains(&anchor))
         })
         .collect()
 }
@@ -2421,5 +2422,61 @@ fn every_retransmission_fetches_a_committed_anchor_whatever_else_is_missing() {
     assert_eq!(
         anchor_in_retransmit_fetches(Some(Mutant::FetchByHashOrder)),
         vec![false, false, false]
+    );
+}
+
+/// Found by the attack review of the fetch list (rule: each retransmission asks the
+/// author of every waiting vertex for the parents it names). Honest validator 1's round-1
+/// vertex names a version of validator 0's genesis slot that replica 3 lacks. Returns,
+/// for each of the next three retransmissions, whether it asked validator 1 for it.
+fn parent_asked_of_its_childs_author(mutant: Option<Mutant>) -> Vec<bool> {
+    let (committee, _) = committee(4);
+    let mut node = Node::new(3, &committee, mutant);
+    let mut builder = DagBuilder::with_committee(committee.clone()).transactions_per_vertex(0);
+    let genesis = genesis_except(&mut builder, 3);
+    for vertex in &genesis {
+        node.deliver(vertex.vertex().author.0, Message::Vertex(vertex.clone()));
+    }
+    let lacking = Digest::of(b"a version of 0's genesis replica 3 lacks");
+    let parents = vec![
+        ParentRef {
+            author: v(0),
+            round: Round(0),
+            hash: lacking,
+        },
+        genesis
+            .iter()
+            .find(|g| g.vertex().author == v(2))
+            .expect("2's genesis")
+            .as_parent(),
+    ];
+    let child = builder.vertex_with_parents(v(1), Round(1), parents, 0);
+    node.deliver(1, Message::Vertex(child));
+    let interval = node.config.retransmit_interval_ms;
+    (0..3)
+        .map(|_| {
+            node.now += interval;
+            node.step(Input::Timer(weft_consensus::replica::Timer::Tick))
+                .iter()
+                .any(|o| {
+                    matches!(o, Output::Fetch { from, hashes } if *from == v(1) && hashes.contains(&lacking))
+                })
+        })
+        .collect()
+}
+
+#[test]
+fn every_retransmission_asks_a_waiting_vertexs_author_for_its_missing_parents() {
+    assert_eq!(
+        parent_asked_of_its_childs_author(None),
+        vec![true, true, true]
+    );
+    // The old rule: only the rotating peer is asked, validator 1 once in three.
+    assert_eq!(
+        parent_asked_of_its_childs_author(Some(Mutant::FetchByRotationOnly))
+            .into_iter()
+            .filter(|asked| *asked)
+            .count(),
+        1
     );
 }

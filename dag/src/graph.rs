@@ -15,7 +15,10 @@
 //!   makes its whole history final, so every version it references must be held, and the
 //!   exact finalized set (not a per-author frontier) keeps the order deterministic.
 //! - **Waiting vertices are bounded per author**, so a flood of vertices whose parents
-//!   never arrive cannot grow memory without limit.
+//!   never arrive cannot grow memory without limit. At the bound, a vertex something
+//!   needs displaces one of the author's waiting vertices that nothing needs, so an
+//!   author's made-up vertices cannot keep out its real ones that honest vertices
+//!   reference.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -32,6 +35,12 @@ pub struct DagConfig {
     /// Most vertices of one author waiting for ancestors.
     pub max_pending_per_author: usize,
     #[doc(hidden)]
+    /// The waiting buffer as it was before the long run found its stall (the consensus
+    /// simulator's `Mutant::RefuseNeededAtCap`): at an author's cap, a vertex that a
+    /// held or waiting vertex needs is refused unless it is below that author's highest
+    /// waiting vertex. Always false in a node.
+    pub refuse_needed_at_cap: bool,
+    #[doc(hidden)]
     /// The wanted set as it was before the long run found its stall (the consensus
     /// simulator's `Mutant::StaleWants`): hashes stay after they arrive and, at the
     /// bound, the smallest hash goes, not the oldest wish. Always false in a node.
@@ -43,6 +52,7 @@ impl Default for DagConfig {
         DagConfig {
             limits: Limits::default(),
             max_pending_per_author: 1_000,
+            refuse_needed_at_cap: false,
             stale_wants: false,
         }
     }
@@ -205,6 +215,30 @@ impl Dag {
         missing
     }
 
+    /// Missing parents grouped by the author of a waiting vertex that names them (the
+    /// validator that holds them if it is honest: it referenced them), each group in the
+    /// order of its children's rounds (ancestors first), at most `limit` per author.
+    pub fn missing_by_child_author(&self, limit: usize) -> BTreeMap<ValidatorIndex, Vec<Digest>> {
+        let mut named: Vec<(ValidatorIndex, Round, Digest)> = Vec::new();
+        for waiting in self.waiting.values() {
+            let body = waiting.vertex.vertex();
+            for parent in &waiting.missing {
+                if !self.waiting.contains_key(parent) {
+                    named.push((body.author, body.round, *parent));
+                }
+            }
+        }
+        named.sort_unstable();
+        let mut by_author: BTreeMap<ValidatorIndex, Vec<Digest>> = BTreeMap::new();
+        for (author, _, parent) in named {
+            let list = by_author.entry(author).or_default();
+            if list.len() < limit && !list.contains(&parent) {
+                list.push(parent);
+            }
+        }
+        by_author
+    }
+
     /// Equivocation evidence recorded so far, one per (round, author).
     pub fn evidence(&self) -> impl Iterator<Item = &Equivocation> {
         self.evidence.values()
@@ -342,16 +376,41 @@ impl Dag {
         } else {
             let author = body.author.as_usize();
             if self.waiting_per_author[author] >= self.config.max_pending_per_author {
-                // Keep the lowest rounds: an ancestor that arrives while descendants fill
-                // the buffer must get in, or nothing waiting could ever be accepted.
+                // A vertex something needs (a held or waiting vertex references it, or
+                // consensus wants it) displaces one of the author's waiting vertices that
+                // nothing needs, the highest first. Found by the long run with the
+                // strengthened flood (seed 116,150,001,177): a Byzantine author's made-up
+                // vertices, below the rounds of its real ones, filled its share of the
+                // buffer, so an honest replica could take neither its real vertices nor
+                // the honest vertices that reference them, and fell out of every quorum.
+                let needed = self.wanted_by.contains_key(&hash) || self.wanted.contains_key(&hash);
+                let idle = if needed && !self.config.refuse_needed_at_cap {
+                    self.waiting
+                        .iter()
+                        .filter(|(h, w)| {
+                            w.vertex.vertex().author == body.author
+                                && !self.wanted_by.contains_key(*h)
+                                && !self.wanted.contains_key(*h)
+                        })
+                        .max_by_key(|(h, w)| (w.vertex.vertex().round, **h))
+                        .map(|(h, _)| *h)
+                } else {
+                    None
+                };
+                // Otherwise keep the lowest rounds: an ancestor that arrives while
+                // descendants fill the buffer must get in, or nothing waiting could ever
+                // be accepted.
                 let highest = self
                     .waiting
                     .iter()
                     .filter(|(_, w)| w.vertex.vertex().author == body.author)
                     .max_by_key(|(h, w)| (w.vertex.vertex().round, **h))
                     .map(|(h, w)| (*h, w.vertex.vertex().round));
-                match highest {
-                    Some((evicted, round)) if round > body.round => self.drop_waiting(&evicted),
+                match (idle, highest) {
+                    (Some(evicted), _) => self.drop_waiting(&evicted),
+                    (None, Some((evicted, round))) if round > body.round => {
+                        self.drop_waiting(&evicted);
+                    }
                     _ => return Err(InsertError::PendingFull(body.author)),
                 }
             }

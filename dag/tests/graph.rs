@@ -10,9 +10,9 @@ use rand_chacha::ChaCha8Rng;
 use weft_crypto::Digest;
 use weft_dag::testing::{committee, placeholder_signature, DagBuilder};
 use weft_dag::{
-    ChainId, Committee, Dag, DagConfig, Epoch, FinalizedEntry, Finalizer, InsertError, Limits,
-    ParentRef, Round, Sequence, SignedVertex, TimestampMs, Transaction, TxId, ValidatorIndex,
-    Vertex, VertexError, MAX_TTL_MS,
+    ChainId, Committee, Dag, DagConfig, Epoch, FinalizedEntry, Finalizer, InsertError,
+    InsertReport, Limits, ParentRef, Round, Sequence, SignedVertex, TimestampMs, Transaction, TxId,
+    ValidatorIndex, Vertex, VertexError, MAX_TTL_MS,
 };
 
 fn v(index: u16) -> ValidatorIndex {
@@ -412,6 +412,89 @@ fn at_the_bound_the_oldest_open_wish_goes_unless_made_again() {
         .collect();
     assert_eq!(taken, vec![true, true, false, true]);
     assert_eq!(dag.wanted_len(), 0, "every open wish was fulfilled");
+}
+
+/// A vertex by `author` at `round` whose parents (one per validator of the round
+/// below, its own first) are made up: nobody holds them, so it waits.
+fn made_up(author: u16, round: u64, tag: u8, committee: &Committee) -> SignedVertex {
+    let mut parents = Vec::new();
+    let mut authors = vec![author];
+    authors.extend((0..4u16).filter(|a| *a != author));
+    for a in authors {
+        let mut bytes = [tag; 32];
+        bytes[0..8].copy_from_slice(&round.to_be_bytes());
+        bytes[8..10].copy_from_slice(&a.to_be_bytes());
+        parents.push(ParentRef {
+            author: v(a),
+            round: Round(round - 1),
+            hash: Digest::from_slice(&bytes).expect("32 bytes"),
+        });
+    }
+    let body = Vertex {
+        chain_id: committee.chain_id().clone(),
+        epoch: committee.epoch(),
+        author: v(author),
+        round: Round(round),
+        created_at: TimestampMs(1_700_000_000_000 + round),
+        proposal: None,
+        parents,
+        transactions: Vec::new(),
+    };
+    SignedVertex::with_signature(body, placeholder_signature())
+}
+
+/// Found by the long run with the strengthened flood (seed 116,150,001,177; rule: at an
+/// author's cap, a vertex something needs displaces one of the author's waiting
+/// vertices that nothing needs). Author 0's share (2) holds two made-up vertices at
+/// rounds 1 and 2; author 1's vertex at round 4 references 0's real vertex R at round 3,
+/// which then arrives (its own parents not yet held). Returns what inserting R gives,
+/// and what a further unneeded vertex of author 0 gives.
+fn needed_at_the_cap(
+    refuse_needed_at_cap: bool,
+) -> (
+    Result<InsertReport, InsertError>,
+    Result<InsertReport, InsertError>,
+) {
+    let builder = DagBuilder::new(4);
+    let committee = builder.committee().clone();
+    let config = DagConfig {
+        max_pending_per_author: 2,
+        refuse_needed_at_cap,
+        ..DagConfig::default()
+    };
+    let mut dag = Dag::new(committee.clone(), config);
+    for round in [1, 2] {
+        dag.insert(made_up(0, round, 0xa0, &committee))
+            .expect("room to wait");
+    }
+    let real = made_up(0, 3, 0xb0, &committee);
+    let mut child = made_up(1, 4, 0xc0, &committee).vertex().clone();
+    for parent in &mut child.parents {
+        if parent.author == v(0) {
+            parent.hash = real.hash();
+        }
+    }
+    let child = SignedVertex::with_signature(child, placeholder_signature());
+    dag.insert(child).expect("author 1 has room");
+    let needed = dag.insert(real);
+    let unneeded = dag.insert(made_up(0, 7, 0xd0, &committee));
+    (needed, unneeded)
+}
+
+#[test]
+fn a_needed_vertex_displaces_a_waiting_one_nothing_needs() {
+    let (needed, unneeded) = needed_at_the_cap(false);
+    assert!(needed.is_ok(), "the needed vertex waits: {needed:?}");
+    assert!(
+        matches!(unneeded, Err(InsertError::PendingFull(a)) if a == v(0)),
+        "the cap still holds for what nothing needs: {unneeded:?}"
+    );
+    // The old rule: the needed vertex lies above both made-up ones, so it is refused.
+    let (needed, _) = needed_at_the_cap(true);
+    assert!(
+        matches!(needed, Err(InsertError::PendingFull(a)) if a == v(0)),
+        "the old rule took it: {needed:?}"
+    );
 }
 
 #[test]

@@ -150,11 +150,63 @@ pub enum Mutant {
     /// first 256, so made-up parents of a Byzantine validator's waiting vertices can
     /// keep a committed anchor out of every fetch.
     FetchByHashOrder,
+    /// Found by the long run with the strengthened flood (seed 116,150,001,177): at an
+    /// author's cap of waiting vertices, a vertex that held or waiting vertices need is
+    /// refused unless it lies below the author's highest waiting one, so a Byzantine
+    /// author's made-up vertices keep out its real ones and every honest vertex that
+    /// references them.
+    RefuseNeededAtCap,
+    /// Found by the attack review of the fetch list: missing parents are asked only of
+    /// the rotating peer, never of the author of the waiting vertex that names them, so
+    /// the window over them can lock onto the rotation and ask a parent only of
+    /// Byzantine peers.
+    FetchByRotationOnly,
 }
 
 impl Mutant {
+    /// True when the replica runs the wanted set of before seed 103,100,007,177.
+    pub(crate) fn stale_wants(config: &ReplicaConfig) -> bool {
+        config.legacy_replay || config.mutant == Some(Mutant::StaleWants)
+    }
+
+    /// True when retransmission fetches by hash order (as before the review of the
+    /// wanted-set fix). `StaleWants` brings it back too: it replays its seed as it ran.
+    pub(crate) fn fetch_by_hash_order(config: &ReplicaConfig) -> bool {
+        config.legacy_replay
+            || matches!(
+                config.mutant,
+                Some(Mutant::FetchByHashOrder | Mutant::StaleWants)
+            )
+    }
+
+    /// True when missing parents are asked only of the rotating peer (as before the
+    /// review of the fetch list). The earlier mutants bring it back too.
+    pub(crate) fn fetch_by_rotation_only(config: &ReplicaConfig) -> bool {
+        config.legacy_replay
+            || matches!(
+                config.mutant,
+                Some(
+                    Mutant::FetchByRotationOnly
+                        | Mutant::RefuseNeededAtCap
+                        | Mutant::FetchByHashOrder
+                        | Mutant::StaleWants
+                )
+            )
+    }
+
+    /// True when the waiting buffer refuses needed vertices at an author's cap (as before
+    /// seed 116,150,001,177). The two earlier mutants bring it back too, for the same
+    /// reason.
+    pub(crate) fn refuse_needed_at_cap(config: &ReplicaConfig) -> bool {
+        config.legacy_replay
+            || matches!(
+                config.mutant,
+                Some(Mutant::RefuseNeededAtCap | Mutant::FetchByHashOrder | Mutant::StaleWants)
+            )
+    }
+
     /// Every mutant, in the order the simulator's tests run them.
-    pub const ALL: [Mutant; 20] = [
+    pub const ALL: [Mutant; 22] = [
         Mutant::NoDurableOwnVertex,
         Mutant::CountParentVertices,
         Mutant::PerAuthorFrontier,
@@ -175,6 +227,8 @@ impl Mutant {
         Mutant::SnapshotWithoutWindow,
         Mutant::StaleWants,
         Mutant::FetchByHashOrder,
+        Mutant::RefuseNeededAtCap,
+        Mutant::FetchByRotationOnly,
     ];
 
     /// The command-line name (`--mutant NAME`).
@@ -200,6 +254,8 @@ impl Mutant {
             Mutant::SnapshotWithoutWindow => "snapshot-without-window",
             Mutant::StaleWants => "stale-wants",
             Mutant::FetchByHashOrder => "fetch-by-hash-order",
+            Mutant::RefuseNeededAtCap => "refuse-needed-at-cap",
+            Mutant::FetchByRotationOnly => "fetch-by-rotation-only",
         }
     }
 

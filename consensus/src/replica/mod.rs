@@ -204,7 +204,8 @@ impl Replica {
             DagConfig {
                 limits: config.limits,
                 max_pending_per_author: usize::try_from(config.gc_depth).unwrap_or(usize::MAX),
-                stale_wants: config.mutant == Some(Mutant::StaleWants),
+                stale_wants: Mutant::stale_wants(&config),
+                refuse_needed_at_cap: Mutant::refuse_needed_at_cap(&config),
             },
         );
         let mut finalizer = Finalizer::new(config.gc_depth);

@@ -86,7 +86,8 @@ mutants: no-durable-own-vertex, count-parent-vertices, per-author-frontier, \
 pre-prepare-over-new-view, unbounded-claims, count-primary-prepare, proposal-not-durable, \
 new-view-not-durable, wiped-store-signs-at-once, pre-prepare-below-stable, no-round-jump, \
 stale-status-counts, latest-vertex-only, learning-not-durable, unverified-reports, \
-mempool-not-durable, no-nudge, snapshot-without-window, stale-wants, fetch-by-hash-order";
+mempool-not-durable, no-nudge, snapshot-without-window, stale-wants, fetch-by-hash-order, refuse-needed-at-cap, \
+fetch-by-rotation-only";
 
     /// The usage text, generated from `Behaviour::ALL` and `Mutant::ALL`.
     pub fn usage() -> String {
