@@ -644,11 +644,14 @@ fn mutant_mempool_not_durable_is_caught_by_random_seeds() {
 /// Found by those clients: a replica holding a transaction without a quorum of its
 /// previous round, its peers idle (odd seeds run the node's 300 s heartbeat). First
 /// caught at +175 since impatient clients' copies (which often give a second replica
-/// work) joined the run. The deterministic twin is
-/// `attacks::an_idle_replica_builds_the_round_a_peer_with_work_lacks`.
+/// work) joined the run; rare (about 4 in 1,000 seeds: `weft-simulate --validators 4
+/// --byzantine 0 --behaviour all --faults --transactions 400 --mutant no-nudge`, 1 in
+/// 500 from 5,000,300 and 3 in 500 from 5,300,000), so the bound is 600 since the
+/// waiting-buffer rule of session 12 moved the first catch to +563. The deterministic
+/// twin is `attacks::an_idle_replica_builds_the_round_a_peer_with_work_lacks`.
 #[test]
 fn mutant_no_nudge_is_caught_by_random_seeds() {
-    mutant_is_caught(Mutant::NoNudge, 0, 300, &["liveness:"]);
+    mutant_is_caught(Mutant::NoNudge, 0, 600, &["liveness:"]);
 }
 
 /// Checkpointed restart: a replica restarted from its finalizer's snapshot without the

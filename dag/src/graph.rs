@@ -383,35 +383,38 @@ impl Dag {
                 // vertices, below the rounds of its real ones, filled its share of the
                 // buffer, so an honest replica could take neither its real vertices nor
                 // the honest vertices that reference them, and fell out of every quorum.
-                let needed = self.wanted_by.contains_key(&hash) || self.wanted.contains_key(&hash);
-                let idle = if needed && !self.config.refuse_needed_at_cap {
-                    self.waiting
-                        .iter()
-                        .filter(|(h, w)| {
-                            w.vertex.vertex().author == body.author
-                                && !self.wanted_by.contains_key(*h)
-                                && !self.wanted.contains_key(*h)
-                        })
-                        .max_by_key(|(h, w)| (w.vertex.vertex().round, **h))
-                        .map(|(h, _)| *h)
-                } else {
-                    None
+                // An arrival nothing needs displaces only a higher vertex nothing needs:
+                // re-pushed junk must not evict a needed vertex, whose eviction drops the
+                // honest vertices waiting on it (found by the review of this rule).
+                // Failing both, a needed arrival evicts the highest waiting vertex if it
+                // lies below it: an ancestor that arrives while descendants fill the
+                // buffer must get in, or nothing waiting could ever be accepted.
+                let needs = |dag: &Dag, h: &Digest| {
+                    dag.wanted_by.contains_key(h) || dag.wanted.contains_key(h)
                 };
-                // Otherwise keep the lowest rounds: an ancestor that arrives while
-                // descendants fill the buffer must get in, or nothing waiting could ever
-                // be accepted.
-                let highest = self
-                    .waiting
-                    .iter()
-                    .filter(|(_, w)| w.vertex.vertex().author == body.author)
-                    .max_by_key(|(h, w)| (w.vertex.vertex().round, **h))
-                    .map(|(h, w)| (*h, w.vertex.vertex().round));
-                match (idle, highest) {
-                    (Some(evicted), _) => self.drop_waiting(&evicted),
-                    (None, Some((evicted, round))) if round > body.round => {
-                        self.drop_waiting(&evicted);
+                let mut highest: Option<(Round, Digest)> = None;
+                let mut highest_idle: Option<(Round, Digest)> = None;
+                for (h, w) in &self.waiting {
+                    if w.vertex.vertex().author != body.author {
+                        continue;
                     }
-                    _ => return Err(InsertError::PendingFull(body.author)),
+                    let key = (w.vertex.vertex().round, *h);
+                    highest = highest.max(Some(key));
+                    if !needs(self, h) {
+                        highest_idle = highest_idle.max(Some(key));
+                    }
+                }
+                let above = |key: &(Round, Digest)| key.0 > body.round;
+                let victim = if self.config.refuse_needed_at_cap {
+                    highest.filter(above)
+                } else if needs(self, &hash) {
+                    highest_idle.or_else(|| highest.filter(above))
+                } else {
+                    highest_idle.filter(above)
+                };
+                match victim {
+                    Some((_, evicted)) => self.drop_waiting(&evicted),
+                    None => return Err(InsertError::PendingFull(body.author)),
                 }
             }
             self.waiting_per_author[author] += 1;

@@ -447,8 +447,9 @@ fn made_up(author: u16, round: u64, tag: u8, committee: &Committee) -> SignedVer
 /// author's cap, a vertex something needs displaces one of the author's waiting
 /// vertices that nothing needs). Author 0's share (2) holds two made-up vertices at
 /// rounds 1 and 2; author 1's vertex at round 4 references 0's real vertex R at round 3,
-/// which then arrives (its own parents not yet held). Returns what inserting R gives,
-/// and what a further unneeded vertex of author 0 gives.
+/// which then arrives (its own parents not yet held) and displaces the round-2 one.
+/// Returns what inserting R gives, and what a further unneeded vertex of author 0 at
+/// round 7 gives; re-pushing the displaced round-2 vertex must not evict R either.
 fn needed_at_the_cap(
     refuse_needed_at_cap: bool,
 ) -> (
@@ -476,8 +477,24 @@ fn needed_at_the_cap(
     }
     let child = SignedVertex::with_signature(child, placeholder_signature());
     dag.insert(child).expect("author 1 has room");
+    let real_hash = real.hash();
     let needed = dag.insert(real);
+    // Made-up vertices that nothing needs, above and below the needed one: neither may
+    // displace it (a displaced needed vertex takes the honest vertices waiting on it).
     let unneeded = dag.insert(made_up(0, 7, 0xd0, &committee));
+    let below = dag.insert(made_up(0, 2, 0xa0, &committee));
+    if needed.is_ok() {
+        assert!(
+            matches!(below, Err(InsertError::PendingFull(_))),
+            "re-pushed junk below the needed vertex is refused: {below:?}"
+        );
+        assert_eq!(
+            dag.waiting_len(),
+            3,
+            "the needed vertex and its child still wait"
+        );
+        assert!(!dag.contains(&real_hash), "waiting, not accepted");
+    }
     (needed, unneeded)
 }
 

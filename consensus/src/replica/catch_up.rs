@@ -106,8 +106,7 @@ impl Replica {
         // Each author of a waiting vertex is asked for the parents that vertex names:
         // an honest one holds them. The rotation alone can lock onto the window's cycle,
         // so that a parent is only ever asked of Byzantine peers (found by the attack
-        // review of the fetch list: n = 10 with 850 made-up parents in view). A
-        // Byzantine author's made-up parents are asked of it alone.
+        // review of the fetch list: n = 10 with 850 made-up parents in view).
         if !Mutant::fetch_by_rotation_only(&self.config) {
             let own = self.config.index;
             for (author, hashes) in self.dag.missing_by_child_author(MAX_RETRANSMIT_FETCH) {
