@@ -489,6 +489,25 @@ fn the_seed_that_found_pre_prepares_below_the_stable_checkpoint_stays_fixed() {
     );
 }
 
+/// Replays `seed` under the replay command's `words`: clean with the rules, and with
+/// `mutant` (the Byzantine validator's code underneath running it too, as the seed was
+/// found) a liveness violation.
+fn replayed_seed_stays_fixed(words: &str, seed: u64, mutant: Mutant) {
+    let options = SimOptions::parse(words.split_whitespace().map(str::to_string))
+        .expect("the replay command parses");
+    let fixed = run(&options.config(seed));
+    assert!(fixed.violations.is_empty(), "{:?}", fixed.violations);
+    let mut old = options.config(seed);
+    old.mutant = Some(mutant);
+    old.byzantine_mutant = true;
+    let old = run(&old);
+    assert!(
+        old.violations.iter().any(|v| v.contains("liveness:")),
+        "{:?}",
+        old.violations
+    );
+}
+
 /// Found by the long run once in 147,500 seeds (seed 103,100,007,177, n = 7,
 /// `hijack-reproposals`, every fault): a replica kept every hash it ever wanted after
 /// its vertex arrived, so its wanted set filled up and dropped the wish for an anchor it
@@ -503,22 +522,11 @@ fn the_seed_that_found_pre_prepares_below_the_stable_checkpoint_stays_fixed() {
 /// `graph::at_the_bound_the_oldest_open_wish_goes_unless_made_again` (dag crate).
 #[test]
 fn the_seed_that_found_a_refused_committed_anchor_stays_fixed() {
-    let words = "--validators 7 --byzantine 1 --behaviour hijack-reproposals --transactions 400 \
-                 --load-ms 8000 --loss 0.02 --partitions --crashes --cut-crashes --wipes --targeted";
-    let options = SimOptions::parse(words.split_whitespace().map(str::to_string))
-        .expect("the replay command parses");
-    let seed = 103_100_007_177;
-    let fixed = run(&options.config(seed));
-    assert!(fixed.violations.is_empty(), "{:?}", fixed.violations);
-    let mut mutant = options.config(seed);
-    mutant.mutant = Some(Mutant::StaleWants);
-    // As found: the Byzantine validator's code underneath ran the old rules too.
-    mutant.byzantine_mutant = true;
-    let mutant = run(&mutant);
-    assert!(
-        mutant.violations.iter().any(|v| v.contains("liveness:")),
-        "{:?}",
-        mutant.violations
+    replayed_seed_stays_fixed(
+        "--validators 7 --byzantine 1 --behaviour hijack-reproposals --transactions 400 \
+                 --load-ms 8000 --loss 0.02 --partitions --crashes --cut-crashes --wipes --targeted",
+        103_100_007_177,
+        Mutant::StaleWants,
     );
 }
 
@@ -614,22 +622,11 @@ fn caught_by_flooding_seeds(
 /// `graph::a_needed_vertex_displaces_a_waiting_one_nothing_needs` (dag crate).
 #[test]
 fn the_seed_that_found_needed_vertices_refused_at_the_cap_stays_fixed() {
-    let words = "--validators 4 --byzantine 1 --behaviour flooding --transactions 400 \
-                 --load-ms 8000 --loss 0.02 --partitions --crashes --cut-crashes --wipes --targeted";
-    let options = SimOptions::parse(words.split_whitespace().map(str::to_string))
-        .expect("the replay command parses");
-    let seed = 116_150_001_177;
-    let fixed = run(&options.config(seed));
-    assert!(fixed.violations.is_empty(), "{:?}", fixed.violations);
-    let mut mutant = options.config(seed);
-    mutant.mutant = Some(Mutant::RefuseNeededAtCap);
-    // As found: the Byzantine validator's code underneath ran the old rules too.
-    mutant.byzantine_mutant = true;
-    let mutant = run(&mutant);
-    assert!(
-        mutant.violations.iter().any(|v| v.contains("liveness:")),
-        "{:?}",
-        mutant.violations
+    replayed_seed_stays_fixed(
+        "--validators 4 --byzantine 1 --behaviour flooding --transactions 400 \
+                 --load-ms 8000 --loss 0.02 --partitions --crashes --cut-crashes --wipes --targeted",
+        116_150_001_177,
+        Mutant::RefuseNeededAtCap,
     );
 }
 
