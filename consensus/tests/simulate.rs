@@ -619,7 +619,7 @@ fn caught_by_flooding_seeds(
 /// --transactions 400 --seeds 400 --seed-base 5000000 --mutant refuse-needed-at-cap`
 /// catches it once (+365), so this replays the seed that found it. The deterministic
 /// twin is
-/// `graph::a_needed_vertex_displaces_a_waiting_one_nothing_needs` (dag crate).
+/// `graph::a_vertex_an_honest_vertex_needs_is_charged_to_that_vertexs_share` (dag crate).
 #[test]
 fn the_seed_that_found_needed_vertices_refused_at_the_cap_stays_fixed() {
     replayed_seed_stays_fixed(
@@ -627,6 +627,25 @@ fn the_seed_that_found_needed_vertices_refused_at_the_cap_stays_fixed() {
                  --load-ms 8000 --loss 0.02 --partitions --crashes --cut-crashes --wipes --targeted",
         116_150_001_177,
         Mutant::RefuseNeededAtCap,
+    );
+}
+
+/// Found by the long run on session 12's waiting-buffer rule (known limit 18; 3 in
+/// 46,700 seeds, all n = 4 with one Byzantine validator, none of them `flooding`):
+/// replica 2, cut off from validator 1 for a while, walked 1's chain down parent by
+/// parent while 1's later vertices, needed by other validators' vertices, arrived; each
+/// displaced the walk's top (nothing needed it), until the walk was gone and replica 2
+/// never executed past sequence 16. The deterministic twin is
+/// `graph::a_chain_walked_down_parent_by_parent_survives_later_rounds_of_its_author`
+/// (dag crate); the other two seeds were 117,100,003,753 (`lying-sync`) and
+/// 117,150,006,096 (`double-voting`).
+#[test]
+fn the_seed_that_found_a_chain_walk_eaten_from_its_top_stays_fixed() {
+    replayed_seed_stays_fixed(
+        "--validators 4 --byzantine 1 --behaviour double-voting --transactions 400 \
+                 --load-ms 8000 --loss 0.02 --partitions --crashes --cut-crashes --wipes --targeted",
+        117_100_002_636,
+        Mutant::NeededDisplacesIdle,
     );
 }
 

@@ -14,13 +14,18 @@
 //!   wanted, that is, when a vertex we hold or wait on references it: an accepted vertex
 //!   makes its whole history final, so every version it references must be held, and the
 //!   exact finalized set (not a per-author frontier) keeps the order deterministic.
-//! - **Waiting vertices are bounded per author**, so a flood of vertices whose parents
-//!   never arrive cannot grow memory without limit. At the bound, a vertex something
-//!   needs displaces one of the author's waiting vertices that nothing needs, so an
-//!   author's made-up vertices cannot keep out its real ones that honest vertices
-//!   reference.
+//! - **Waiting vertices are bounded per sponsor**, so a flood of vertices whose parents
+//!   never arrive cannot grow memory without limit, and a validator's flood uses up only
+//!   its own share. A waiting vertex is charged to a [`Sponsor`]: a commit certificate
+//!   for an anchor consensus wants and its history; the primary for an anchor it
+//!   designated; the sponsor of a waiting vertex that needs it (its history is fixed by
+//!   hashes, so what an honest validator's vertex needs is real); its own author when it
+//!   came unasked. Each share keeps its lowest rounds (an arrival below a full share's
+//!   highest vertex takes that one's place), because catching up accepts from the
+//!   bottom; a vertex taken out that others still wait on stays missing and is fetched
+//!   again, charged to them.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use weft_crypto::Digest;
 
@@ -32,14 +37,21 @@ use crate::{Committee, Round, ValidatorIndex};
 pub struct DagConfig {
     /// Vertex limits checked at insert.
     pub limits: Limits,
-    /// Most vertices of one author waiting for ancestors.
+    /// Most waiting vertices charged to one validator's share; the share of commit
+    /// certificates holds n times as many.
     pub max_pending_per_author: usize,
     #[doc(hidden)]
     /// The waiting buffer as it was before the long run found its stall (the consensus
-    /// simulator's `Mutant::RefuseNeededAtCap`): at an author's cap, a vertex that a
-    /// held or waiting vertex needs is refused unless it is below that author's highest
-    /// waiting vertex. Always false in a node.
+    /// simulator's `Mutant::RefuseNeededAtCap`): every waiting vertex is charged to its
+    /// own author, and at the cap a vertex is refused unless it is below that author's
+    /// highest waiting vertex. Always false in a node.
     pub refuse_needed_at_cap: bool,
+    #[doc(hidden)]
+    /// The waiting buffer of session 12 (the consensus simulator's
+    /// `Mutant::NeededDisplacesIdle`): charged to the own author, and at the cap a
+    /// vertex something needs displaces the author's highest waiting vertex that nothing
+    /// needs, at any round. Always false in a node.
+    pub needed_displaces_idle: bool,
     #[doc(hidden)]
     /// The wanted set as it was before the long run found its stall (the consensus
     /// simulator's `Mutant::StaleWants`): hashes stay after they arrive and, at the
@@ -53,9 +65,21 @@ impl Default for DagConfig {
             limits: Limits::default(),
             max_pending_per_author: 1_000,
             refuse_needed_at_cap: false,
+            needed_displaces_idle: false,
             stale_wants: false,
         }
     }
+}
+
+/// Whose share of the waiting buffer a waiting vertex uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Sponsor {
+    /// A validator: the primary that designated an anchor, or (for vertices the DAG
+    /// charges itself) the author of a vertex that came unasked.
+    Validator(ValidatorIndex),
+    /// A commit certificate (2f + 1 commit votes): an anchor consensus committed, whose
+    /// history is the ledger's.
+    Certified,
 }
 
 /// Proof that a validator signed two different vertices for one round.
@@ -121,7 +145,13 @@ pub enum InsertError {
 struct Waiting {
     vertex: SignedVertex,
     missing: HashSet<Digest>,
+    /// The share it is charged to: a validator's index, or n for certified anchors.
+    share: usize,
 }
+
+/// Most waiting vertices looked at when finding who needs an arrival (the chain of
+/// waiting descendants above it).
+const MAX_SPONSOR_WALK: usize = 4_096;
 
 /// The DAG of one replica.
 #[derive(Debug)]
@@ -135,8 +165,9 @@ pub struct Dag {
     wanted_by: HashMap<Digest, Vec<Digest>>,
     /// Versions the caller asked for by hash (an anchor that consensus designated), taken
     /// even when they equivocate with a version already held, with the number of the
-    /// wish. Only wishes not yet fulfilled: a hash leaves when its vertex is accepted.
-    wanted: HashMap<Digest, u64>,
+    /// wish and who vouches for it. Only wishes not yet fulfilled: a hash leaves when its
+    /// vertex is accepted.
+    wanted: HashMap<Digest, (u64, Sponsor)>,
     /// The same wishes by number, oldest first: at the bound the oldest goes.
     wishes: BTreeMap<u64, Digest>,
     /// The number of the next wish.
@@ -144,7 +175,8 @@ pub struct Dag {
     /// (round, author) -> hashes held there, accepted or waiting (two or more only when
     /// the author equivocated).
     slots: BTreeMap<(Round, ValidatorIndex), Vec<Digest>>,
-    waiting_per_author: Vec<usize>,
+    /// Waiting vertices by share (validators by index, then certified anchors), by round.
+    shares: Vec<BTreeSet<(Round, Digest)>>,
     evidence: BTreeMap<(Round, ValidatorIndex), Equivocation>,
 }
 
@@ -163,7 +195,7 @@ impl Dag {
             wishes: BTreeMap::new(),
             next_wish: 0,
             slots: BTreeMap::new(),
-            waiting_per_author: vec![0; size],
+            shares: vec![BTreeSet::new(); size + 1],
             evidence: BTreeMap::new(),
         }
     }
@@ -201,6 +233,28 @@ impl Dag {
     /// Number of vertices waiting for ancestors.
     pub fn waiting_len(&self) -> usize {
         self.waiting.len()
+    }
+
+    /// Number of waiting vertices charged to `sponsor`.
+    pub fn charged_to(&self, sponsor: Sponsor) -> usize {
+        self.shares[self.share_of(sponsor)].len()
+    }
+
+    fn share_of(&self, sponsor: Sponsor) -> usize {
+        match sponsor {
+            Sponsor::Validator(index) => index.as_usize().min(self.committee.size()),
+            Sponsor::Certified => self.committee.size(),
+        }
+    }
+
+    fn share_cap(&self, share: usize) -> usize {
+        if share == self.committee.size() {
+            self.config
+                .max_pending_per_author
+                .saturating_mul(self.committee.size())
+        } else {
+            self.config.max_pending_per_author
+        }
     }
 
     /// Hashes that waiting vertices need and nobody holds yet.
@@ -270,21 +324,23 @@ impl Dag {
     }
 
     /// Marks `hash` as wanted: when it arrives it is accepted even if it equivocates
-    /// with a version already held (consensus committed or re-proposed it). At most
-    /// `limit` wishes not yet fulfilled are remembered; wanting a hash again makes it
-    /// the newest wish, and at the bound the oldest goes first.
+    /// with a version already held (consensus committed or re-proposed it), and while
+    /// it and its history wait they are charged to `sponsor` (a certificate once any
+    /// wish for it was certified). At most `limit` wishes not yet fulfilled are
+    /// remembered; wanting a hash again makes it the newest wish, and at the bound the
+    /// oldest goes first.
     ///
     /// Found by the long run (seed 103,100,007,177): a set that kept every hash after
     /// its vertex arrived filled up with fulfilled wishes and, at the bound, dropped the
     /// smallest hash, often the wish just made. A committed anchor of a Byzantine author
     /// who had sent this replica another version of that slot was then refused on every
     /// fetch, and the replica never executed its sequence.
-    pub fn want(&mut self, hash: Digest, limit: usize) {
+    pub fn want(&mut self, hash: Digest, sponsor: Sponsor, limit: usize) {
         if self.accepted.contains_key(&hash) {
             return;
         }
         if self.config.stale_wants {
-            self.wanted.entry(hash).or_insert(0);
+            self.wanted.entry(hash).or_insert((0, sponsor));
             while self.wanted.len() > limit {
                 let Some(smallest) = self.wanted.keys().min().copied() else {
                     break;
@@ -293,13 +349,17 @@ impl Dag {
             }
             return;
         }
-        if let Some(old) = self.wanted.remove(&hash) {
+        let mut sponsor = sponsor;
+        if let Some((old, before)) = self.wanted.remove(&hash) {
             self.wishes.remove(&old);
+            if before == Sponsor::Certified {
+                sponsor = before;
+            }
         }
         let number = self.next_wish;
         // 2^64 wishes are never made; were they, numbers stay unique up to there.
         self.next_wish = self.next_wish.saturating_add(1);
-        self.wanted.insert(hash, number);
+        self.wanted.insert(hash, (number, sponsor));
         self.wishes.insert(number, hash);
         while self.wanted.len() > limit {
             let Some((_, oldest)) = self.wishes.pop_first() else {
@@ -374,57 +434,141 @@ impl Dag {
             self.slots.entry(slot).or_default().push(hash);
             self.accept_cascade(vertex, &mut report);
         } else {
-            let author = body.author.as_usize();
-            if self.waiting_per_author[author] >= self.config.max_pending_per_author {
-                // A vertex something needs (a held or waiting vertex references it, or
-                // consensus wants it) displaces one of the author's waiting vertices that
-                // nothing needs, the highest first. Found by the long run with the
-                // strengthened flood (seed 116,150,001,177): a Byzantine author's made-up
-                // vertices, below the rounds of its real ones, filled its share of the
-                // buffer, so an honest replica could take neither its real vertices nor
-                // the honest vertices that reference them, and fell out of every quorum.
-                // An arrival nothing needs displaces only a higher vertex nothing needs:
-                // re-pushed junk must not evict a needed vertex, whose eviction drops the
-                // honest vertices waiting on it (found by the review of this rule).
-                // Failing both, a needed arrival evicts the highest waiting vertex if it
-                // lies below it: an ancestor that arrives while descendants fill the
-                // buffer must get in, or nothing waiting could ever be accepted.
-                let needs = |dag: &Dag, h: &Digest| {
-                    dag.wanted_by.contains_key(h) || dag.wanted.contains_key(h)
-                };
-                let mut highest: Option<(Round, Digest)> = None;
-                let mut highest_idle: Option<(Round, Digest)> = None;
-                for (h, w) in &self.waiting {
-                    if w.vertex.vertex().author != body.author {
-                        continue;
-                    }
-                    let key = (w.vertex.vertex().round, *h);
-                    highest = highest.max(Some(key));
-                    if !needs(self, h) {
-                        highest_idle = highest_idle.max(Some(key));
-                    }
-                }
-                let above = |key: &(Round, Digest)| key.0 > body.round;
-                let victim = if self.config.refuse_needed_at_cap {
-                    highest.filter(above)
-                } else if needs(self, &hash) {
-                    highest_idle.or_else(|| highest.filter(above))
-                } else {
-                    highest_idle.filter(above)
-                };
-                match victim {
-                    Some((_, evicted)) => self.drop_waiting(&evicted),
-                    None => return Err(InsertError::PendingFull(body.author)),
-                }
-            }
-            self.waiting_per_author[author] += 1;
+            let share = self.make_room(&hash, body)?;
+            self.shares[share].insert((body.round, hash));
             self.slots.entry(slot).or_default().push(hash);
             for parent in &missing {
                 self.wanted_by.entry(*parent).or_default().push(hash);
             }
-            self.waiting.insert(hash, Waiting { vertex, missing });
+            self.waiting.insert(
+                hash,
+                Waiting {
+                    vertex,
+                    missing,
+                    share,
+                },
+            );
         }
         Ok(report)
+    }
+
+    /// The share a vertex about to wait is charged to, making room in it if it is full.
+    ///
+    /// The share is one of the vertex's sponsors: the wish for it, the shares of the
+    /// waiting vertices that need it (directly or through waiting vertices between), and
+    /// its own author; a certified one first, then the one with the most room, its own
+    /// author's last (an author cannot take out what others need of it). When all
+    /// are full, the first whose highest waiting vertex lies above the arrival gives up
+    /// that vertex, which leaves the buffer but not the wishes of the vertices waiting on
+    /// it: it is missing again, fetched again, and charged to them. Failing that the
+    /// arrival is refused (it lies above everything in its sponsors' full shares).
+    ///
+    /// Found by the long run (known limit 18, seed 117,100,002,636): with every vertex
+    /// charged to its author, an honest author's chain that a lagging replica walked down
+    /// parent by parent shared one share with the same author's later vertices, and the
+    /// rule that let a needed later vertex displace one nothing needed at any round ate
+    /// the walk from its top, so the replica never caught up. Charging by sponsor keeps
+    /// the walk in the share of what needs it, and each share keeps its lowest rounds; a
+    /// Byzantine validator's made-up vertices, needed at most by its own (or another
+    /// Byzantine validator's), stay in Byzantine shares (known limit 16).
+    fn make_room(&mut self, hash: &Digest, body: &crate::Vertex) -> Result<usize, InsertError> {
+        let own = body.author.as_usize();
+        if self.config.refuse_needed_at_cap || self.config.needed_displaces_idle {
+            self.make_room_in_author_share(hash, body)?;
+            return Ok(own);
+        }
+        let sponsors = self.sponsors(hash, own);
+        if let Some(share) = sponsors
+            .iter()
+            .copied()
+            .find(|share| self.shares[*share].len() < self.share_cap(*share))
+        {
+            return Ok(share);
+        }
+        for share in sponsors {
+            let victim = self.shares[share]
+                .last()
+                .filter(|(round, _)| *round > body.round)
+                .map(|(_, victim)| *victim);
+            if let Some(victim) = victim {
+                self.evict(&victim);
+                return Ok(share);
+            }
+        }
+        Err(InsertError::PendingFull(body.author))
+    }
+
+    /// The shares that may carry an arrival, in the order they are tried.
+    fn sponsors(&self, hash: &Digest, own: usize) -> Vec<usize> {
+        let mut found = BTreeSet::new();
+        if let Some((_, sponsor)) = self.wanted.get(hash) {
+            found.insert(self.share_of(*sponsor));
+        }
+        let mut queue = VecDeque::from([*hash]);
+        let mut seen = HashSet::new();
+        while let Some(next) = queue.pop_front() {
+            for child in self.wanted_by.get(&next).into_iter().flatten() {
+                if seen.len() >= MAX_SPONSOR_WALK {
+                    break;
+                }
+                if let Some(waiting) = self.waiting.get(child) {
+                    if seen.insert(*child) {
+                        found.insert(waiting.share);
+                        queue.push_back(*child);
+                    }
+                }
+            }
+        }
+        found.insert(own);
+        let certified = self.committee.size();
+        let mut sponsors: Vec<usize> = found.into_iter().collect();
+        sponsors.sort_by_key(|share| {
+            (
+                *share != certified,
+                *share == own,
+                self.shares[*share].len(),
+                *share,
+            )
+        });
+        sponsors
+    }
+
+    /// The old rules (mutants only): one share per author, and at its cap the victim is
+    /// the highest waiting vertex above the arrival (`refuse_needed_at_cap`) or, for a
+    /// needed arrival, the highest one nothing needs at any round
+    /// (`needed_displaces_idle`); the victim's waiting descendants go with it.
+    fn make_room_in_author_share(
+        &mut self,
+        hash: &Digest,
+        body: &crate::Vertex,
+    ) -> Result<(), InsertError> {
+        let own = body.author.as_usize();
+        if self.shares[own].len() < self.config.max_pending_per_author {
+            return Ok(());
+        }
+        let needs =
+            |dag: &Dag, h: &Digest| dag.wanted_by.contains_key(h) || dag.wanted.contains_key(h);
+        let highest = self.shares[own].last().copied();
+        let highest_idle = self.shares[own]
+            .iter()
+            .rev()
+            .find(|(_, h)| !needs(self, h))
+            .copied();
+        let above = |key: &(Round, Digest)| key.0 > body.round;
+        let victim = if self.config.refuse_needed_at_cap {
+            highest.filter(above)
+        } else if needs(self, hash) {
+            highest_idle.or_else(|| highest.filter(above))
+        } else {
+            highest_idle.filter(above)
+        };
+        match victim {
+            Some((_, evicted)) => {
+                self.drop_waiting(&evicted);
+                Ok(())
+            }
+            None => Err(InsertError::PendingFull(body.author)),
+        }
     }
 
     /// Accepts `vertex`, then every waiting descendant whose last missing parent it was.
@@ -434,7 +578,7 @@ impl Dag {
             let hash = vertex.hash();
             report.accepted.push(hash);
             if !self.config.stale_wants {
-                if let Some(number) = self.wanted.remove(&hash) {
+                if let Some((number, _)) = self.wanted.remove(&hash) {
                     self.wishes.remove(&number);
                 }
             }
@@ -466,35 +610,48 @@ impl Dag {
 
     fn remove_waiting_entry(&mut self, hash: &Digest) -> Option<Waiting> {
         let waiting = self.waiting.remove(hash)?;
-        let author = waiting.vertex.vertex().author.as_usize();
-        self.waiting_per_author[author] -= 1;
+        let round = waiting.vertex.vertex().round;
+        self.shares[waiting.share].remove(&(round, *hash));
         Some(waiting)
+    }
+
+    /// Takes a waiting vertex out of the buffer, its slot and its parents' wishes; the
+    /// vertices waiting on it keep waiting (it is missing again).
+    fn unlink_waiting(&mut self, hash: &Digest) -> bool {
+        let Some(waiting) = self.remove_waiting_entry(hash) else {
+            return false;
+        };
+        let body = waiting.vertex.vertex();
+        let slot = (body.round, body.author);
+        if let Some(hashes) = self.slots.get_mut(&slot) {
+            hashes.retain(|h| h != hash);
+            if hashes.is_empty() {
+                self.slots.remove(&slot);
+            }
+        }
+        for parent in waiting.missing {
+            if let Some(children) = self.wanted_by.get_mut(&parent) {
+                children.retain(|c| c != hash);
+                if children.is_empty() {
+                    self.wanted_by.remove(&parent);
+                }
+            }
+        }
+        true
+    }
+
+    /// Makes room: a waiting vertex leaves, what waits on it stays and fetches it again.
+    fn evict(&mut self, hash: &Digest) {
+        self.unlink_waiting(hash);
     }
 
     /// Drops an invalid waiting vertex and, transitively, everything waiting on it.
     fn drop_waiting(&mut self, hash: &Digest) {
         let mut doomed = vec![*hash];
         while let Some(hash) = doomed.pop() {
-            let Some(waiting) = self.remove_waiting_entry(&hash) else {
-                continue;
-            };
-            let body = waiting.vertex.vertex();
-            let slot = (body.round, body.author);
-            if let Some(hashes) = self.slots.get_mut(&slot) {
-                hashes.retain(|h| *h != hash);
-                if hashes.is_empty() {
-                    self.slots.remove(&slot);
-                }
+            if self.unlink_waiting(&hash) {
+                doomed.extend(self.wanted_by.remove(&hash).unwrap_or_default());
             }
-            for parent in waiting.missing {
-                if let Some(children) = self.wanted_by.get_mut(&parent) {
-                    children.retain(|c| *c != hash);
-                    if children.is_empty() {
-                        self.wanted_by.remove(&parent);
-                    }
-                }
-            }
-            doomed.extend(self.wanted_by.remove(&hash).unwrap_or_default());
         }
     }
 

@@ -26,7 +26,7 @@ pub use finalize::{
     chain_digest, order_vertices, ExecuteError, FinalizedEntry, FinalizedTransaction, Finalizer,
     FinalizerSnapshot, TxLocation,
 };
-pub use graph::{Dag, DagConfig, Equivocation, HistoryError, InsertError, InsertReport};
+pub use graph::{Dag, DagConfig, Equivocation, HistoryError, InsertError, InsertReport, Sponsor};
 pub use transaction::{transaction_id, Transaction, TxId, MAX_TTL_MS};
 pub use types::{
     ChainId, ChainIdError, Epoch, Round, Sequence, TimestampMs, ValidatorIndex, View,

@@ -66,26 +66,29 @@ impl Replica {
         }
         // Anchors consensus designated and we lack: fetched again, and wanted again (so
         // they are taken even if their author sent us another version of the slot,
-        // however many wishes came since the first).
-        let mut anchors = Vec::new();
+        // however many wishes came since the first). The view's primary vouches for its
+        // log's anchors, a commit certificate for committed ones.
+        let mut wishes = Vec::new();
+        let primary = Sponsor::Validator(self.primary(self.view));
         for slot in self.log.values() {
             if let Some(anchor) = slot.digest.filter(|a| !self.dag.contains(a)) {
-                anchors.push(anchor);
+                wishes.push((anchor, primary));
             }
         }
         for (sequence, anchor) in &self.committed {
             if let Some(anchor) = anchor.filter(|a| !self.dag.contains(a)) {
                 if *sequence <= self.finalizer.last_sequence().next() {
-                    anchors.push(anchor);
+                    wishes.push((anchor, Sponsor::Certified));
                 }
             }
         }
         if !Mutant::stale_wants(&self.config) {
             let limit = self.wanted_limit();
-            for anchor in &anchors {
-                self.dag.want(*anchor, limit);
+            for (anchor, sponsor) in &wishes {
+                self.dag.want(*anchor, *sponsor, limit);
             }
         }
+        let anchors: Vec<Digest> = wishes.into_iter().map(|(anchor, _)| anchor).collect();
         let missing = if Mutant::fetch_by_hash_order(&self.config) {
             let mut missing = self.dag.missing();
             missing.extend(anchors);

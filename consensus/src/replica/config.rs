@@ -161,6 +161,13 @@ pub enum Mutant {
     /// the window over them can lock onto the rotation and ask a parent only of
     /// Byzantine peers.
     FetchByRotationOnly,
+    /// Found by the long run (seed 117,100,002,636, known limit 18): every waiting vertex
+    /// is charged to its author's share, and at the cap a vertex something needs
+    /// displaces the author's highest waiting vertex that nothing needs, at any round.
+    /// Later vertices of an honest author that arrive while a lagging replica walks the
+    /// same author's chain down parent by parent then eat the walk from its top, and the
+    /// replica never catches up.
+    NeededDisplacesIdle,
 }
 
 impl Mutant {
@@ -206,7 +213,7 @@ impl Mutant {
     }
 
     /// Every mutant, in the order the simulator's tests run them.
-    pub const ALL: [Mutant; 22] = [
+    pub const ALL: [Mutant; 23] = [
         Mutant::NoDurableOwnVertex,
         Mutant::CountParentVertices,
         Mutant::PerAuthorFrontier,
@@ -229,6 +236,7 @@ impl Mutant {
         Mutant::FetchByHashOrder,
         Mutant::RefuseNeededAtCap,
         Mutant::FetchByRotationOnly,
+        Mutant::NeededDisplacesIdle,
     ];
 
     /// The command-line name (`--mutant NAME`).
@@ -256,6 +264,7 @@ impl Mutant {
             Mutant::FetchByHashOrder => "fetch-by-hash-order",
             Mutant::RefuseNeededAtCap => "refuse-needed-at-cap",
             Mutant::FetchByRotationOnly => "fetch-by-rotation-only",
+            Mutant::NeededDisplacesIdle => "needed-displaces-idle",
         }
     }
 

@@ -74,7 +74,7 @@ use weft_dag::codec::{Reader, Writer};
 use weft_dag::store::{Store, StoreBatch, StoreError};
 use weft_dag::{
     Dag, DagConfig, ExecuteError, Finalizer, InsertError, ParentRef, Proposal, Round, Sequence,
-    SignedVertex, TimestampMs, Transaction, TxId, ValidatorIndex, Vertex, View,
+    SignedVertex, Sponsor, TimestampMs, Transaction, TxId, ValidatorIndex, Vertex, View,
 };
 
 use crate::messages::{
@@ -206,6 +206,7 @@ impl Replica {
                 max_pending_per_author: usize::try_from(config.gc_depth).unwrap_or(usize::MAX),
                 stale_wants: Mutant::stale_wants(&config),
                 refuse_needed_at_cap: Mutant::refuse_needed_at_cap(&config),
+                needed_displaces_idle: config.mutant == Some(Mutant::NeededDisplacesIdle),
             },
         );
         let mut finalizer = Finalizer::new(config.gc_depth);

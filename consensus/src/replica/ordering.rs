@@ -468,7 +468,8 @@ impl Replica {
     ) {
         self.committed.insert(sequence, digest);
         if let Some(anchor) = digest.filter(|d| !self.dag.contains(d)) {
-            self.dag.want(anchor, self.wanted_limit());
+            self.dag
+                .want(anchor, Sponsor::Certified, self.wanted_limit());
             if let Some(voter) = certificate
                 .iter()
                 .map(|v| v.vote().voter)

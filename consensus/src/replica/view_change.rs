@@ -421,7 +421,8 @@ impl Replica {
                 },
             );
             if let Some(anchor) = digest.filter(|a| !self.dag.contains(a)) {
-                self.dag.want(anchor, self.wanted_limit());
+                let primary = Sponsor::Validator(self.primary(body.view));
+                self.dag.want(anchor, primary, self.wanted_limit());
                 let holder = message
                     .view_changes
                     .iter()

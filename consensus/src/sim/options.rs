@@ -87,7 +87,7 @@ pre-prepare-over-new-view, unbounded-claims, count-primary-prepare, proposal-not
 new-view-not-durable, wiped-store-signs-at-once, pre-prepare-below-stable, no-round-jump, \
 stale-status-counts, latest-vertex-only, learning-not-durable, unverified-reports, \
 mempool-not-durable, no-nudge, snapshot-without-window, stale-wants, fetch-by-hash-order, refuse-needed-at-cap, \
-fetch-by-rotation-only";
+fetch-by-rotation-only, needed-displaces-idle";
 
     /// The usage text, generated from `Behaviour::ALL` and `Mutant::ALL`.
     pub fn usage() -> String {
