@@ -65,8 +65,8 @@ pub enum Command {
     },
     /// Run one validator from its home folder until SIGINT or SIGTERM.
     Run {
-        /// The home folder (config.toml, genesis.json, keys/).
-        #[arg(long)]
+        /// The home folder: config.toml, genesis.json, keys/ (default `$WEFT_HOME`).
+        #[arg(long, env = "WEFT_HOME")]
         home: PathBuf,
     },
     /// Start a local validator set as child processes until Ctrl-C.
@@ -80,8 +80,8 @@ pub enum Command {
     },
     /// Print this validator's index, public key and peer id.
     ShowValidator {
-        /// The home folder.
-        #[arg(long)]
+        /// The home folder (default `$WEFT_HOME`).
+        #[arg(long, env = "WEFT_HOME")]
         home: PathBuf,
     },
     /// Run the consensus simulator (same flags as weft-simulate; --help lists them).
@@ -109,8 +109,8 @@ pub enum Command {
     /// Wipe this validator's data (finalized log, vertices, indexes) but keep its keys
     /// and the record of what it signed, so it cannot double-sign after the reset.
     ResetState {
-        /// The home folder.
-        #[arg(long)]
+        /// The home folder (default `$WEFT_HOME`).
+        #[arg(long, env = "WEFT_HOME")]
         home: PathBuf,
         /// Really do it.
         #[arg(long)]
@@ -139,6 +139,14 @@ pub enum Command {
         #[arg(long, default_value = "60s", value_parser = parse_duration)]
         ready_timeout: Duration,
     },
+    /// Submit, look up and wait for transactions through validators' gRPC API.
+    Tx {
+        /// What to do.
+        #[command(subcommand)]
+        command: crate::client_cli::TxCommand,
+    },
+    /// Print a validator's status (`GetNodeStatus`) through its gRPC API.
+    Status(crate::client_cli::ClientOptions),
     /// Print the version.
     Version,
 }
@@ -171,8 +179,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 pub enum KeysCommand {
     /// Generate an ML-DSA-87 validator key and a libp2p identity in HOME/keys (mode 0600).
     Generate {
-        /// The home folder.
-        #[arg(long)]
+        /// The home folder (default `$WEFT_HOME`).
+        #[arg(long, env = "WEFT_HOME")]
         home: PathBuf,
     },
 }
@@ -347,6 +355,8 @@ pub fn main(cli: Cli) -> ExitCode {
                 Err(error) => fail(error),
             }
         }
+        Command::Tx { command } => crate::client_cli::tx(command),
+        Command::Status(options) => crate::client_cli::status(options),
         Command::Run { home } => {
             runtime().map_or_else(fail, |rt| match rt.block_on(crate::node::run(&home)) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod bench;
 pub mod cli;
+pub mod client_cli;
 pub mod config;
 pub mod engine;
 pub mod metrics;

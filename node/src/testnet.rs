@@ -183,8 +183,8 @@ pub fn generate_keys(home: &Path) -> Result<(weft_crypto::PublicKey, String), Co
 /// What `weft init` writes (its command-line flags).
 #[derive(Debug, Clone, clap::Args)]
 pub struct InitOptions {
-    /// The home folder to create.
-    #[arg(long)]
+    /// The home folder to create (default `$WEFT_HOME`).
+    #[arg(long, env = "WEFT_HOME")]
     pub home: PathBuf,
     /// This validator's index in the set.
     #[arg(long)]

@@ -1587,3 +1587,256 @@ async fn submit_and_wait_answers_once_final_and_a_resubmission_waits_for_the_sam
     }
     validators.stop_cleanly();
 }
+
+/// Runs `weft ARGS` with `envs`; its exit code and stdout parsed as one JSON object.
+fn weft_json(
+    args: &[&str],
+    envs: &[(&str, &Path)],
+    stdin: Option<&[u8]>,
+) -> (i32, serde_json::Value) {
+    use std::io::Write;
+    let mut command = Command::new(WEFT);
+    command
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (key, value) in envs {
+        command.env(key, value);
+    }
+    let mut child = command.spawn().expect("spawn weft");
+    if let Some(bytes) = stdin {
+        let mut pipe = child.stdin.take().expect("stdin piped");
+        pipe.write_all(bytes).expect("write stdin");
+    }
+    let output = child.wait_with_output().expect("weft ran");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!(
+            "weft {args:?} printed no JSON object ({e}): stdout {stdout:?}, stderr {:?}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    (output.status.code().unwrap_or(-1), value)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tx_and_status_commands_submit_wait_and_get_past_an_unreachable_endpoint() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (homes, endpoints) = testnet(dir.path(), 4);
+    let mut validators = Validators::start(&homes);
+    let mut clients = Vec::new();
+    for endpoint in &endpoints {
+        clients.push(connect(endpoint).await);
+    }
+    wait_connected(&mut clients).await;
+
+    // Nobody listens on the first endpoint: the command fails over to the second.
+    let unreachable = format!("http://127.0.0.1:{}", free_base(1));
+    let both = format!("{unreachable},{}", endpoints[0]);
+    let (code, submitted) = weft_json(
+        &[
+            "tx",
+            "submit",
+            "--wait",
+            "--timeout",
+            "60s",
+            "--payload-hex",
+            "c0ffee",
+            "--endpoint",
+            &both,
+            "--output",
+            "json",
+        ],
+        &[],
+        None,
+    );
+    assert_eq!(code, 0, "{submitted}");
+    assert_eq!(submitted["status"], "FINALIZED");
+    assert_eq!(submitted["endpoint"], endpoints[0].as_str());
+    let expires_at_ms = submitted["expires_at_ms"].as_u64().expect("expiry printed");
+    let id = weft_client::TxId::of(expires_at_ms, &[0xc0, 0xff, 0xee]).to_string();
+    assert_eq!(
+        submitted["tx_id"],
+        id.as_str(),
+        "the id covers the printed expiry"
+    );
+    assert!(submitted["sequence"].as_u64().is_some_and(|s| s > 0));
+
+    // Another validator: wait, then get, give the same place.
+    let (code, waited) = weft_json(
+        &[
+            "tx",
+            "wait",
+            &id,
+            "--endpoint",
+            &endpoints[1],
+            "--output",
+            "json",
+        ],
+        &[],
+        None,
+    );
+    assert_eq!(code, 0, "{waited}");
+    let (code, got) = weft_json(
+        &[
+            "tx",
+            "get",
+            &id,
+            "--endpoint",
+            &endpoints[1],
+            "--output",
+            "json",
+        ],
+        &[],
+        None,
+    );
+    assert_eq!(code, 0, "{got}");
+    for field in ["status", "sequence", "vertex_hash", "position"] {
+        assert_eq!(got[field], submitted[field], "{field}");
+        assert_eq!(waited[field], submitted[field], "{field}");
+    }
+
+    // A payload from stdin, without waiting; then the id is known to the validator.
+    let (code, piped) = weft_json(
+        &[
+            "tx",
+            "submit",
+            "-",
+            "--endpoint",
+            &endpoints[2],
+            "--output",
+            "json",
+        ],
+        &[],
+        Some(b"from standard input"),
+    );
+    assert_eq!(code, 0, "{piped}");
+    assert_eq!(piped["status"], "SUBMITTED");
+    let piped_id = weft_client::TxId::of(
+        piped["expires_at_ms"].as_u64().expect("expiry"),
+        b"from standard input",
+    )
+    .to_string();
+    assert_eq!(piped["tx_id"], piped_id.as_str());
+    let (code, _) = weft_json(
+        &[
+            "tx",
+            "wait",
+            &piped_id,
+            "--endpoint",
+            &endpoints[2],
+            "--output",
+            "json",
+        ],
+        &[],
+        None,
+    );
+    assert_eq!(code, 0);
+
+    // A wait that runs out: exit status 2, the id and its status in the answer.
+    let never = "07".repeat(32);
+    let (code, timed_out) = weft_json(
+        &[
+            "tx",
+            "wait",
+            &never,
+            "--timeout",
+            "300ms",
+            "--endpoint",
+            &endpoints[3],
+            "--output",
+            "json",
+        ],
+        &[],
+        None,
+    );
+    assert_eq!(code, 2, "{timed_out}");
+    assert_eq!(timed_out["code"], "DeadlineExceeded");
+    assert_eq!(timed_out["tx_id"], never.as_str());
+    assert_eq!(timed_out["status"], "UNKNOWN");
+
+    // `weft status` finds its validator through WEFT_HOME.
+    let (code, status) = weft_json(
+        &["status", "--output", "json"],
+        &[("WEFT_HOME", &homes[2])],
+        None,
+    );
+    assert_eq!(code, 0, "{status}");
+    assert_eq!(status["validator_index"], 2);
+    assert_eq!(status["ready"], true);
+    validators.stop_cleanly();
+}
+
+/// Issue 13's fail-over case: the validator a client waits on is killed mid-wait while
+/// nothing can finalize; the client resubmits the same transaction to the next
+/// validator and learns its final status there, and it is final exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_whose_validator_is_killed_mid_wait_fails_over_and_learns_the_final_status() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (homes, endpoints) = testnet(dir.path(), 4);
+    let mut validators = Validators::start(&homes);
+    let mut clients = Vec::new();
+    for endpoint in &endpoints {
+        clients.push(connect(endpoint).await);
+    }
+    wait_connected(&mut clients).await;
+    // Without a quorum nothing finalizes, so the wait is still on when 0 dies.
+    validators.kill(2);
+    validators.kill(3);
+
+    let payload = b"waited for across a fail-over".to_vec();
+    let expires_at_ms = expiry_ms();
+    let id = weft_client::TxId::of(expires_at_ms, &payload);
+    let mut client = weft_client::Client::new(
+        [endpoints[0].clone(), endpoints[1].clone()],
+        weft_client::ClientConfig::default(),
+    )
+    .expect("endpoints");
+    let waiting = tokio::spawn(async move {
+        let answer = client
+            .submit_and_wait(payload, Some(expires_at_ms), TIMEOUT)
+            .await;
+        (answer, client.endpoint().to_string())
+    });
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let pending = clients[0]
+            .get_transaction(v1::GetTransactionRequest {
+                tx_id: id.0.to_vec(),
+            })
+            .await
+            .is_ok_and(|a| a.into_inner().status == v1::TransactionStatus::Pending as i32);
+        if pending {
+            break;
+        }
+        assert!(Instant::now() < deadline, "validator 0 never admitted it");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    validators.kill(0);
+    validators.restart(2, &homes[2]);
+    validators.restart(3, &homes[3]);
+
+    let (answer, endpoint) = tokio::time::timeout(TIMEOUT + Duration::from_secs(10), waiting)
+        .await
+        .expect("the wait ends")
+        .expect("the task ran");
+    let info = answer.expect("final after the fail-over");
+    assert_eq!(info.tx_id, id);
+    assert_eq!(info.status, weft_client::TxStatus::Finalized);
+    assert_eq!(endpoint, endpoints[1], "answered by the next validator");
+    let tip = status(&mut clients[1]).await.last_finalized_sequence;
+    let (_, ids) = full_log(&mut clients[1], tip).await;
+    assert_eq!(
+        ids.iter()
+            .filter(|t| t.as_slice() == id.0.as_slice())
+            .count(),
+        1,
+        "final exactly once"
+    );
+    validators.stop_cleanly();
+}
