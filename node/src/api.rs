@@ -709,6 +709,10 @@ impl Ledger for LedgerService {
             connected,
             2 * self.genesis.committee.max_faulty(),
         );
+        let tip = match status.last_finalized {
+            0 => None,
+            last => self.store.finalized(Sequence(last)).map_err(internal)?,
+        };
         Ok(Response::new(v1::GetNodeStatusResponse {
             validator_index: u32::from(self.index),
             view: status.view,
@@ -721,6 +725,14 @@ impl Ledger for LedgerService {
             learning_signing_floor: status.learning_signing_floor,
             ready: readiness.is_ok(),
             not_ready_reason: readiness.err().unwrap_or_default(),
+            chain_id: self.genesis.genesis.chain_id.clone(),
+            version: format!(
+                "{} (commit {})",
+                env!("CARGO_PKG_VERSION"),
+                crate::metrics::COMMIT
+            ),
+            last_finalized_unix_ms: tip.as_ref().map_or(0, |e| e.finalized_unix_ms),
+            last_finalized_consensus_time_ms: tip.as_ref().map_or(0, |e| e.consensus_time.0),
         }))
     }
 

@@ -117,6 +117,8 @@ pub fn status(options: ClientOptions) -> ExitCode {
             let status = client.status().await?;
             Ok(vec![
                 ("endpoint", json!(client.endpoint())),
+                ("chain_id", json!(status.chain_id)),
+                ("version", json!(status.version)),
                 ("validator_index", json!(status.validator_index)),
                 ("ready", json!(status.ready)),
                 ("not_ready_reason", json!(status.not_ready_reason)),
@@ -125,6 +127,14 @@ pub fn status(options: ClientOptions) -> ExitCode {
                 (
                     "last_finalized_sequence",
                     json!(status.last_finalized_sequence),
+                ),
+                (
+                    "last_finalized_unix_ms",
+                    json!(status.last_finalized_unix_ms),
+                ),
+                (
+                    "last_finalized_consensus_time_ms",
+                    json!(status.last_finalized_consensus_time_ms),
                 ),
                 (
                     "last_stable_checkpoint",

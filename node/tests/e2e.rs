@@ -1769,6 +1769,18 @@ async fn the_tx_and_status_commands_submit_wait_and_get_past_an_unreachable_endp
     assert_eq!(code, 0, "{status}");
     assert_eq!(status["validator_index"], 2);
     assert_eq!(status["ready"], true);
+    assert_eq!(status["chain_id"], "weft-testnet");
+    assert!(status["version"]
+        .as_str()
+        .is_some_and(|v| v.starts_with(env!("CARGO_PKG_VERSION"))));
+    let tip = status["last_finalized_sequence"].as_u64().expect("tip");
+    assert!(tip >= submitted["sequence"].as_u64().expect("sequence"));
+    assert!(status["last_finalized_unix_ms"]
+        .as_u64()
+        .is_some_and(|t| t > 0));
+    assert!(status["last_finalized_consensus_time_ms"]
+        .as_u64()
+        .is_some_and(|t| t > 0));
     validators.stop_cleanly();
 }
 
