@@ -32,6 +32,8 @@ use tonic::{Code, Status};
 use weft_proto::v1::ledger_client::LedgerClient;
 use weft_proto::v1::{self};
 
+pub use weft_consensus::proof::{ProofError, ProvenFinality, TransactionProof};
+pub use weft_dag::Committee;
 pub use weft_proto::v1::FinalizedEntry;
 
 /// The expiry the client gives a submission that names none: a minute ahead of the
@@ -152,6 +154,57 @@ pub struct Submitted {
     pub expires_at_ms: u64,
 }
 
+/// A proof as a validator served it (`GetTransactionProof`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProofAnswer {
+    /// The proof's bytes (layout `weft/proof/v1`, README).
+    pub proof: Vec<u8>,
+    /// The sequence that finalized the transaction.
+    pub sequence: u64,
+    /// The stable checkpoint whose signatures it carries.
+    pub checkpoint_sequence: u64,
+}
+
+/// The validator set a proof is checked against, from `genesis.json` (its `chain_id`,
+/// `epoch` and each validator's `index` and hex `public_key`; other fields are not
+/// needed and not read).
+pub fn committee_from_genesis(json: &str) -> Result<Committee, ClientError> {
+    let bad = |reason: String| ClientError::Genesis(reason);
+    let value: serde_json::Value = serde_json::from_str(json).map_err(|e| bad(e.to_string()))?;
+    let chain_id = value["chain_id"]
+        .as_str()
+        .ok_or_else(|| bad("no chain_id".to_string()))?;
+    let chain_id = weft_dag::ChainId::new(chain_id).map_err(|e| bad(e.to_string()))?;
+    let epoch = value["epoch"]
+        .as_u64()
+        .ok_or_else(|| bad("no epoch".to_string()))?;
+    let validators = value["validators"]
+        .as_array()
+        .ok_or_else(|| bad("no validators".to_string()))?;
+    let mut keys = Vec::with_capacity(validators.len());
+    for (position, validator) in validators.iter().enumerate() {
+        if validator["index"].as_u64() != Some(position as u64) {
+            return Err(bad(format!(
+                "validators must be listed by index from 0 (position {position})"
+            )));
+        }
+        let key = validator["public_key"]
+            .as_str()
+            .ok_or_else(|| bad(format!("validator {position}: no public_key")))?;
+        keys.push(
+            weft_crypto::PublicKey::from_hex(key)
+                .map_err(|e| bad(format!("validator {position}: {e}")))?,
+        );
+    }
+    Committee::new(chain_id, weft_dag::Epoch(epoch), keys).map_err(|e| bad(e.to_string()))
+}
+
+/// Checks proof bytes against the validator set of a genesis file: what they prove, or
+/// why not.
+pub fn verify_proof(proof: &[u8], committee: &Committee) -> Result<ProvenFinality, ProofError> {
+    TransactionProof::decode(proof)?.verify(committee)
+}
+
 /// A validator's view of itself (`GetNodeStatus`).
 pub type NodeStatus = v1::GetNodeStatusResponse;
 
@@ -203,6 +256,12 @@ pub enum ClientError {
     /// An answer that does not follow the API.
     #[error("malformed answer: {0}")]
     Malformed(String),
+    /// A genesis file that does not give a validator set.
+    #[error("genesis: {0}")]
+    Genesis(String),
+    /// A proof that does not hold.
+    #[error("the proof does not verify: {0}")]
+    Proof(#[from] ProofError),
 }
 
 fn describe_failures(failures: &[(String, String)]) -> String {
@@ -559,6 +618,40 @@ impl Client {
             })
             .await?;
         TxInfo::from_proto(response.into_inner())
+    }
+
+    /// The finality proof of `tx_id` from the validator asked; with
+    /// [`verify_proof`] a client needs to trust no validator. UNAVAILABLE (a stable
+    /// checkpoint does not cover it yet) is retried with backoff until `timeout`.
+    pub async fn proof(
+        &mut self,
+        tx_id: TxId,
+        timeout: Duration,
+    ) -> Result<ProofAnswer, ClientError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut backoff = Backoff::default();
+        loop {
+            let answer = self
+                .call(|mut client| {
+                    let request = v1::GetTransactionProofRequest {
+                        tx_id: tx_id.0.to_vec(),
+                    };
+                    async move { client.get_transaction_proof(request).await }
+                })
+                .await;
+            match answer {
+                Ok(response) => {
+                    let response = response.into_inner();
+                    return Ok(ProofAnswer {
+                        proof: response.proof,
+                        sequence: response.sequence,
+                        checkpoint_sequence: response.checkpoint_sequence,
+                    });
+                }
+                Err(ClientError::Unavailable(_)) if !backoff.pause(deadline).await => {}
+                Err(error) => return Err(error),
+            }
+        }
     }
 
     /// The status of the validator asked.

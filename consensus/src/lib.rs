@@ -16,6 +16,7 @@
 //! RocksDB feature. Time will arrive as an input and timers leave as outputs.
 
 pub mod messages;
+pub mod proof;
 pub mod quorum;
 pub mod replica;
 mod signed;

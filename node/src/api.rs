@@ -26,6 +26,16 @@ pub const LIST_LIMIT: u32 = 1_000;
 pub const LIST_LIMIT_WITH_IDS: u32 = 100;
 /// Most streamed submissions handed to the engine as one batch.
 const SUBMIT_BATCH: usize = 512;
+/// Where the engine keeps each stable checkpoint's certificate for proofs:
+/// `certificate/` then the sequence as 8 big-endian bytes, so keys sort by sequence.
+pub fn certificate_key(sequence: Sequence) -> Vec<u8> {
+    let mut key = CERTIFICATE_PREFIX.to_vec();
+    key.extend_from_slice(&sequence.0.to_be_bytes());
+    key
+}
+
+const CERTIFICATE_PREFIX: &[u8] = b"certificate/";
+
 /// The expiry filled in when a request leaves `expires_at_ms` at 0: the validator's
 /// clock plus this.
 pub const DEFAULT_TTL_MS: u64 = 120_000;
@@ -652,6 +662,18 @@ impl Ledger for LedgerService {
             .map(Response::new)
     }
 
+    async fn get_transaction_proof(
+        &self,
+        request: Request<v1::GetTransactionProofRequest>,
+    ) -> Result<Response<v1::GetTransactionProofResponse>, Status> {
+        let id = TxId(digest(&request.into_inner().tx_id, "tx_id")?);
+        let store = self.store.clone();
+        let built = tokio::task::spawn_blocking(move || transaction_proof(store.as_ref(), id))
+            .await
+            .map_err(|e| Status::internal(format!("proof task: {e}")))??;
+        Ok(Response::new(built))
+    }
+
     async fn wait_for_transaction(
         &self,
         request: Request<v1::WaitForTransactionRequest>,
@@ -757,6 +779,86 @@ impl Ledger for LedgerService {
             max_faulty: u32::try_from(self.genesis.committee.max_faulty()).unwrap_or(0),
         }))
     }
+}
+
+/// Builds the proof for `id` from the store: its entry, the entries up to the first
+/// stored certificate at or above it, the digest before it and that certificate.
+fn transaction_proof(
+    store: &dyn Store,
+    id: TxId,
+) -> Result<v1::GetTransactionProofResponse, Status> {
+    use weft_consensus::proof::{decode_certificate, TransactionProof, MAX_PROOF_ENTRIES};
+    let Some(location) = store.transaction(&id).map_err(internal)? else {
+        return Err(Status::not_found(format!(
+            "transaction {} is not finalized here (GetTransaction says whether it is pending)",
+            id.0.to_hex()
+        )));
+    };
+    let sequence = location.sequence;
+    let before = certificate_key(Sequence(sequence.0.saturating_sub(1)));
+    let found = store
+        .replica_state_with_prefix(CERTIFICATE_PREFIX, Some(&before), 1)
+        .map_err(internal)?;
+    let not_yet = || {
+        Status::unavailable(format!(
+            "no stable checkpoint this validator executed covers sequence {} yet; retry in a moment",
+            sequence.0
+        ))
+    };
+    let Some((_, value)) = found.into_iter().next() else {
+        return Err(not_yet());
+    };
+    let (checkpoint, checkpoint_digest, certificate) = decode_certificate(&value)
+        .map_err(|e| Status::internal(format!("stored certificate: {e}")))?;
+    let span = checkpoint.0.saturating_sub(sequence.0).saturating_add(1);
+    let span = usize::try_from(span).unwrap_or(usize::MAX);
+    if span > MAX_PROOF_ENTRIES {
+        return Err(Status::failed_precondition(format!(
+            "the first stored checkpoint above sequence {} is {} sequences later (at most {MAX_PROOF_ENTRIES} fit in a proof)",
+            sequence.0, span
+        )));
+    }
+    let mut entries = Vec::with_capacity(span);
+    while entries.len() < span {
+        let from = Sequence(sequence.0 + entries.len() as u64);
+        let page = store
+            .finalized_range(from, span - entries.len())
+            .map_err(internal)?;
+        if page.is_empty() {
+            return Err(not_yet());
+        }
+        entries.extend(page);
+    }
+    let consecutive = entries
+        .iter()
+        .enumerate()
+        .all(|(i, e)| e.sequence.0 == sequence.0 + i as u64);
+    if !consecutive || entries.last().map(|e| e.state_digest) != Some(checkpoint_digest) {
+        return Err(Status::internal(format!(
+            "the stored log does not lead from sequence {} to checkpoint {}",
+            sequence.0, checkpoint.0
+        )));
+    }
+    let previous = if sequence.0 <= 1 {
+        weft_crypto::Digest::ZERO
+    } else {
+        store
+            .finalized(Sequence(sequence.0 - 1))
+            .map_err(internal)?
+            .map(|e| e.state_digest)
+            .ok_or_else(|| Status::internal(format!("entry {} is missing", sequence.0 - 1)))?
+    };
+    let proof = TransactionProof::build(id, previous, &entries, &certificate).ok_or_else(|| {
+        Status::internal(format!(
+            "entry {} does not list the transaction its index names",
+            sequence.0
+        ))
+    })?;
+    Ok(v1::GetTransactionProofResponse {
+        proof: proof.encode(),
+        sequence: sequence.0,
+        checkpoint_sequence: checkpoint.0,
+    })
 }
 
 #[cfg(test)]

@@ -85,6 +85,27 @@ pub enum TxCommand {
         /// The transaction id (64 hex digits).
         id: String,
     },
+    /// Fetch a transaction's finality proof (2f + 1 signatures over a checkpoint whose
+    /// digest chains to it); with --verify, check it against a genesis file.
+    Proof {
+        /// Where to connect.
+        #[command(flatten)]
+        client: ClientOptions,
+        /// The transaction id (64 hex digits).
+        id: String,
+        /// Write the proof's bytes to this file (otherwise they are printed in hex).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Check the proof against the genesis: exit 1 unless it holds.
+        #[arg(long)]
+        verify: bool,
+        /// The genesis file to check against (default: genesis.json in --home).
+        #[arg(long, requires = "verify")]
+        genesis: Option<PathBuf>,
+        /// How long to wait for a stable checkpoint to cover the transaction.
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        timeout: Duration,
+    },
     /// Wait until a transaction is final at the validator asked.
     Wait {
         /// Where to connect.
@@ -103,6 +124,7 @@ pub fn tx(command: TxCommand) -> ExitCode {
     let output = match &command {
         TxCommand::Submit { client, .. }
         | TxCommand::Get { client, .. }
+        | TxCommand::Proof { client, .. }
         | TxCommand::Wait { client, .. } => client.output,
     };
     report(output, run_tx(command))
@@ -194,6 +216,66 @@ fn run_tx(command: TxCommand) -> Result<Fields, CommandError> {
                 let mut client = connect(&client)?;
                 let info = client.get(id).await?;
                 Ok(describe(&info))
+            })
+        }
+        TxCommand::Proof {
+            client,
+            id,
+            out,
+            verify,
+            genesis,
+            timeout,
+        } => {
+            let id = TxId::from_hex(&id)?;
+            let committee = if verify {
+                let path = match (genesis, &client.home) {
+                    (Some(path), _) => path,
+                    (None, Some(home)) => Home::new(home).genesis_path(),
+                    (None, None) => {
+                        return Err(CommandError::Input(
+                            "--verify needs --genesis FILE (or --home)".to_string(),
+                        ))
+                    }
+                };
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| CommandError::Input(format!("{}: {e}", path.display())))?;
+                Some(weft_client::committee_from_genesis(&text)?)
+            } else {
+                None
+            };
+            rt.block_on(async {
+                let mut client = connect(&client)?;
+                let answer = client.proof(id, timeout).await?;
+                let mut fields = vec![
+                    ("tx_id", json!(id.to_string())),
+                    ("sequence", json!(answer.sequence)),
+                    ("checkpoint_sequence", json!(answer.checkpoint_sequence)),
+                    ("proof_bytes", json!(answer.proof.len())),
+                ];
+                if let Some(committee) = &committee {
+                    let proven = weft_client::verify_proof(&answer.proof, committee)
+                        .map_err(ClientError::from)?;
+                    if *proven.tx_id.0.as_bytes() != id.0 || proven.sequence.0 != answer.sequence {
+                        return Err(CommandError::Input(format!(
+                            "the proof is for {} at sequence {}, not what was asked",
+                            TxId(*proven.tx_id.0.as_bytes()),
+                            proven.sequence.0
+                        )));
+                    }
+                    fields.push(("verified", json!(true)));
+                    fields.push(("signers", json!(proven.signers)));
+                    fields.push(("vertex_hash", json!(proven.vertex.to_hex())));
+                    fields.push(("position", json!(proven.position)));
+                }
+                match &out {
+                    Some(path) => {
+                        std::fs::write(path, &answer.proof)
+                            .map_err(|e| CommandError::Input(format!("{}: {e}", path.display())))?;
+                        fields.push(("written_to", json!(path.display().to_string())));
+                    }
+                    None => fields.push(("proof", json!(hex::encode(&answer.proof)))),
+                }
+                Ok(fields)
             })
         }
         TxCommand::Wait {

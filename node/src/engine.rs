@@ -252,6 +252,8 @@ pub struct Engine {
     carried: Vec<Transaction>,
     /// When the replica's state was last written to the debug log.
     described_at: Instant,
+    /// The highest stable checkpoint whose certificate is stored for proofs.
+    certified: u64,
 }
 
 /// How often the debug log shows the replica's state (`RUST_LOG=weft_node=debug`).
@@ -322,6 +324,7 @@ impl Engine {
             resync_lag: u64::MAX,
             carried: Vec::new(),
             described_at: Instant::now(),
+            certified: 0,
         }
     }
 
@@ -645,6 +648,9 @@ impl Engine {
             .mempool
             .set(i64::try_from(self.replica.mempool_len()).unwrap_or(i64::MAX));
         let stable = self.replica.stable_checkpoint().sequence.0;
+        if stable > self.certified {
+            self.store_certificate();
+        }
         self.metrics
             .stable_checkpoint
             .set(i64::try_from(stable).unwrap_or(i64::MAX));
@@ -665,6 +671,31 @@ impl Engine {
             learning_signing_floor: self.learning_floor,
         };
         self.status.send_replace(status);
+    }
+
+    /// Keeps the certificate of each new stable checkpoint, from which the API builds
+    /// transaction proofs (`GetTransactionProof`). Not part of the replica's durable
+    /// state: a crash before this write only lengthens the proofs that would have used
+    /// it, which then reach the next stored checkpoint.
+    fn store_certificate(&mut self) {
+        let stable = self.replica.stable_checkpoint();
+        self.certified = stable.sequence.0;
+        if stable.certificate.is_empty() {
+            return;
+        }
+        let mut batch = weft_dag::store::StoreBatch::new();
+        batch.put_replica_state(
+            &crate::api::certificate_key(stable.sequence),
+            &weft_consensus::proof::encode_certificate(
+                stable.sequence,
+                &stable.state_digest,
+                &stable.certificate,
+            ),
+        );
+        let store = self.store.clone();
+        if let Err(error) = tokio::task::block_in_place(|| store.write(batch)) {
+            tracing::warn!(%error, sequence = stable.sequence.0, "could not store a checkpoint certificate");
+        }
     }
 
     fn must_resync(&self) -> bool {

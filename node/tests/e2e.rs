@@ -1852,3 +1852,119 @@ async fn a_client_whose_validator_is_killed_mid_wait_fails_over_and_learns_the_f
     );
     validators.stop_cleanly();
 }
+
+/// Issue 13's verifiable finality: a proof fetched from one validator verifies against
+/// `genesis.json` alone, and a tampered proof, one with 2f signatures and one checked
+/// against another network's genesis are refused (by the client crate and by
+/// `weft tx proof --verify`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finality_proof_verifies_against_genesis_alone_and_forgeries_do_not() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (homes, endpoints) = testnet(dir.path(), 4);
+    let other = tempfile::tempdir().expect("tempdir");
+    let (other_homes, _) = testnet(other.path(), 4);
+    let mut validators = Validators::start(&homes);
+    let mut clients = Vec::new();
+    for endpoint in &endpoints {
+        clients.push(connect(endpoint).await);
+    }
+    wait_connected(&mut clients).await;
+
+    let mut client =
+        weft_client::Client::new([endpoints[1].clone()], weft_client::ClientConfig::default())
+            .expect("endpoint");
+    let info = client
+        .submit_and_wait(b"proven final".to_vec(), Some(expiry_ms()), TIMEOUT)
+        .await
+        .expect("final");
+    // A proof needs a stable checkpoint at or above the transaction's sequence (every
+    // 4 sequences here); an idle network orders no further sequence, so more
+    // transactions go in until one covers it.
+    let deadline = Instant::now() + TIMEOUT;
+    let mut filler = 0u32;
+    let answer = loop {
+        match client.proof(info.tx_id, Duration::from_secs(2)).await {
+            Ok(answer) => break answer,
+            Err(error) => {
+                assert!(Instant::now() < deadline, "no proof: {error}");
+                filler += 1;
+                client
+                    .submit_and_wait(filler.to_le_bytes().to_vec(), Some(expiry_ms()), TIMEOUT)
+                    .await
+                    .expect("filler final");
+            }
+        }
+    };
+    assert_eq!(answer.sequence, info.sequence);
+    assert!(answer.checkpoint_sequence >= info.sequence);
+    let genesis = std::fs::read_to_string(homes[0].join("genesis.json")).expect("genesis");
+    let committee = weft_client::committee_from_genesis(&genesis).expect("committee");
+    let proven = weft_client::verify_proof(&answer.proof, &committee).expect("it verifies");
+    assert_eq!(proven.tx_id.0.as_bytes(), &info.tx_id.0);
+    assert_eq!(proven.sequence.0, info.sequence);
+    assert_eq!(
+        proven.vertex.as_bytes().as_slice(),
+        info.vertex_hash.as_slice()
+    );
+    assert_eq!(proven.position, info.position);
+    assert!(proven.signers >= 3);
+
+    let mut tampered = answer.proof.clone();
+    let middle = tampered.len() / 2;
+    tampered[middle] ^= 0x40;
+    assert!(weft_client::verify_proof(&tampered, &committee).is_err());
+    let mut short = weft_client::TransactionProof::decode(&answer.proof).expect("decodes");
+    short.signatures.truncate(2);
+    assert!(matches!(
+        short.verify(&committee),
+        Err(weft_client::ProofError::TooFewSigners { have: 2, need: 3 })
+    ));
+    let foreign = std::fs::read_to_string(other_homes[0].join("genesis.json")).expect("genesis");
+    let foreign = weft_client::committee_from_genesis(&foreign).expect("committee");
+    assert!(weft_client::verify_proof(&answer.proof, &foreign).is_err());
+
+    let id = info.tx_id.to_string();
+    let genesis_path = homes[2].join("genesis.json");
+    let genesis_arg = genesis_path.to_str().expect("utf-8 path");
+    let (code, checked) = weft_json(
+        &[
+            "tx",
+            "proof",
+            &id,
+            "--verify",
+            "--genesis",
+            genesis_arg,
+            "--endpoint",
+            &endpoints[3],
+            "--output",
+            "json",
+        ],
+        &[],
+        None,
+    );
+    assert_eq!(code, 0, "{checked}");
+    assert_eq!(checked["verified"], true);
+    assert_eq!(checked["sequence"], info.sequence);
+    let foreign_path = other_homes[0].join("genesis.json");
+    let (code, refused) = weft_json(
+        &[
+            "tx",
+            "proof",
+            &id,
+            "--verify",
+            "--genesis",
+            foreign_path.to_str().expect("utf-8"),
+            "--endpoint",
+            &endpoints[3],
+            "--output",
+            "json",
+        ],
+        &[],
+        None,
+    );
+    assert_eq!(code, 1, "{refused}");
+    assert!(refused["error"]
+        .as_str()
+        .is_some_and(|e| e.contains("does not verify")));
+    validators.stop_cleanly();
+}
