@@ -25,7 +25,7 @@
 //!   bottom; a vertex taken out that others still wait on stays missing and is fetched
 //!   again, charged to them.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use weft_crypto::Digest;
 
@@ -133,8 +133,9 @@ pub enum InsertError {
         /// The DAG's GC round.
         gc_round: Round,
     },
-    /// Too many vertices of this author are waiting for ancestors. Transient.
-    #[error("validator {0} has too many vertices waiting for ancestors")]
+    /// The shares that vouch for this vertex of validator {0} are full of vertices
+    /// below it. Transient.
+    #[error("no room among the waiting-buffer shares that vouch for this vertex of validator {0}")]
     PendingFull(ValidatorIndex),
     /// An unrequested second version of a slot: kept only as evidence.
     #[error("equivocating vertex not referenced by anything held; kept as evidence only")]
@@ -147,11 +148,54 @@ struct Waiting {
     missing: HashSet<Digest>,
     /// The share it is charged to: a validator's index, or n for certified anchors.
     share: usize,
+    /// Every share that vouches for it: its own author, the wishes for it, and the
+    /// sponsors of every waiting vertex that needs it, directly or through others (kept
+    /// up to date as needers arrive; never shrinks, so a sponsor that left may stay).
+    sponsors: ShareSet,
 }
 
-/// Most waiting vertices looked at when finding who needs an arrival (the chain of
-/// waiting descendants above it).
-const MAX_SPONSOR_WALK: usize = 4_096;
+/// A set of shares (validators by index, then certified anchors), as bits.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct ShareSet(Vec<u64>);
+
+impl ShareSet {
+    fn of(share: usize) -> ShareSet {
+        let mut set = ShareSet::default();
+        set.insert(share);
+        set
+    }
+
+    fn insert(&mut self, share: usize) -> bool {
+        let (word, bit) = (share / 64, 1u64 << (share % 64));
+        if self.0.len() <= word {
+            self.0.resize(word + 1, 0);
+        }
+        let grew = self.0[word] & bit == 0;
+        self.0[word] |= bit;
+        grew
+    }
+
+    /// Adds `other`'s shares; true when any was new.
+    fn union(&mut self, other: &ShareSet) -> bool {
+        if self.0.len() < other.0.len() {
+            self.0.resize(other.0.len(), 0);
+        }
+        let mut grew = false;
+        for (mine, theirs) in self.0.iter_mut().zip(&other.0) {
+            grew |= *theirs & !*mine != 0;
+            *mine |= *theirs;
+        }
+        grew
+    }
+
+    fn iter(&self) -> impl Iterator<Item = usize> + '_ {
+        self.0.iter().enumerate().flat_map(|(word, bits)| {
+            (0..64)
+                .filter(move |bit| bits & (1u64 << bit) != 0)
+                .map(move |bit| word * 64 + bit)
+        })
+    }
+}
 
 /// The DAG of one replica.
 #[derive(Debug)]
@@ -360,6 +404,12 @@ impl Dag {
         // 2^64 wishes are never made; were they, numbers stay unique up to there.
         self.next_wish = self.next_wish.saturating_add(1);
         self.wanted.insert(hash, (number, sponsor));
+        // Already waiting (an anchor that came before its certificate): it and what it
+        // waits for are vouched for by the wish from now on. Found by the attack review.
+        if self.waiting.contains_key(&hash) {
+            let share = ShareSet::of(self.share_of(sponsor));
+            self.add_sponsors(hash, &share);
+        }
         self.wishes.insert(number, hash);
         while self.wanted.len() > limit {
             let Some((_, oldest)) = self.wishes.pop_first() else {
@@ -434,58 +484,98 @@ impl Dag {
             self.slots.entry(slot).or_default().push(hash);
             self.accept_cascade(vertex, &mut report);
         } else {
-            let share = self.make_room(&hash, body)?;
+            let own = body.author.as_usize();
+            let mut sponsors = ShareSet::of(own);
+            if let Some((_, wish)) = self.wanted.get(&hash) {
+                sponsors.insert(self.share_of(*wish));
+            }
+            for child in self.wanted_by.get(&hash).into_iter().flatten() {
+                if let Some(waiting) = self.waiting.get(child) {
+                    sponsors.union(&waiting.sponsors);
+                }
+            }
+            let share = self.make_room(&hash, body, &sponsors)?;
             self.shares[share].insert((body.round, hash));
             self.slots.entry(slot).or_default().push(hash);
             for parent in &missing {
                 self.wanted_by.entry(*parent).or_default().push(hash);
             }
+            let waiting_parents: Vec<Digest> = missing
+                .iter()
+                .filter(|parent| self.waiting.contains_key(*parent))
+                .copied()
+                .collect();
             self.waiting.insert(
                 hash,
                 Waiting {
                     vertex,
                     missing,
                     share,
+                    sponsors: sponsors.clone(),
                 },
             );
+            for parent in waiting_parents {
+                self.add_sponsors(parent, &sponsors);
+            }
         }
         Ok(report)
     }
 
+    /// Adds `sponsors` to a waiting vertex and, where that adds anything, to the waiting
+    /// vertices it needs in turn. Each set only grows and holds at most n + 1 shares,
+    /// so over a vertex's stay this costs O(n) updates per parent link.
+    fn add_sponsors(&mut self, hash: Digest, sponsors: &ShareSet) {
+        let mut stack = vec![hash];
+        while let Some(next) = stack.pop() {
+            let Some(waiting) = self.waiting.get_mut(&next) else {
+                continue;
+            };
+            if waiting.sponsors.union(sponsors) {
+                let parents: Vec<Digest> = waiting.missing.iter().copied().collect();
+                stack.extend(parents.into_iter().filter(|p| self.waiting.contains_key(p)));
+            }
+        }
+    }
+
     /// The share a vertex about to wait is charged to, making room in it if it is full.
     ///
-    /// The share is one of the vertex's sponsors: the wish for it, the shares of the
-    /// waiting vertices that need it (directly or through waiting vertices between), and
-    /// its own author; a certified one first, then the one with the most room, its own
-    /// author's last (an author cannot take out what others need of it). When all
-    /// are full, the first whose highest waiting vertex lies above the arrival gives up
-    /// that vertex, which leaves the buffer but not the wishes of the vertices waiting on
-    /// it: it is missing again, fetched again, and charged to them. Failing that the
-    /// arrival is refused (it lies above everything in its sponsors' full shares).
+    /// The share is one of the vertex's `sponsors` (its own author, the wish for it and
+    /// the sponsors of every waiting vertex that needs it): a certified one first, then
+    /// the one with the most room, its own author's last. When all are full, the first
+    /// whose highest waiting vertex lies above the arrival gives that vertex up (see
+    /// [`Dag::evict`]: it moves to another of its own sponsors if one has room or holds
+    /// something higher, else it leaves the buffer and is missing again for whatever
+    /// waits on it). Failing that the arrival is refused: it lies above everything in
+    /// its sponsors' full shares.
     ///
     /// Found by the long run (known limit 18, seed 117,100,002,636): with every vertex
     /// charged to its author, an honest author's chain that a lagging replica walked down
     /// parent by parent shared one share with the same author's later vertices, and the
     /// rule that let a needed later vertex displace one nothing needed at any round ate
     /// the walk from its top, so the replica never caught up. Charging by sponsor keeps
-    /// the walk in the share of what needs it, and each share keeps its lowest rounds; a
+    /// the walk in the shares of what needs it, and each share keeps its lowest rounds; a
     /// Byzantine validator's made-up vertices, needed at most by its own (or another
-    /// Byzantine validator's), stay in Byzantine shares (known limit 16).
-    fn make_room(&mut self, hash: &Digest, body: &crate::Vertex) -> Result<usize, InsertError> {
+    /// Byzantine validator's), are charged only to Byzantine shares (known limit 16).
+    fn make_room(
+        &mut self,
+        hash: &Digest,
+        body: &crate::Vertex,
+        sponsors: &ShareSet,
+    ) -> Result<usize, InsertError> {
         let own = body.author.as_usize();
         if self.config.refuse_needed_at_cap || self.config.needed_displaces_idle {
             self.make_room_in_author_share(hash, body)?;
             return Ok(own);
         }
-        let sponsors = self.sponsors(hash, own);
-        if let Some(share) = sponsors
+        let order = self.preference(sponsors, own);
+        if let Some(share) = order
             .iter()
             .copied()
             .find(|share| self.shares[*share].len() < self.share_cap(*share))
         {
             return Ok(share);
         }
-        for share in sponsors {
+        for share in order {
             let victim = self.shares[share]
                 .last()
                 .filter(|(round, _)| *round > body.round)
@@ -498,31 +588,12 @@ impl Dag {
         Err(InsertError::PendingFull(body.author))
     }
 
-    /// The shares that may carry an arrival, in the order they are tried.
-    fn sponsors(&self, hash: &Digest, own: usize) -> Vec<usize> {
-        let mut found = BTreeSet::new();
-        if let Some((_, sponsor)) = self.wanted.get(hash) {
-            found.insert(self.share_of(*sponsor));
-        }
-        let mut queue = VecDeque::from([*hash]);
-        let mut seen = HashSet::new();
-        while let Some(next) = queue.pop_front() {
-            for child in self.wanted_by.get(&next).into_iter().flatten() {
-                if seen.len() >= MAX_SPONSOR_WALK {
-                    break;
-                }
-                if let Some(waiting) = self.waiting.get(child) {
-                    if seen.insert(*child) {
-                        found.insert(waiting.share);
-                        queue.push_back(*child);
-                    }
-                }
-            }
-        }
-        found.insert(own);
+    /// `sponsors` in the order they are tried: the certificate's share, then the others
+    /// by room (most first), the author's own share last.
+    fn preference(&self, sponsors: &ShareSet, own: usize) -> Vec<usize> {
         let certified = self.committee.size();
-        let mut sponsors: Vec<usize> = found.into_iter().collect();
-        sponsors.sort_by_key(|share| {
+        let mut order: Vec<usize> = sponsors.iter().filter(|s| *s <= certified).collect();
+        order.sort_by_key(|share| {
             (
                 *share != certified,
                 *share == own,
@@ -530,7 +601,7 @@ impl Dag {
                 *share,
             )
         });
-        sponsors
+        order
     }
 
     /// The old rules (mutants only): one share per author, and at its cap the victim is
@@ -640,9 +711,55 @@ impl Dag {
         true
     }
 
-    /// Makes room: a waiting vertex leaves, what waits on it stays and fetches it again.
+    /// Makes room in a share by giving up its vertex `hash`. It moves to another share
+    /// that vouches for it if one has room, or else into one whose highest waiting vertex
+    /// lies above it (that vertex leaves the buffer); otherwise it leaves the buffer
+    /// itself, and what waits on it stays and fetches it again.
+    ///
+    /// Found by the attack review of the shares: a real vertex that an honest vertex and
+    /// a Byzantine validator's made-up one both need could be charged to the Byzantine
+    /// share (it had the most room), whose author then pushed it out with made-up
+    /// vertices below it, again for each refetch. Moving it to a share that vouches for
+    /// it keeps it in the buffer.
     fn evict(&mut self, hash: &Digest) {
-        self.unlink_waiting(hash);
+        let Some(waiting) = self.waiting.get(hash) else {
+            return;
+        };
+        let (round, from, author) = (
+            waiting.vertex.vertex().round,
+            waiting.share,
+            waiting.vertex.vertex().author.as_usize(),
+        );
+        let order: Vec<usize> = self
+            .preference(&waiting.sponsors, author)
+            .into_iter()
+            .filter(|share| *share != from)
+            .collect();
+        let target = order
+            .iter()
+            .copied()
+            .find(|share| self.shares[*share].len() < self.share_cap(*share))
+            .or_else(|| {
+                order.iter().copied().find(|share| {
+                    self.shares[*share]
+                        .last()
+                        .is_some_and(|(highest, _)| *highest > round)
+                })
+            });
+        let Some(target) = target else {
+            self.unlink_waiting(hash);
+            return;
+        };
+        if self.shares[target].len() >= self.share_cap(target) {
+            if let Some((_, displaced)) = self.shares[target].last().copied() {
+                self.unlink_waiting(&displaced);
+            }
+        }
+        self.shares[from].remove(&(round, *hash));
+        self.shares[target].insert((round, *hash));
+        if let Some(waiting) = self.waiting.get_mut(hash) {
+            waiting.share = target;
+        }
     }
 
     /// Drops an invalid waiting vertex and, transitively, everything waiting on it.
@@ -665,9 +782,19 @@ impl Dag {
         self.gc_round = gc_round;
         let kept = self.slots.split_off(&(gc_round, ValidatorIndex(0)));
         let released = std::mem::replace(&mut self.slots, kept);
+        // A released waiting vertex leaves without what waits on it: those no longer
+        // need it (it is below the GC round) and are accepted below if nothing else is
+        // missing. Found by the attack review of the shares (it predates them): dropping
+        // them with it threw away vertices the replica should accept. The old buffer
+        // rules (mutants) keep the old cascade.
+        let cascade = self.config.refuse_needed_at_cap || self.config.needed_displaces_idle;
         for hash in released.into_values().flatten() {
             if self.accepted.remove(&hash).is_none() {
-                self.drop_waiting(&hash);
+                if cascade {
+                    self.drop_waiting(&hash);
+                } else {
+                    self.unlink_waiting(&hash);
+                }
             }
         }
         self.evidence = self.evidence.split_off(&(gc_round, ValidatorIndex(0)));

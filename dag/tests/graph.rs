@@ -1083,3 +1083,115 @@ proptest! {
         assert_topological(&builder, &one);
     }
 }
+
+/// Found by the attack review of the shares. A lagging replica holds rounds 0 and 1.
+/// Honest validator 3's round-6 vertex H waits for validator 2's round-5 vertex X;
+/// Byzantine validator 0 signs a made-up round-6 vertex W that names X too, so X, when
+/// it arrives, is charged to 0's share (as much room as 3's, lower index). Validator 0
+/// then pushes made-up vertices below X into its share: X must move to H's share, not
+/// leave the buffer.
+#[test]
+fn a_real_vertex_pushed_out_of_a_byzantine_share_moves_to_an_honest_needers_share() {
+    let mut builder = DagBuilder::new(4);
+    let committee = builder.committee().clone();
+    let mut dag = buffer_dag(&committee, 3, BufferRule::Sponsors);
+    insert_all(&mut dag, &builder.genesis());
+    let layers: Vec<Vec<SignedVertex>> = (1..=6).map(|r| builder.full_round(Round(r))).collect();
+    insert_all(&mut dag, &layers[0]);
+    let x = layers[4][2].clone();
+    let h = layers[5][3].clone();
+    dag.insert(h).expect("H waits");
+    let w = naming(&made_up(0, 6, 0x70, &committee), 2, &x);
+    dag.insert(w).expect("W waits");
+    dag.insert(x.clone()).expect("X waits");
+    assert_eq!(
+        dag.charged_to(Sponsor::Validator(v(0))),
+        2,
+        "X went to validator 0's share"
+    );
+    for round in 2..=4 {
+        dag.insert(made_up(0, round, 0x71, &committee))
+            .expect("validator 0's share takes its made-up vertices");
+    }
+    assert!(
+        !dag.missing().contains(&x.hash()),
+        "X left the buffer: H waits for it again"
+    );
+    assert_eq!(
+        dag.charged_to(Sponsor::Validator(v(3))),
+        2,
+        "X now waits in H's share"
+    );
+    assert!(
+        matches!(dag.insert(x), Ok(report) if report.duplicate),
+        "X is still held"
+    );
+}
+
+/// Found by the attack review of the shares. A Byzantine primary's anchor A (its
+/// round-5 vertex) arrives before its commit certificate and waits in its author's
+/// share; once consensus wants it as certified, A and the history that then arrives are
+/// vouched for by the certificate, and made-up vertices of A's author below it cannot
+/// push A out of the buffer.
+#[test]
+fn an_anchor_waiting_before_its_certificate_is_vouched_for_by_it() {
+    let mut builder = DagBuilder::new(4);
+    let committee = builder.committee().clone();
+    let mut dag = buffer_dag(&committee, 3, BufferRule::Sponsors);
+    insert_all(&mut dag, &builder.genesis());
+    let layers: Vec<Vec<SignedVertex>> = (1..=5).map(|r| builder.full_round(Round(r))).collect();
+    insert_all(&mut dag, &layers[0]);
+    let anchor = layers[4][0].clone();
+    dag.insert(anchor.clone()).expect("A waits");
+    dag.want(anchor.hash(), Sponsor::Certified, 32);
+    for layer in [&layers[3], &layers[2]] {
+        for vertex in layer {
+            dag.insert(vertex.clone()).expect("history waits");
+        }
+    }
+    assert_eq!(
+        dag.charged_to(Sponsor::Certified),
+        8,
+        "rounds 3 and 4 are charged to the certificate"
+    );
+    for round in [2, 3] {
+        let _ = dag.insert(made_up(0, round, 0x72, &committee));
+    }
+    for _ in 0..2 {
+        let _ = dag.insert(made_up(0, 2, 0x73, &committee));
+    }
+    assert!(
+        matches!(dag.insert(anchor), Ok(report) if report.duplicate),
+        "the committed anchor is still held"
+    );
+    // The rest of the history arrives: everything is accepted, A included.
+    insert_all(&mut dag, &layers[1]);
+    assert!(dag.contains(&layers[4][0].hash()));
+}
+
+/// Found by the attack review of the shares (older than them): a waiting vertex that the
+/// GC round releases leaves the buffer without the vertices waiting on it, which no
+/// longer need it and are accepted if nothing else is missing.
+#[test]
+fn a_waiting_parent_the_gc_round_releases_leaves_its_children_to_be_accepted() {
+    let mut builder = DagBuilder::new(4);
+    let mut dag = new_dag(&builder);
+    insert_all(&mut dag, &builder.genesis());
+    let layers: Vec<Vec<SignedVertex>> = (1..=4).map(|r| builder.full_round(Round(r))).collect();
+    insert_all(&mut dag, &layers[0]);
+    insert_all(&mut dag, &layers[1][1..]);
+    // Validator 0's round-3 vertex waits for its round-2 vertex, which never comes; so
+    // do the other round-3 vertices (they name it too) and the round-4 one.
+    for vertex in &layers[2] {
+        dag.insert(vertex.clone()).expect("waits");
+    }
+    let child = layers[3][1].clone();
+    dag.insert(child.clone()).expect("waits");
+    assert!(!dag.contains(&child.hash()));
+    dag.set_gc_round(Round(4));
+    assert!(
+        dag.contains(&child.hash()),
+        "its parents are all below the GC round now"
+    );
+    assert_eq!(dag.waiting_len(), 0);
+}

@@ -2342,7 +2342,8 @@ impl World {
 fn memory_bounds(n: usize, defaults: &ReplicaConfig) -> (usize, usize) {
     let as_usize = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
     let rounds = defaults.gc_depth + 4 * defaults.window + 8;
-    let vertex_bound = 2 * n * as_usize(rounds) + n * as_usize(defaults.gc_depth);
+    // Waiting vertices: n validator shares of D and the certificates' share of nD.
+    let vertex_bound = 2 * n * as_usize(rounds) + 2 * n * as_usize(defaults.gc_depth);
     let vote_bound = 2 * as_usize(3 * defaults.window + defaults.checkpoint_interval) + 4;
     (vertex_bound, vote_bound)
 }
