@@ -713,8 +713,9 @@ impl Dag {
 
     /// Makes room in a share by giving up its vertex `hash`. It moves to another share
     /// that vouches for it if one has room, or else into one whose highest waiting vertex
-    /// lies above it (that vertex leaves the buffer); otherwise it leaves the buffer
-    /// itself, and what waits on it stays and fetches it again.
+    /// lies above it (that vertex goes to another share vouching for it that has room, or
+    /// leaves the buffer: see [`Dag::displace`]); otherwise it leaves the buffer itself,
+    /// and what waits on it stays and fetches it again.
     ///
     /// Found by the attack review of the shares: a real vertex that an honest vertex and
     /// a Byzantine validator's made-up one both need could be charged to the Byzantine
@@ -752,13 +753,41 @@ impl Dag {
         };
         if self.shares[target].len() >= self.share_cap(target) {
             if let Some((_, displaced)) = self.shares[target].last().copied() {
-                self.unlink_waiting(&displaced);
+                self.displace(&displaced, target);
             }
         }
         self.shares[from].remove(&(round, *hash));
         self.shares[target].insert((round, *hash));
         if let Some(waiting) = self.waiting.get_mut(hash) {
             waiting.share = target;
+        }
+    }
+
+    /// Takes `hash` out of the full share `from` for a vertex moving in: it moves to
+    /// another share that vouches for it if one has room, else it leaves the buffer (one
+    /// step, no further displacement). Found by the second attack review of the shares:
+    /// a displaced anchor whose certificate's share had room left the buffer and waited
+    /// for a refetch.
+    fn displace(&mut self, hash: &Digest, from: usize) {
+        let Some(waiting) = self.waiting.get(hash) else {
+            return;
+        };
+        let (round, author) = (
+            waiting.vertex.vertex().round,
+            waiting.vertex.vertex().author.as_usize(),
+        );
+        let room = self
+            .preference(&waiting.sponsors, author)
+            .into_iter()
+            .find(|share| *share != from && self.shares[*share].len() < self.share_cap(*share));
+        let Some(room) = room else {
+            self.unlink_waiting(hash);
+            return;
+        };
+        self.shares[from].remove(&(round, *hash));
+        self.shares[room].insert((round, *hash));
+        if let Some(waiting) = self.waiting.get_mut(hash) {
+            waiting.share = room;
         }
     }
 

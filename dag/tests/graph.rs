@@ -1195,3 +1195,56 @@ fn a_waiting_parent_the_gc_round_releases_leaves_its_children_to_be_accepted() {
     );
     assert_eq!(dag.waiting_len(), 0);
 }
+
+/// Found by the second attack review of the shares. Validator 3's share (2) holds E
+/// (round 7, naming X) and D (round 8, an anchor consensus wants as certified, waiting
+/// before its certificate); validator 2's share is full of vertices below X; validator
+/// 0's made-up W names X, so X, validator 2's round-5 vertex, is charged to 0's share.
+/// Made-up vertices of 0 push X out; X moves into 3's share in D's place, and D must move
+/// to the certificate's share rather than leave the buffer.
+#[test]
+fn a_vertex_displaced_by_a_relocation_moves_to_another_share_that_vouches_for_it() {
+    let builder = DagBuilder::new(4);
+    let committee = builder.committee().clone();
+    let mut dag = buffer_dag(&committee, 2, BufferRule::Sponsors);
+    let x = made_up(2, 5, 0x80, &committee);
+    let e = naming(&made_up(3, 7, 0x81, &committee), 2, &x);
+    let d = made_up(3, 8, 0x82, &committee);
+    dag.insert(e).expect("E waits");
+    dag.insert(d.clone()).expect("D waits");
+    dag.want(d.hash(), Sponsor::Certified, 8);
+    for round in [2, 3] {
+        dag.insert(made_up(2, round, 0x83, &committee))
+            .expect("validator 2's share fills below X");
+    }
+    let w = naming(&made_up(0, 6, 0x84, &committee), 2, &x);
+    dag.insert(w).expect("W waits");
+    dag.insert(x.clone()).expect("X waits");
+    assert_eq!(
+        dag.charged_to(Sponsor::Validator(v(0))),
+        2,
+        "X is in 0's share"
+    );
+    for round in [2, 3] {
+        dag.insert(made_up(0, round, 0x85, &committee))
+            .expect("0's made-up vertices push W, then X, out");
+    }
+    assert_eq!(
+        dag.charged_to(Sponsor::Validator(v(3))),
+        2,
+        "X took D's place"
+    );
+    assert!(
+        matches!(dag.insert(x), Ok(report) if report.duplicate),
+        "X is still held"
+    );
+    assert_eq!(
+        dag.charged_to(Sponsor::Certified),
+        1,
+        "D moved to the certificate's share"
+    );
+    assert!(
+        matches!(dag.insert(d), Ok(report) if report.duplicate),
+        "D is still held"
+    );
+}
