@@ -496,37 +496,45 @@ impl Client {
     ) -> Result<TxInfo, ClientError> {
         let expires_at_ms = expires_at_ms.unwrap_or_else(default_expiry);
         let tx_id = TxId::of(expires_at_ms, &payload);
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut status = TxStatus::Unknown;
-        let mut backoff = Backoff::default();
-        loop {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            if left.is_zero() {
-                return Err(ClientError::DeadlineExceeded { tx_id, status });
-            }
-            let wait = left.min(MAX_WAIT_PER_REQUEST);
-            let answer = self
-                .call_waiting(wait, |mut client, timeout_ms| {
-                    let request = v1::SubmitTransactionAndWaitRequest {
-                        payload: payload.clone(),
-                        expires_at_ms,
-                        timeout_ms,
-                    };
-                    async move { client.submit_transaction_and_wait(request).await }
-                })
-                .await;
-            match answer {
-                Ok(info) => return Ok(info),
-                Err(ClientError::DeadlineExceeded { status: now, .. }) => status = now,
-                Err(ClientError::Unavailable(_)) if !backoff.pause(deadline).await => {}
-                Err(error) => return Err(error),
-            }
-        }
+        self.wait_until(tx_id, timeout, |mut client, timeout_ms| {
+            let request = v1::SubmitTransactionAndWaitRequest {
+                payload: payload.clone(),
+                expires_at_ms,
+                timeout_ms,
+            };
+            async move { client.submit_transaction_and_wait(request).await }
+        })
+        .await
     }
 
     /// Waits until `tx_id` is final at the validator asked, or
     /// [`ClientError::DeadlineExceeded`] after `timeout`.
     pub async fn wait(&mut self, tx_id: TxId, timeout: Duration) -> Result<TxInfo, ClientError> {
+        self.wait_until(tx_id, timeout, |mut client, timeout_ms| {
+            let request = v1::WaitForTransactionRequest {
+                tx_id: tx_id.0.to_vec(),
+                timeout_ms,
+            };
+            async move { client.wait_for_transaction(request).await }
+        })
+        .await
+    }
+
+    /// Repeats a waiting call (each at most [`MAX_WAIT_PER_REQUEST`]) until it answers,
+    /// `timeout` passes (DEADLINE_EXCEEDED with the last status heard) or an error other
+    /// than a timeout or every validator being unavailable (then it backs off) comes.
+    async fn wait_until<F, Fut>(
+        &mut self,
+        tx_id: TxId,
+        timeout: Duration,
+        mut call: F,
+    ) -> Result<TxInfo, ClientError>
+    where
+        F: FnMut(LedgerClient<Channel>, u64) -> Fut,
+        Fut: std::future::Future<
+            Output = Result<tonic::Response<v1::GetTransactionResponse>, Status>,
+        >,
+    {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut status = TxStatus::Unknown;
         let mut backoff = Backoff::default();
@@ -536,16 +544,7 @@ impl Client {
                 return Err(ClientError::DeadlineExceeded { tx_id, status });
             }
             let wait = left.min(MAX_WAIT_PER_REQUEST);
-            let answer = self
-                .call_waiting(wait, |mut client, timeout_ms| {
-                    let request = v1::WaitForTransactionRequest {
-                        tx_id: tx_id.0.to_vec(),
-                        timeout_ms,
-                    };
-                    async move { client.wait_for_transaction(request).await }
-                })
-                .await;
-            match answer {
+            match self.call_waiting(wait, &mut call).await {
                 Ok(info) => return Ok(info),
                 Err(ClientError::DeadlineExceeded { status: now, .. }) => status = now,
                 Err(ClientError::Unavailable(_)) if !backoff.pause(deadline).await => {}
@@ -561,7 +560,7 @@ impl Client {
     async fn call_waiting<F, Fut>(
         &mut self,
         wait: Duration,
-        mut call: F,
+        call: &mut F,
     ) -> Result<TxInfo, ClientError>
     where
         F: FnMut(LedgerClient<Channel>, u64) -> Fut,
