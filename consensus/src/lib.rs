@@ -10,7 +10,10 @@
 //!   rule on claims;
 //! - [`replica`]: the replica, `Input` in, `Output`s out: vertices, pre-prepare, prepare,
 //!   commit, in-order execution, checkpoints, view change, catch-up, recovery;
-//! - [`sim`]: the seeded simulator with faults, Byzantine behaviours and the checkers.
+//! - [`sim`]: the seeded simulator with faults, Byzantine behaviours and the checkers;
+//! - [`sync`]: what state sync accepts from a peer (batches under checkpoint
+//!   certificates) and which peers it keeps asking;
+//! - [`proof`]: finality proofs and the certificate check they share with sync.
 //!
 //! The crate depends on no runtime, clock, socket or disk: `weft-dag` comes without its
 //! RocksDB feature. Time will arrive as an input and timers leave as outputs.
@@ -22,6 +25,7 @@ pub mod replica;
 mod signed;
 mod signer;
 pub mod sim;
+pub mod sync;
 pub mod view_change;
 
 pub use signed::{Body, Signed};

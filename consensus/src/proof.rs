@@ -384,45 +384,7 @@ impl TransactionProof {
             digest = entry.chained(&digest);
         }
         let checkpoint = last.ok_or(ProofError::NoEntries)?;
-        let mut signers = BTreeSet::new();
-        for (index, signed) in self.signatures.iter().enumerate() {
-            let body: &Checkpoint = signed.checkpoint();
-            let signer = body.signer;
-            if body.sequence != checkpoint || body.state_digest != digest {
-                return Err(ProofError::OtherState { index });
-            }
-            if &body.chain_id != committee.chain_id() || body.epoch != committee.epoch() {
-                return Err(ProofError::WrongChain {
-                    chain: body.chain_id.as_str().to_string(),
-                    epoch: body.epoch.0,
-                });
-            }
-            let key = committee
-                .public_key(signer)
-                .ok_or(ProofError::UnknownSigner {
-                    index,
-                    signer: signer.0,
-                })?;
-            if !signers.insert(signer) {
-                return Err(ProofError::RepeatedSigner { signer: signer.0 });
-            }
-            key.verify(
-                SigningContext::Checkpoint,
-                signed.encoded(),
-                signed.signature(),
-            )
-            .map_err(|_| ProofError::BadSignature {
-                index,
-                signer: signer.0,
-            })?;
-        }
-        let need = committee.quorum();
-        if signers.len() < need {
-            return Err(ProofError::TooFewSigners {
-                have: signers.len(),
-                need,
-            });
-        }
+        let signers = verify_certificate(committee, checkpoint, &digest, &self.signatures)?;
         Ok(ProvenFinality {
             tx_id: self.tx_id,
             sequence: first.sequence,
@@ -430,9 +392,62 @@ impl TransactionProof {
             position: self.position,
             consensus_time: first.consensus_time,
             checkpoint,
-            signers: signers.len(),
+            signers,
         })
     }
+}
+
+/// Checks that `signatures` certify `(checkpoint, digest)` for `committee` (the genesis
+/// validator set): every one signs that sequence and digest on this chain and epoch, by
+/// a member, at most once per member, with a valid ML-DSA-87 signature, and at least
+/// 2f + 1 of them. Returns how many distinct validators signed. State sync and finality
+/// proofs both trust a checkpoint on this and nothing else.
+pub fn verify_certificate(
+    committee: &Committee,
+    checkpoint: Sequence,
+    digest: &Digest,
+    signatures: &[SignedCheckpoint],
+) -> Result<usize, ProofError> {
+    let mut signers = BTreeSet::new();
+    for (index, signed) in signatures.iter().enumerate() {
+        let body: &Checkpoint = signed.checkpoint();
+        let signer = body.signer;
+        if body.sequence != checkpoint || body.state_digest != *digest {
+            return Err(ProofError::OtherState { index });
+        }
+        if &body.chain_id != committee.chain_id() || body.epoch != committee.epoch() {
+            return Err(ProofError::WrongChain {
+                chain: body.chain_id.as_str().to_string(),
+                epoch: body.epoch.0,
+            });
+        }
+        let key = committee
+            .public_key(signer)
+            .ok_or(ProofError::UnknownSigner {
+                index,
+                signer: signer.0,
+            })?;
+        if !signers.insert(signer) {
+            return Err(ProofError::RepeatedSigner { signer: signer.0 });
+        }
+        key.verify(
+            SigningContext::Checkpoint,
+            signed.encoded(),
+            signed.signature(),
+        )
+        .map_err(|_| ProofError::BadSignature {
+            index,
+            signer: signer.0,
+        })?;
+    }
+    let need = committee.quorum();
+    if signers.len() < need {
+        return Err(ProofError::TooFewSigners {
+            have: signers.len(),
+            need,
+        });
+    }
+    Ok(signers.len())
 }
 
 /// A stored stable-checkpoint certificate: `sequence:u64 state_digest:digest

@@ -122,7 +122,8 @@ pub enum Request {
         /// blake3 hashes; at most [`NetworkLimits::max_fetch_hashes`].
         hashes: Vec<[u8; 32]>,
     },
-    /// Finalized entries from `from_sequence` on, with their vertices.
+    /// Finalized entries from `from_sequence` on, with their vertices, up to a stable
+    /// checkpoint (answered by [`Response::Certified`]).
     Sync {
         /// The first sequence wanted.
         from_sequence: u64,
@@ -145,8 +146,17 @@ pub struct SyncEntry {
 pub enum Response {
     /// Encoded vertices, those of the requested hashes the peer holds, in request order.
     Vertices(Vec<Vec<u8>>),
-    /// Consecutive entries from the requested sequence (a prefix if the rest did not fit).
-    Entries(Vec<SyncEntry>),
+    /// Consecutive entries from the requested sequence that end at a stable checkpoint,
+    /// and that checkpoint's certificate (`weft_consensus::proof::encode_certificate`);
+    /// no entries when the peer has nothing certified beyond the requested sequence. Never
+    /// cut to fit the response limit (a prefix would lose the certified end): the
+    /// answering node sizes it.
+    Certified {
+        /// The entries, in order.
+        entries: Vec<SyncEntry>,
+        /// The certificate of the last entry's sequence (empty with no entries).
+        certificate: Vec<u8>,
+    },
     /// The peer has too many requests of ours in progress; ask again later or elsewhere.
     Busy,
     /// The peer could not answer (it dropped the request).

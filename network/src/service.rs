@@ -90,14 +90,6 @@ fn encode_bounded(response: Response, limit: usize) -> Vec<u8> {
             vertices.truncate(keep);
             Response::Vertices(vertices)
         }
-        Response::Entries(mut entries) => {
-            let keep = cut(entries
-                .iter()
-                .map(|e| e.entry.len() + e.vertices.iter().map(|v| v.len() + 16).sum::<usize>())
-                .collect());
-            entries.truncate(keep);
-            Response::Entries(entries)
-        }
         other => other,
     };
     let encoded = encode(&trimmed);
@@ -874,7 +866,7 @@ mod tests {
     use crate::SyncEntry;
 
     #[test]
-    fn an_answer_too_large_is_cut_to_a_prefix_that_fits() {
+    fn an_answer_too_large_is_cut_to_a_prefix_that_fits_but_a_certified_batch_is_not() {
         let vertices: Vec<Vec<u8>> = (0..10u8).map(|i| vec![i; 1000]).collect();
         let full = encode(&Response::Vertices(vertices.clone()));
         assert_eq!(
@@ -900,8 +892,15 @@ mod tests {
             };
             4
         ];
-        let cut = encode_bounded(Response::Entries(entries), limit);
-        assert!(matches!(decode::<Response>(&cut), Some(Response::Entries(e)) if e.len() == 1));
+        // A certified batch is never cut (its end is what the certificate covers).
+        let certified = encode_bounded(
+            Response::Certified {
+                entries,
+                certificate: vec![3; 100],
+            },
+            limit,
+        );
+        assert_eq!(decode::<Response>(&certified), Some(Response::Unavailable));
     }
 
     #[test]

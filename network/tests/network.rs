@@ -48,14 +48,15 @@ fn collect(
                     Request::Sync {
                         from_sequence,
                         max_entries,
-                    } => reply.reply(Response::Entries(
-                        entries
+                    } => reply.reply(Response::Certified {
+                        entries: entries
                             .iter()
                             .skip(usize::try_from(from_sequence.saturating_sub(1)).unwrap_or(0))
                             .take(max_entries as usize)
                             .cloned()
                             .collect(),
-                    )),
+                        certificate: vec![7; 64],
+                    }),
                 },
                 Event::Connected(_) | Event::Disconnected(_) => {}
             }
@@ -225,7 +226,13 @@ async fn every_message_reaches_every_validator_and_fetch_and_sync_answer() {
         )
         .await
         .expect("sync");
-    assert_eq!(synced, Response::Entries(entries[4..7].to_vec()));
+    assert_eq!(
+        synced,
+        Response::Certified {
+            entries: entries[4..7].to_vec(),
+            certificate: vec![7; 64],
+        }
+    );
 
     let too_many = Request::Vertices {
         hashes: vec![[0; 32]; NetworkLimits::default().max_fetch_hashes + 1],

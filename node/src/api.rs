@@ -34,7 +34,7 @@ pub fn certificate_key(sequence: Sequence) -> Vec<u8> {
     key
 }
 
-const CERTIFICATE_PREFIX: &[u8] = b"certificate/";
+pub(crate) const CERTIFICATE_PREFIX: &[u8] = b"certificate/";
 
 /// The expiry filled in when a request leaves `expires_at_ms` at 0: the validator's
 /// clock plus this.

@@ -1044,6 +1044,14 @@ async fn a_validator_paused_past_the_kept_certificates_resyncs_while_running() {
         .find_map(|l| l.strip_prefix("weft_resyncs_total ")?.trim().parse().ok())
         .expect("weft_resyncs_total");
     assert!(resyncs >= 1.0, "caught up without resyncing: {body}");
+    let value = |name: &str| -> f64 {
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing: {body}"))
+    };
+    // The resync took certified batches from honest peers and refused none of them.
+    assert!(value("weft_sync_entries_total ") >= 1.0, "{body}");
+    assert_eq!(value("weft_sync_rejected_batches_total "), 0.0, "{body}");
     assert_final_exactly_once(&mut clients, &accepted).await;
     validators.stop_cleanly();
 }
