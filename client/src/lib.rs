@@ -252,6 +252,8 @@ pub enum ClientError {
         code: Code,
         /// Its message.
         message: String,
+        /// Its `google.rpc.ErrorInfo` and `RetryInfo` (see `weft_proto::rpc`).
+        details: Box<weft_proto::rpc::Details>,
     },
     /// An answer that does not follow the API.
     #[error("malformed answer: {0}")]
@@ -279,6 +281,23 @@ impl ClientError {
             ClientError::Status { code, .. } => Some(*code),
             ClientError::DeadlineExceeded { .. } => Some(Code::DeadlineExceeded),
             ClientError::Expired { .. } => Some(Code::FailedPrecondition),
+            _ => None,
+        }
+    }
+
+    /// The validator's `ErrorInfo.reason` (`weft_proto::rpc::Reason` names them), if it
+    /// answered with one.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            ClientError::Status { details, .. } => details.reason.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// How long the validator asked to wait before retrying (`RetryInfo`), if it did.
+    pub fn retry_delay(&self) -> Option<Duration> {
+        match self {
+            ClientError::Status { details, .. } => details.retry_delay,
             _ => None,
         }
     }
@@ -430,6 +449,7 @@ impl Client {
                             endpoint,
                             code: status.code(),
                             message: status.message().to_string(),
+                            details: Box::new(weft_proto::rpc::details(&status)),
                         })
                     }
                 },
@@ -548,6 +568,14 @@ impl Client {
                 Ok(info) => return Ok(info),
                 Err(ClientError::DeadlineExceeded { status: now, .. }) => status = now,
                 Err(ClientError::Unavailable(_)) if !backoff.pause(deadline).await => {}
+                // Busy (too many waiters): wait as long as the validator asked.
+                Err(error)
+                    if error
+                        .retry_delay()
+                        .is_some_and(|delay| tokio::time::Instant::now() + delay < deadline) =>
+                {
+                    tokio::time::sleep(error.retry_delay().unwrap_or_default()).await;
+                }
                 Err(error) => return Err(error),
             }
         }
@@ -586,22 +614,30 @@ impl Client {
             Err(ClientError::Status {
                 code: Code::DeadlineExceeded,
                 message,
+                details,
                 ..
             }) => Err(ClientError::DeadlineExceeded {
-                tx_id: named_tx_id(&message)?,
-                status: if message.ends_with("status: PENDING") {
-                    TxStatus::Pending
-                } else {
-                    TxStatus::Unknown
+                tx_id: named_tx_id(&details, &message)?,
+                status: match details.metadata.get("status") {
+                    Some(status) if status == "PENDING" => TxStatus::Pending,
+                    Some(_) => TxStatus::Unknown,
+                    // A validator without error details says it in the message.
+                    None if message.ends_with("status: PENDING") => TxStatus::Pending,
+                    None => TxStatus::Unknown,
                 },
             }),
             Err(ClientError::Status {
                 code: Code::FailedPrecondition,
                 message,
+                details,
                 ..
-            }) if message.ends_with("status: EXPIRED") => Err(ClientError::Expired {
-                tx_id: named_tx_id(&message)?,
-            }),
+            }) if details.reason.as_deref() == Some("EXPIRED_UNFINALIZED")
+                || (details.reason.is_none() && message.ends_with("status: EXPIRED")) =>
+            {
+                Err(ClientError::Expired {
+                    tx_id: named_tx_id(&details, &message)?,
+                })
+            }
             Err(error) => Err(error),
         }
     }
@@ -702,8 +738,12 @@ impl Backoff {
     }
 }
 
-/// The transaction id a DEADLINE_EXCEEDED or expiry message names (in hex).
-fn named_tx_id(message: &str) -> Result<TxId, ClientError> {
+/// The transaction id a DEADLINE_EXCEEDED or expiry status names: its `tx_id`
+/// metadata, or (from a validator without error details) the hex in its message.
+fn named_tx_id(details: &weft_proto::rpc::Details, message: &str) -> Result<TxId, ClientError> {
+    if let Some(hex) = details.metadata.get("tx_id") {
+        return TxId::from_hex(hex);
+    }
     message
         .split(|c: char| !c.is_ascii_hexdigit())
         .find(|word| word.len() == 64)
@@ -822,11 +862,22 @@ mod tests {
     }
 
     #[test]
-    fn a_deadline_message_gives_back_the_transaction_id() {
+    fn a_deadline_status_gives_back_the_transaction_id_from_its_details_or_message() {
         let id = TxId::of(5, b"x");
+        let none = weft_proto::rpc::Details::default();
         let message = format!("transaction {id} is still PENDING after 100 ms");
-        assert_eq!(named_tx_id(&message).ok(), Some(id));
-        assert!(named_tx_id("no id here").is_err());
+        assert_eq!(named_tx_id(&none, &message).ok(), Some(id));
+        assert!(named_tx_id(&none, "no id here").is_err());
+        let other = TxId::of(6, b"y");
+        let status = weft_proto::rpc::status(
+            Code::DeadlineExceeded,
+            weft_proto::rpc::Reason::NotFinalizedYet,
+            "not yet",
+            &[("tx_id", other.to_string())],
+            None,
+        );
+        let details = weft_proto::rpc::details(&status);
+        assert_eq!(named_tx_id(&details, &message).ok(), Some(other));
     }
 
     #[tokio::test]

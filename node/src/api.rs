@@ -12,6 +12,7 @@ use weft_crypto::Digest;
 use weft_dag::store::Store;
 use weft_dag::{FinalizedEntry, Limits, Sequence, TimestampMs, Transaction, TxId, MAX_TTL_MS};
 use weft_network::Network;
+use weft_proto::rpc::Reason;
 use weft_proto::v1;
 use weft_proto::v1::ledger_server::Ledger;
 
@@ -77,8 +78,38 @@ pub struct LedgerService {
     pub waiters: Arc<tokio::sync::Semaphore>,
 }
 
+/// How long a client should wait before retrying a full mempool.
+const RETRY_FULL: std::time::Duration = std::time::Duration::from_millis(500);
+/// How long a client should wait before retrying a syncing or busy validator.
+const RETRY_LATER: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A refusal with its `google.rpc.ErrorInfo` (and `RetryInfo` when `retry` is set).
+fn refuse(
+    code: tonic::Code,
+    reason: Reason,
+    message: impl Into<String>,
+    metadata: &[(&str, String)],
+    retry: Option<std::time::Duration>,
+) -> Status {
+    weft_proto::rpc::status(code, reason, message, metadata, retry)
+}
+
+fn internal_error(message: String) -> Status {
+    refuse(tonic::Code::Internal, Reason::Internal, message, &[], None)
+}
+
+fn tx_meta(id: &TxId) -> [(&'static str, String); 1] {
+    [("tx_id", id.0.to_hex())]
+}
+
 fn shutting_down() -> Status {
-    Status::unavailable("the validator is shutting down")
+    refuse(
+        tonic::Code::Unavailable,
+        Reason::ShuttingDown,
+        "the validator is shutting down; use another",
+        &[],
+        Some(RETRY_LATER),
+    )
 }
 
 /// Resolves once `shutdown` says stop (or its sender is gone).
@@ -88,13 +119,19 @@ async fn stopped(mut shutdown: tokio::sync::watch::Receiver<bool>) {
 
 fn digest(bytes: &[u8], what: &str) -> Result<Digest, Status> {
     Digest::from_slice(bytes).map_err(|_| {
-        Status::invalid_argument(format!("{what} must be 32 bytes, got {}", bytes.len()))
+        refuse(
+            tonic::Code::InvalidArgument,
+            Reason::MalformedDigest,
+            format!("{what} must be 32 bytes, got {}", bytes.len()),
+            &[("field", what.to_string())],
+            None,
+        )
     })
 }
 
 fn internal(error: impl std::fmt::Display) -> Status {
     tracing::error!(%error, "store read failed");
-    Status::internal(format!("store: {error}"))
+    internal_error(format!("store: {error}"))
 }
 
 fn entry_to_proto(entry: &FinalizedEntry, with_ids: bool) -> v1::FinalizedEntry {
@@ -132,22 +169,41 @@ fn wait_limit(timeout_ms: u64) -> u64 {
 }
 
 fn fell_behind(resume_from: u64) -> Status {
-    Status::resource_exhausted(format!(
-        "subscriber fell behind; resume from sequence {resume_from}"
-    ))
+    refuse(
+        tonic::Code::ResourceExhausted,
+        Reason::SubscriberLagged,
+        format!("subscriber fell behind; resume from sequence {resume_from}"),
+        &[("resume_from", resume_from.to_string())],
+        Some(std::time::Duration::ZERO),
+    )
 }
 
 impl LedgerService {
     fn check_payload(&self, payload: &[u8]) -> Result<(), Status> {
         if payload.is_empty() {
-            return Err(Status::invalid_argument("empty payload"));
+            return Err(refuse(
+                tonic::Code::InvalidArgument,
+                Reason::EmptyPayload,
+                "empty payload",
+                &[],
+                None,
+            ));
         }
         if payload.len() > self.limits.max_transaction_bytes {
-            return Err(Status::invalid_argument(format!(
-                "payload of {} bytes exceeds the limit of {}",
-                payload.len(),
-                self.limits.max_transaction_bytes
-            )));
+            return Err(refuse(
+                tonic::Code::InvalidArgument,
+                Reason::PayloadTooLarge,
+                format!(
+                    "payload of {} bytes exceeds the limit of {}",
+                    payload.len(),
+                    self.limits.max_transaction_bytes
+                ),
+                &[(
+                    "max_transaction_bytes",
+                    self.limits.max_transaction_bytes.to_string(),
+                )],
+                None,
+            ));
         }
         Ok(())
     }
@@ -160,14 +216,26 @@ impl LedgerService {
             return Ok(TimestampMs(now.saturating_add(DEFAULT_TTL_MS)));
         }
         if requested_ms < now {
-            return Err(Status::failed_precondition(format!(
-                "the transaction expired at {requested_ms} ms; this validator's clock reads {now} ms"
-            )));
+            return Err(refuse(
+                tonic::Code::FailedPrecondition,
+                Reason::Expired,
+                format!(
+                    "the transaction expired at {requested_ms} ms; this validator's clock reads {now} ms"
+                ),
+                &[("now_ms", now.to_string())],
+                None,
+            ));
         }
         if requested_ms > now.saturating_add(MAX_TTL_MS) {
-            return Err(Status::invalid_argument(format!(
-                "expires_at_ms {requested_ms} is more than {MAX_TTL_MS} ms ahead of this validator's clock ({now} ms)"
-            )));
+            return Err(refuse(
+                tonic::Code::InvalidArgument,
+                Reason::ExpiryTooFar,
+                format!(
+                    "expires_at_ms {requested_ms} is more than {MAX_TTL_MS} ms ahead of this validator's clock ({now} ms)"
+                ),
+                &[("now_ms", now.to_string()), ("max_ttl_ms", MAX_TTL_MS.to_string())],
+                None,
+            ));
         }
         Ok(TimestampMs(requested_ms))
     }
@@ -182,14 +250,26 @@ impl LedgerService {
         self.metrics.submitted.with_label_values(&[label]).inc();
         match admission {
             Admission::Accepted => Ok(()),
-            Admission::Duplicate => Err(Status::already_exists(
+            Admission::Duplicate => Err(refuse(
+                tonic::Code::AlreadyExists,
+                Reason::AlreadySubmitted,
                 "this transaction (payload and expiry) is already pending or finalized",
+                &[],
+                None,
             )),
-            Admission::Full => Err(Status::resource_exhausted(
+            Admission::Full => Err(refuse(
+                tonic::Code::ResourceExhausted,
+                Reason::MempoolFull,
                 "the mempool is full; retry later",
+                &[],
+                Some(RETRY_FULL),
             )),
-            Admission::Expired => Err(Status::failed_precondition(
+            Admission::Expired => Err(refuse(
+                tonic::Code::FailedPrecondition,
+                Reason::Expired,
                 "the transaction expired while it waited to be admitted; submit it with a later expires_at_ms",
+                &[],
+                None,
             )),
         }
     }
@@ -198,8 +278,12 @@ impl LedgerService {
     fn ready(&self) -> Result<(), Status> {
         if self.engine.status.borrow().syncing {
             self.metrics.submitted.with_label_values(&["syncing"]).inc();
-            return Err(Status::unavailable(
+            return Err(refuse(
+                tonic::Code::Unavailable,
+                Reason::Syncing,
                 "the validator is syncing the finalized log; retry shortly or use another validator",
+                &[],
+                Some(RETRY_LATER),
             ));
         }
         Ok(())
@@ -228,7 +312,7 @@ impl LedgerService {
             .engine
             .submit(vec![transaction])
             .await
-            .ok_or_else(|| Status::unavailable("the node is shutting down"))?;
+            .ok_or_else(shutting_down)?;
         let admission = answers.first().copied().unwrap_or(Admission::Full);
         self.outcome(admission).map(|()| (id, expires_at))
     }
@@ -276,10 +360,16 @@ impl LedgerService {
     ) -> Result<v1::GetTransactionResponse, Status> {
         let limit = wait_limit(timeout_ms);
         let Ok(_permit) = self.waiters.clone().try_acquire_owned() else {
-            return Err(Status::resource_exhausted(format!(
-                "{MAX_WAITERS} clients already wait on finality here; poll GetTransaction for {} or retry later",
-                id.0.to_hex()
-            )));
+            return Err(refuse(
+                tonic::Code::ResourceExhausted,
+                Reason::TooManyWaiters,
+                format!(
+                    "{MAX_WAITERS} clients already wait on finality here; poll GetTransaction for {} or retry later",
+                    id.0.to_hex()
+                ),
+                &tx_meta(&id),
+                Some(RETRY_LATER),
+            ));
         };
         // Subscribe before looking, so nothing finalized in between is missed.
         let mut live = self.engine.finalized.subscribe();
@@ -291,11 +381,20 @@ impl LedgerService {
             let next = tokio::select! {
                 next = live.recv() => next,
                 () = tokio::time::sleep_until(deadline) => {
-                    let status = if self.engine.is_pending(id).await { "PENDING" } else { "unknown here" };
-                    return Err(Status::deadline_exceeded(format!(
-                        "transaction {} not finalized after {limit} ms; status: {status}",
-                        id.0.to_hex()
-                    )));
+                    let pending = self.engine.is_pending(id).await;
+                    let status = if pending { "PENDING" } else { "unknown here" };
+                    let mut metadata = tx_meta(&id).to_vec();
+                    metadata.push(("status", if pending { "PENDING" } else { "UNKNOWN" }.to_string()));
+                    return Err(refuse(
+                        tonic::Code::DeadlineExceeded,
+                        Reason::NotFinalizedYet,
+                        format!(
+                            "transaction {} not finalized after {limit} ms; status: {status}",
+                            id.0.to_hex()
+                        ),
+                        &metadata,
+                        None,
+                    ));
                 }
                 () = stopped(self.shutdown.clone()) => return Err(shutting_down()),
             };
@@ -318,11 +417,17 @@ impl LedgerService {
                 return Ok(answer);
             }
             if passed {
-                return Err(Status::failed_precondition(format!(
-                    "transaction {} expired unfinalized: consensus time passed its expiry ({} ms); status: EXPIRED",
-                    id.0.to_hex(),
-                    expires_at.map_or(0, |e| e.0)
-                )));
+                return Err(refuse(
+                    tonic::Code::FailedPrecondition,
+                    Reason::ExpiredUnfinalized,
+                    format!(
+                        "transaction {} expired unfinalized: consensus time passed its expiry ({} ms); status: EXPIRED",
+                        id.0.to_hex(),
+                        expires_at.map_or(0, |e| e.0)
+                    ),
+                    &tx_meta(&id),
+                    None,
+                ));
             }
         }
     }
@@ -373,17 +478,25 @@ impl LedgerService {
             .map(|((id, expires_at), answer)| {
                 let result = answer.unwrap_or_else(|| match admissions.as_mut() {
                     Some(admissions) => self.outcome(admissions.next().unwrap_or(Admission::Full)),
-                    None => Err(Status::unavailable("the node is shutting down")),
+                    None => Err(shutting_down()),
                 });
-                let (code, message) = match result {
-                    Ok(()) => (tonic::Code::Ok, String::new()),
-                    Err(status) => (status.code(), status.message().to_owned()),
+                let (code, message, details) = match result {
+                    Ok(()) => (tonic::Code::Ok, String::new(), Default::default()),
+                    Err(status) => (
+                        status.code(),
+                        status.message().to_owned(),
+                        weft_proto::rpc::details(&status),
+                    ),
                 };
                 v1::SubmitTransactionsResponse {
                     tx_id: id.0.as_bytes().to_vec(),
                     code: code as i32,
                     message,
                     expires_at_ms: expires_at.0,
+                    reason: details.reason.unwrap_or_default(),
+                    retry_after_ms: details
+                        .retry_delay
+                        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
                 }
             })
             .collect()
@@ -560,8 +673,12 @@ impl Ledger for LedgerService {
             return Ok(Response::new(answer));
         }
         if self.engine.status.borrow().syncing {
-            return Err(Status::unavailable(
+            return Err(refuse(
+                tonic::Code::Unavailable,
+                Reason::Syncing,
                 "not finalized here yet, and this validator is syncing: its mempool is not readable; retry shortly",
+                &tx_meta(&id),
+                Some(RETRY_LATER),
             ));
         }
         if self.engine.is_pending(id).await {
@@ -571,7 +688,13 @@ impl Ledger for LedgerService {
                 ..Default::default()
             }));
         }
-        Err(Status::not_found("no such transaction here"))
+        Err(refuse(
+            tonic::Code::NotFound,
+            Reason::TransactionNotFound,
+            "no such transaction here",
+            &tx_meta(&id),
+            None,
+        ))
     }
 
     async fn get_vertex(
@@ -579,11 +702,15 @@ impl Ledger for LedgerService {
         request: Request<v1::GetVertexRequest>,
     ) -> Result<Response<v1::GetVertexResponse>, Status> {
         let hash = digest(&request.into_inner().hash, "hash")?;
-        let vertex = self
-            .store
-            .vertex(&hash)
-            .map_err(internal)?
-            .ok_or_else(|| Status::not_found("no such vertex here"))?;
+        let vertex = self.store.vertex(&hash).map_err(internal)?.ok_or_else(|| {
+            refuse(
+                tonic::Code::NotFound,
+                Reason::VertexNotFound,
+                "no such vertex here",
+                &[("hash", hash.to_hex())],
+                None,
+            )
+        })?;
         let body = vertex.vertex();
         Ok(Response::new(v1::GetVertexResponse {
             hash: hash.as_bytes().to_vec(),
@@ -616,9 +743,13 @@ impl Ledger for LedgerService {
             .map_err(internal)?
             .map_or(0, |h| h.sequence.0);
         if from > tip {
-            return Err(Status::out_of_range(format!(
-                "from_sequence {from} is past the tip {tip}"
-            )));
+            return Err(refuse(
+                tonic::Code::OutOfRange,
+                Reason::PastTip,
+                format!("from_sequence {from} is past the tip {tip}"),
+                &[("tip", tip.to_string())],
+                None,
+            ));
         }
         let cap = if request.include_transaction_ids {
             LIST_LIMIT_WITH_IDS
@@ -670,7 +801,7 @@ impl Ledger for LedgerService {
         let store = self.store.clone();
         let built = tokio::task::spawn_blocking(move || transaction_proof(store.as_ref(), id))
             .await
-            .map_err(|e| Status::internal(format!("proof task: {e}")))??;
+            .map_err(|e| internal_error(format!("proof task: {e}")))??;
         Ok(Response::new(built))
     }
 
@@ -789,10 +920,16 @@ fn transaction_proof(
 ) -> Result<v1::GetTransactionProofResponse, Status> {
     use weft_consensus::proof::{decode_certificate, TransactionProof, MAX_PROOF_ENTRIES};
     let Some(location) = store.transaction(&id).map_err(internal)? else {
-        return Err(Status::not_found(format!(
-            "transaction {} is not finalized here (GetTransaction says whether it is pending)",
-            id.0.to_hex()
-        )));
+        return Err(refuse(
+            tonic::Code::NotFound,
+            Reason::TransactionNotFound,
+            format!(
+                "transaction {} is not finalized here (GetTransaction says whether it is pending)",
+                id.0.to_hex()
+            ),
+            &tx_meta(&id),
+            None,
+        ));
     };
     let sequence = location.sequence;
     let before = certificate_key(Sequence(sequence.0.saturating_sub(1)));
@@ -800,23 +937,35 @@ fn transaction_proof(
         .replica_state_with_prefix(CERTIFICATE_PREFIX, Some(&before), 1)
         .map_err(internal)?;
     let not_yet = || {
-        Status::unavailable(format!(
-            "no stable checkpoint this validator executed covers sequence {} yet; retry in a moment",
-            sequence.0
-        ))
+        refuse(
+            tonic::Code::Unavailable,
+            Reason::CheckpointPending,
+            format!(
+                "no stable checkpoint this validator executed covers sequence {} yet; retry in a moment",
+                sequence.0
+            ),
+            &[("sequence", sequence.0.to_string())],
+            Some(RETRY_LATER),
+        )
     };
     let Some((_, value)) = found.into_iter().next() else {
         return Err(not_yet());
     };
     let (checkpoint, checkpoint_digest, certificate) = decode_certificate(&value)
-        .map_err(|e| Status::internal(format!("stored certificate: {e}")))?;
+        .map_err(|e| internal_error(format!("stored certificate: {e}")))?;
     let span = checkpoint.0.saturating_sub(sequence.0).saturating_add(1);
     let span = usize::try_from(span).unwrap_or(usize::MAX);
     if span > MAX_PROOF_ENTRIES {
-        return Err(Status::failed_precondition(format!(
-            "the first stored checkpoint above sequence {} is {} sequences later (at most {MAX_PROOF_ENTRIES} fit in a proof)",
-            sequence.0, span
-        )));
+        return Err(refuse(
+            tonic::Code::FailedPrecondition,
+            Reason::ProofTooLong,
+            format!(
+                "the first stored checkpoint above sequence {} is {} sequences later (at most {MAX_PROOF_ENTRIES} fit in a proof)",
+                sequence.0, span
+            ),
+            &[("sequence", sequence.0.to_string())],
+            None,
+        ));
     }
     let mut entries = Vec::with_capacity(span);
     while entries.len() < span {
@@ -834,7 +983,7 @@ fn transaction_proof(
         .enumerate()
         .all(|(i, e)| e.sequence.0 == sequence.0 + i as u64);
     if !consecutive || entries.last().map(|e| e.state_digest) != Some(checkpoint_digest) {
-        return Err(Status::internal(format!(
+        return Err(internal_error(format!(
             "the stored log does not lead from sequence {} to checkpoint {}",
             sequence.0, checkpoint.0
         )));
@@ -846,10 +995,10 @@ fn transaction_proof(
             .finalized(Sequence(sequence.0 - 1))
             .map_err(internal)?
             .map(|e| e.state_digest)
-            .ok_or_else(|| Status::internal(format!("entry {} is missing", sequence.0 - 1)))?
+            .ok_or_else(|| internal_error(format!("entry {} is missing", sequence.0 - 1)))?
     };
     let proof = TransactionProof::build(id, previous, &entries, &certificate).ok_or_else(|| {
-        Status::internal(format!(
+        internal_error(format!(
             "entry {} does not list the transaction its index names",
             sequence.0
         ))

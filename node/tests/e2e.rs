@@ -329,6 +329,14 @@ fn assert_operator_series(body: &str) {
     assert_eq!(sequences, 3, "every other validator reported its sequence");
 }
 
+/// A refusal's code and `google.rpc.ErrorInfo` reason.
+fn reason_of(status: &tonic::Status) -> (Code, String) {
+    (
+        status.code(),
+        weft_proto::rpc::details(status).reason.unwrap_or_default(),
+    )
+}
+
 async fn connect(endpoint: &str) -> LedgerClient<tonic::transport::Channel> {
     let deadline = Instant::now() + TIMEOUT;
     loop {
@@ -407,10 +415,14 @@ async fn submit_stream(
             accepted.push(answer.tx_id);
         } else {
             // Mempool full, or a payload this validator already holds or finalized.
+            let full = answer.code == Code::ResourceExhausted as i32;
             assert!(
-                answer.code == Code::ResourceExhausted as i32
-                    || answer.code == Code::AlreadyExists as i32,
-                "unexpected refusal: {}",
+                (full && answer.reason == "MEMPOOL_FULL" && answer.retry_after_ms > 0)
+                    || (answer.code == Code::AlreadyExists as i32
+                        && answer.reason == "ALREADY_SUBMITTED"),
+                "unexpected refusal: {} {} {}",
+                answer.code,
+                answer.reason,
                 answer.message
             );
         }
@@ -549,8 +561,9 @@ async fn four_validators_finalize_a_thousand_transactions_identically() {
 
     // Bad input gets its status, and the node keeps serving.
     let client = &mut clients[1];
+    // Each refusal names its reason (google.rpc.ErrorInfo) for programs to act on.
     let code = |r: Result<tonic::Response<v1::SubmitTransactionResponse>, tonic::Status>| {
-        r.expect_err("refused").code()
+        reason_of(&r.expect_err("refused"))
     };
     assert_eq!(
         code(
@@ -561,7 +574,7 @@ async fn four_validators_finalize_a_thousand_transactions_identically() {
                 })
                 .await
         ),
-        Code::InvalidArgument
+        (Code::InvalidArgument, "EMPTY_PAYLOAD".to_string())
     );
     assert_eq!(
         code(
@@ -572,7 +585,7 @@ async fn four_validators_finalize_a_thousand_transactions_identically() {
                 })
                 .await
         ),
-        Code::InvalidArgument
+        (Code::InvalidArgument, "PAYLOAD_TOO_LARGE".to_string())
     );
     assert_eq!(
         code(
@@ -583,7 +596,7 @@ async fn four_validators_finalize_a_thousand_transactions_identically() {
                 })
                 .await
         ),
-        Code::AlreadyExists
+        (Code::AlreadyExists, "ALREADY_SUBMITTED".to_string())
     );
     // Expired, and further ahead than the dedup window.
     assert_eq!(
@@ -595,7 +608,7 @@ async fn four_validators_finalize_a_thousand_transactions_identically() {
                 })
                 .await
         ),
-        Code::FailedPrecondition
+        (Code::FailedPrecondition, "EXPIRED".to_string())
     );
     assert_eq!(
         code(
@@ -606,7 +619,7 @@ async fn four_validators_finalize_a_thousand_transactions_identically() {
                 })
                 .await
         ),
-        Code::InvalidArgument
+        (Code::InvalidArgument, "EXPIRY_TOO_FAR".to_string())
     );
     // Left at 0, the validator fills in its clock + 120 s: another transaction.
     let filled = client
@@ -623,12 +636,18 @@ async fn four_validators_finalize_a_thousand_transactions_identically() {
         .get_transaction(v1::GetTransactionRequest { tx_id: vec![1; 5] })
         .await
         .expect_err("short id");
-    assert_eq!(bad_id.code(), Code::InvalidArgument);
+    assert_eq!(
+        reason_of(&bad_id),
+        (Code::InvalidArgument, "MALFORMED_DIGEST".to_string())
+    );
     let unknown = client
         .get_transaction(v1::GetTransactionRequest { tx_id: vec![7; 32] })
         .await
         .expect_err("unknown");
-    assert_eq!(unknown.code(), Code::NotFound);
+    assert_eq!(
+        reason_of(&unknown),
+        (Code::NotFound, "TRANSACTION_NOT_FOUND".to_string())
+    );
     let past = client
         .list_finalized(v1::ListFinalizedRequest {
             from_sequence: u64::MAX,
@@ -637,12 +656,16 @@ async fn four_validators_finalize_a_thousand_transactions_identically() {
         })
         .await
         .expect_err("past the tip");
-    assert_eq!(past.code(), Code::OutOfRange);
+    assert_eq!(reason_of(&past), (Code::OutOfRange, "PAST_TIP".to_string()));
+    assert!(weft_proto::rpc::details(&past).metadata.contains_key("tip"));
     let bad_hash = client
         .get_vertex(v1::GetVertexRequest { hash: vec![0; 3] })
         .await
         .expect_err("short hash");
-    assert_eq!(bad_hash.code(), Code::InvalidArgument);
+    assert_eq!(
+        reason_of(&bad_hash),
+        (Code::InvalidArgument, "MALFORMED_DIGEST".to_string())
+    );
     let validators_answer = client
         .get_validators(v1::GetValidatorsRequest {})
         .await
@@ -1541,11 +1564,20 @@ async fn submit_and_wait_answers_once_final_and_a_resubmission_waits_for_the_sam
         })
         .await
         .expect_err("never submitted");
-    assert_eq!(refused.code(), Code::DeadlineExceeded);
+    assert_eq!(
+        reason_of(&refused),
+        (Code::DeadlineExceeded, "NOT_FINALIZED_YET".to_string())
+    );
     assert!(
         refused.message().contains(&hex(&never)),
         "the message names the id: {}",
         refused.message()
+    );
+    let details = weft_proto::rpc::details(&refused);
+    assert_eq!(details.metadata.get("tx_id"), Some(&hex(&never)));
+    assert_eq!(
+        details.metadata.get("status").map(String::as_str),
+        Some("UNKNOWN")
     );
     assert!(started.elapsed() >= Duration::from_millis(300));
 

@@ -9,5 +9,7 @@ pub mod v1 {
     tonic::include_proto!("weft.v1");
 }
 
+pub mod rpc;
+
 /// The encoded `FileDescriptorSet` of `weft.v1`, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("weft_v1_descriptor");
