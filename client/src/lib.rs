@@ -28,11 +28,13 @@ use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
-use tonic::{Code, Status};
+use tonic::Status;
 use weft_proto::v1::ledger_client::LedgerClient;
 use weft_proto::v1::{self};
 
-pub use weft_consensus::proof::{ProofError, ProvenFinality, TransactionProof};
+pub use tonic::Code;
+pub use weft_consensus::proof::{ProofEntry, ProofError, ProvenFinality, TransactionProof};
+pub use weft_crypto::Digest;
 pub use weft_dag::Committee;
 pub use weft_proto::v1::FinalizedEntry;
 
@@ -63,7 +65,8 @@ impl TxId {
         TxId::from_slice(&bytes)
     }
 
-    fn from_slice(bytes: &[u8]) -> Result<TxId, ClientError> {
+    /// An id from its 32 bytes.
+    pub fn from_slice(bytes: &[u8]) -> Result<TxId, ClientError> {
         let array: [u8; 32] = bytes.try_into().map_err(|_| ClientError::InvalidTxId {
             reason: format!("{} bytes, not 32", bytes.len()),
         })?;
@@ -204,6 +207,77 @@ pub fn committee_from_genesis(json: &str) -> Result<Committee, ClientError> {
 pub fn verify_proof(proof: &[u8], committee: &Committee) -> Result<ProvenFinality, ProofError> {
     TransactionProof::decode(proof)?.verify(committee)
 }
+
+/// What a verified proof establishes beyond its own transaction: every entry it
+/// carries (each one's transactions with their vertex and position, in final order),
+/// chained from `previous` to `certified_digest`, which 2f + 1 validators signed.
+#[derive(Clone, Debug)]
+pub struct VerifiedRange {
+    /// What the proof proves about its transaction.
+    pub proven: ProvenFinality,
+    /// The digest before the first entry (not itself certified: it is what the entries
+    /// chain from, so a client that knows the digest before them links the ranges).
+    pub previous: Digest,
+    /// The entries, first to the certified checkpoint's.
+    pub entries: Vec<ProofEntry>,
+    /// The certified state digest after the last entry.
+    pub certified_digest: Digest,
+}
+
+/// Checks proof bytes like [`verify_proof`] and returns the whole verified range.
+pub fn verify_proof_range(
+    proof: &[u8],
+    committee: &Committee,
+) -> Result<VerifiedRange, ProofError> {
+    let proof = TransactionProof::decode(proof)?;
+    let proven = proof.verify(committee)?;
+    let certified_digest = proof
+        .signatures
+        .first()
+        .map(|signed| signed.checkpoint().state_digest)
+        .ok_or(ProofError::NoEntries)?;
+    Ok(VerifiedRange {
+        proven,
+        previous: proof.previous,
+        entries: proof.entries,
+        certified_digest,
+    })
+}
+
+/// The state digest of a subscribed entry that finalized no transaction, chained from
+/// `previous` (the rule of the README, "Verifying a transaction proof"); `None` when it
+/// lists transactions (their places come only with a proof) or a hash is malformed.
+/// Checking it against the entry's `state_digest` and, later, the next proof's
+/// `previous` links a follower's verified ranges across entries without transactions.
+pub fn chain_entry_without_transactions(
+    previous: &Digest,
+    entry: &FinalizedEntry,
+) -> Option<Digest> {
+    if !entry.transaction_ids.is_empty() {
+        return None;
+    }
+    let anchor = if entry.anchor.is_empty() {
+        None
+    } else {
+        Some(Digest::from_slice(&entry.anchor).ok()?)
+    };
+    let vertices = entry
+        .vertex_hashes
+        .iter()
+        .map(|h| Digest::from_slice(h).ok())
+        .collect::<Option<Vec<Digest>>>()?;
+    Some(weft_dag::chain_digest(
+        previous,
+        weft_dag::Sequence(entry.sequence),
+        anchor.as_ref(),
+        weft_dag::TimestampMs(entry.consensus_time_ms),
+        &vertices,
+        &[],
+    ))
+}
+
+/// A vertex as a validator serves it (`GetVertex`).
+pub type VertexAnswer = v1::GetVertexResponse;
 
 /// A validator's view of itself (`GetNodeStatus`).
 pub type NodeStatus = v1::GetNodeStatusResponse;
@@ -687,6 +761,20 @@ impl Client {
                 Err(error) => return Err(error),
             }
         }
+    }
+
+    /// The vertex with this hash (its transactions' payloads and expiries, its
+    /// canonical encoding and signature), NOT_FOUND when the validator does not hold it.
+    pub async fn vertex(&mut self, hash: &[u8]) -> Result<VertexAnswer, ClientError> {
+        let response = self
+            .call(|mut client| {
+                let request = v1::GetVertexRequest {
+                    hash: hash.to_vec(),
+                };
+                async move { client.get_vertex(request).await }
+            })
+            .await?;
+        Ok(response.into_inner())
     }
 
     /// The status of the validator asked.

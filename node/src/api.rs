@@ -148,6 +148,7 @@ fn entry_to_proto(entry: &FinalizedEntry, with_ids: bool) -> v1::FinalizedEntry 
             .collect(),
         state_digest: entry.state_digest.as_bytes().to_vec(),
         finalized_unix_ms: entry.finalized_unix_ms,
+        consensus_time_ms: entry.consensus_time.0,
         transaction_ids: if with_ids {
             entry
                 .transactions
@@ -728,6 +729,7 @@ impl Ledger for LedgerService {
                 .collect(),
             encoded: vertex.encoded().to_vec(),
             signature: vertex.signature().as_bytes().to_vec(),
+            transaction_expires_at_ms: body.transactions.iter().map(|t| t.expires_at().0).collect(),
         }))
     }
 
