@@ -397,6 +397,32 @@ impl TransactionProof {
     }
 }
 
+/// The signatures of `certificate` a verifier counts for `(checkpoint, digest)`: the first
+/// one of each member that signs exactly that on this chain and epoch, in order. (The
+/// replica counts distinct matching signers and may keep extras it was given; proofs
+/// and sync answers carry only these.)
+pub fn distinct_certificate(
+    committee: &Committee,
+    checkpoint: Sequence,
+    digest: &Digest,
+    certificate: &[SignedCheckpoint],
+) -> Vec<SignedCheckpoint> {
+    let mut signers = BTreeSet::new();
+    certificate
+        .iter()
+        .filter(|signed| {
+            let body = signed.checkpoint();
+            body.sequence == checkpoint
+                && body.state_digest == *digest
+                && &body.chain_id == committee.chain_id()
+                && body.epoch == committee.epoch()
+                && committee.contains(body.signer)
+                && signers.insert(body.signer)
+        })
+        .cloned()
+        .collect()
+}
+
 /// Checks that `signatures` certify `(checkpoint, digest)` for `committee` (the genesis
 /// validator set): every one signs that sequence and digest on this chain and epoch, by
 /// a member, at most once per member, with a valid ML-DSA-87 signature, and at least

@@ -24,7 +24,11 @@
 //! A peer that serves a batch failing any check is faulty (an honest peer serves only what
 //! it executed, under a certificate it verified) and is not asked again in this session.
 //! A peer with nothing certified beyond our head is *level*; the session is done when
-//! f + 1 peers are level (one of them honest) or none is left to ask. Entries above the
+//! every other validator is level or faulty. f + 1 level answers would not do: an honest
+//! peer that is itself behind (restarted with us) is level too, and with f lying ones
+//! they would end every session before the peer that is ahead is asked (found by the
+//! attack review of certified sync). Peers are asked in turn from our own index on, so
+//! validators that sync together do not all ask the same peer first. Entries above the
 //! last stable checkpoint are not synced: the replica catches up on them live through the
 //! commit certificates its peers keep (`ReplicaConfig::decided_retention`, at least twice
 //! the window, while a stable checkpoint lags the tip by less than window + interval).
@@ -309,7 +313,7 @@ impl SyncSession {
             digest,
             level: BTreeSet::new(),
             faulty: BTreeSet::new(),
-            turn: 0,
+            turn: usize::from(me.0),
         }
     }
 
@@ -328,10 +332,14 @@ impl SyncSession {
         &self.faulty
     }
 
-    /// Done: f + 1 peers are level with us, so at least one honest validator has nothing
-    /// certified beyond our head.
+    /// Done: every other validator is level with us or was refused, so no honest
+    /// validator has anything certified beyond our head. (A validator that never
+    /// answers keeps the session open; the host bounds it in time.)
     pub fn done(&self) -> bool {
-        self.level.len() > self.committee.max_faulty()
+        self.committee
+            .indices()
+            .filter(|p| *p != self.me)
+            .all(|p| self.level.contains(&p) || self.faulty.contains(&p))
     }
 
     /// The next peer to ask among `connected`, in turn; `None` when every connected peer

@@ -3,7 +3,10 @@
 //! checking against another chain's keys makes it fail.
 
 use weft_consensus::messages::Checkpoint;
-use weft_consensus::proof::{decode_certificate, encode_certificate, ProofError, TransactionProof};
+use weft_consensus::proof::{
+    decode_certificate, distinct_certificate, encode_certificate, verify_certificate, ProofError,
+    TransactionProof,
+};
 use weft_crypto::{Digest, Keypair};
 use weft_dag::testing::committee;
 use weft_dag::{
@@ -224,4 +227,37 @@ fn a_stored_certificate_reads_back() {
     assert_eq!((sequence, read_digest), (Sequence(12), digest));
     assert_eq!(read, certificate);
     assert!(decode_certificate(&bytes[..bytes.len() - 1]).is_err());
+}
+
+/// Found by the attack review of certified sync: a certificate adopted from a NewView may
+/// carry extras the replica's count ignores (a repeated signer, another sequence's
+/// checkpoint); verifiers refuse those, so validators store and serve only the distinct
+/// matching signatures.
+#[test]
+fn a_certificate_with_extras_is_refused_whole_and_accepted_once_made_distinct() {
+    let (committee, keys) = committee(4);
+    let (_, entries) = entries();
+    let last = entries.last().expect("entries");
+    let mut padded = certificate(
+        &committee,
+        &keys,
+        &[0, 1, 2],
+        last.sequence,
+        last.state_digest,
+    );
+    padded.push(padded[1].clone());
+    padded.extend(certificate(
+        &committee,
+        &keys,
+        &[3],
+        Sequence(4),
+        last.state_digest,
+    ));
+    assert!(verify_certificate(&committee, last.sequence, &last.state_digest, &padded).is_err());
+    let distinct = distinct_certificate(&committee, last.sequence, &last.state_digest, &padded);
+    assert_eq!(distinct.len(), 3);
+    assert_eq!(
+        verify_certificate(&committee, last.sequence, &last.state_digest, &distinct),
+        Ok(3)
+    );
 }

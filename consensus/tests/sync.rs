@@ -405,8 +405,9 @@ fn a_session_refuses_a_forging_peer_and_completes_from_the_honest_ones() {
     }
 }
 
-/// A Byzantine peer that claims to be level cannot end the session alone: f + 1 level
-/// answers are needed, and the honest peer that is ahead is still asked.
+/// A Byzantine peer that claims to be level cannot end the session: the honest peer that
+/// is ahead is still asked, and while validator 3 has not been heard from the session
+/// is not done (the host bounds that wait in time).
 #[test]
 fn one_false_level_answer_does_not_end_the_session() {
     let log = Log::new(12);
@@ -421,10 +422,9 @@ fn one_false_level_answer_does_not_end_the_session() {
     let connected = [1u16, 2].map(ValidatorIndex);
     let mut asked_honest = 0;
     for _ in 0..20 {
-        if session.done() {
+        let Some(peer) = session.next_peer(&connected) else {
             break;
-        }
-        let peer = session.next_peer(&connected).expect("someone to ask");
+        };
         let answer = if peer == ValidatorIndex(1) {
             Served::Level
         } else {
@@ -433,10 +433,117 @@ fn one_false_level_answer_does_not_end_the_session() {
         };
         let _ = session.on_answer(peer, answer);
     }
-    assert!(session.done());
     assert_eq!(session.head(), Sequence(12));
     assert!(
         asked_honest >= 2,
         "the honest peer served and then said level"
     );
+    assert!(!session.done(), "validator 3 was never heard from");
+}
+
+/// Drives a session for validator 0 with every peer connected, `answer` deciding what
+/// each peer serves; the head reached and whether the session finished.
+fn drive(log: &Log, answer: impl Fn(u16, &SyncSession, u32) -> Served) -> (Sequence, bool) {
+    let mut session = SyncSession::new(
+        ValidatorIndex(0),
+        log.committee.clone(),
+        Limits::default(),
+        Sequence(0),
+        Digest::ZERO,
+    );
+    let connected = [0u16, 1, 2, 3].map(ValidatorIndex);
+    for round in 0..50u32 {
+        if session.done() {
+            break;
+        }
+        let Some(peer) = session.next_peer(&connected) else {
+            break;
+        };
+        let served = answer(peer.0, &session, round);
+        let _ = session.on_answer(peer, served);
+    }
+    (session.head(), session.done())
+}
+
+/// Found by the attack review of certified sync: validators 0 and 1 restart together
+/// after a long outage, 1 (honest, behind) and 3 (Byzantine) say they are level. With the
+/// old "f + 1 level answers" rule the session ended before validator 2, which is ahead,
+/// was asked, and again on every resync.
+#[test]
+fn a_lagging_honest_peer_and_a_lying_one_do_not_end_the_session_before_the_peer_ahead_is_asked() {
+    let log = Log::new(12);
+    let (head, done) = drive(&log, |peer, session, _| match peer {
+        2 => log.honest_answer(session.head().0, 256),
+        _ => Served::Level,
+    });
+    assert!(done);
+    assert_eq!(head, Sequence(12));
+}
+
+/// Found by the attack review of certified sync: "level" answers are about the head they
+/// were given for. Validator 1 is level at first (it is catching up itself) and later
+/// holds the whole log; validator 2 holds only the first 8 entries. Had the early
+/// answers still counted after 2's batch, the session would end at 8.
+#[test]
+fn level_answers_given_before_progress_do_not_count_after_it() {
+    let log = Log::new(12);
+    let (head, done) = drive(&log, |peer, session, round| {
+        let head = session.head().0;
+        match peer {
+            1 if round >= 3 => log.honest_answer(head, 256),
+            2 if head < 8 => log.honest_answer(head, 8),
+            _ => Served::Level,
+        }
+    });
+    assert!(done);
+    assert_eq!(head, Sequence(12));
+}
+
+#[test]
+fn the_certificate_is_checked_before_any_vertex_signature() {
+    let log = Log::new(4);
+    let mut forged = log.range(1, 4);
+    forged[0].vertices[0].truncate(10);
+    // Both the certificate (one signer) and a vertex are bad: the certificate is
+    // reported, so no vertex signature was verified for an uncertified batch.
+    let short = log.certificate(&[2], 4, log.entry(4).state_digest);
+    assert!(matches!(
+        log.check(&forged, &short),
+        Err(SyncError::Certificate(reason)) if reason.contains("distinct signers")
+    ));
+}
+
+#[test]
+fn a_certified_transaction_at_a_place_its_entry_does_not_carry_is_refused() {
+    let log = Log::new(4);
+    // As if 2f + 1 validators had signed an entry that names a position its vertex
+    // does not have: the vertex check still refuses it.
+    let forged = rechained(&log.entries, |e| {
+        if e.sequence == Sequence(3) {
+            e.transactions[0].position = 99;
+        }
+    });
+    let served: Vec<ServedEntry> = forged.iter().map(|e| log.served(e)).collect();
+    let certificate = log.certificate(&[0, 1, 2], 4, forged[3].state_digest);
+    assert_eq!(
+        log.check(&served, &certificate),
+        Err(SyncError::TransactionNotCarried(3))
+    );
+}
+
+#[test]
+fn a_certificate_signed_for_another_chain_is_refused() {
+    let log = Log::new(4);
+    let digest = log.entry(4).state_digest;
+    let mut certificate = log.certificate(&[0, 1, 2], 4, digest);
+    let other = weft_dag::ChainId::new("another-chain").expect("chain id");
+    for (signed, signer) in certificate.signatures.iter_mut().zip([0usize, 1, 2]) {
+        let mut body = signed.checkpoint().clone();
+        body.chain_id = other.clone();
+        *signed = body.sign(&log.keys[signer].secret);
+    }
+    assert!(matches!(
+        log.check(&log.range(1, 4), &certificate),
+        Err(SyncError::Certificate(reason)) if reason.contains("another-chain")
+    ));
 }

@@ -539,19 +539,14 @@ impl Engine {
         match request {
             Request::Vertices { hashes } => {
                 // Memory first (recent vertices), then the store; in request order.
-                let found = hashes
-                    .iter()
-                    .filter_map(|h| weft_crypto::Digest::from_slice(h).ok())
-                    .filter_map(|digest| {
-                        self.replica
-                            .vertices(std::slice::from_ref(&digest))
-                            .into_iter()
-                            .next()
-                            .or_else(|| self.store.vertex(&digest).ok().flatten())
-                    })
-                    .map(|vertex| vertex.to_wire())
-                    .collect();
-                reply.reply(Response::Vertices(found));
+                reply.reply(crate::sync::answer_vertices(&hashes, |digest| {
+                    self.replica
+                        .vertices(std::slice::from_ref(digest))
+                        .into_iter()
+                        .next()
+                        .or_else(|| self.store.vertex(digest).ok().flatten())
+                        .map(|vertex| vertex.to_wire())
+                }));
             }
             Request::Sync {
                 from_sequence,
@@ -683,13 +678,23 @@ impl Engine {
         if stable.certificate.is_empty() {
             return;
         }
+        // Kept as verifiers check it: one matching signature per member. A certificate
+        // adopted from a NewView may carry extras (a repeated signer, another
+        // sequence's checkpoint) that the replica's count ignores but a strict
+        // verifier refuses (found by the attack review of certified sync).
+        let certificate = weft_consensus::proof::distinct_certificate(
+            &self.committee,
+            stable.sequence,
+            &stable.state_digest,
+            &stable.certificate,
+        );
         let mut batch = weft_dag::store::StoreBatch::new();
         batch.put_replica_state(
             &crate::api::certificate_key(stable.sequence),
             &weft_consensus::proof::encode_certificate(
                 stable.sequence,
                 &stable.state_digest,
-                &stable.certificate,
+                &certificate,
             ),
         );
         let store = self.store.clone();

@@ -11,7 +11,7 @@
 //! certificate, which this validator then serves to others and uses for proofs.
 //!
 //! A refused batch is counted in `weft_sync_rejected_batches_total` and its peer is not
-//! asked again. Sync ends when f + 1 peers have nothing certified beyond our tip, when no
+//! asked again. Sync ends when every other validator has nothing certified beyond our tip or was refused, when no
 //! peer is left to ask, when nothing progresses for a while, or after a bounded number of
 //! requests; the replica then recovers from the store and catches up the last few
 //! entries (above the last stable checkpoint) live through commit certificates.
@@ -71,7 +71,9 @@ fn decode_entry(bytes: &[u8]) -> Result<FinalizedEntry, String> {
 /// sequence, each with the vertices it finalized, ending at the highest sequence within
 /// the asked count whose checkpoint certificate is stored (or, if there is none, the
 /// first one after it), with that certificate; no entries when nothing certified lies at
-/// or beyond the asked sequence. The answer stays within [`ANSWER_BUDGET_BYTES`].
+/// or beyond the asked sequence; `Unavailable` when the entries up to the first stored
+/// certificate do not fit [`ANSWER_BUDGET_BYTES`] or [`MAX_ANSWER_ENTRIES`] (not level:
+/// there is more, this peer cannot serve it in one answer).
 pub fn answer_sync(store: &dyn Store, from_sequence: u64, max_entries: u32) -> Response {
     let level = Response::Certified {
         entries: Vec::new(),
@@ -85,6 +87,8 @@ pub fn answer_sync(store: &dyn Store, from_sequence: u64, max_entries: u32) -> R
     let mut bytes = 0usize;
     // The answer so far that ends at a stored certificate: its length and certificate.
     let mut certified: Option<(usize, Vec<u8>)> = None;
+    // Stopped by a limit rather than by the end of the log.
+    let mut cut = false;
     'pages: while entries.len() < MAX_ANSWER_ENTRIES
         && (entries.len() < wanted || certified.is_none())
     {
@@ -96,9 +100,11 @@ pub fn answer_sync(store: &dyn Store, from_sequence: u64, max_entries: u32) -> R
             break;
         }
         for entry in page {
-            if entries.len() >= MAX_ANSWER_ENTRIES
-                || (entries.len() >= wanted && certified.is_some())
-            {
+            if entries.len() >= wanted && certified.is_some() {
+                break 'pages;
+            }
+            if entries.len() >= MAX_ANSWER_ENTRIES {
+                cut = true;
                 break 'pages;
             }
             let sequence = entry.sequence;
@@ -109,12 +115,14 @@ pub fn answer_sync(store: &dyn Store, from_sequence: u64, max_entries: u32) -> R
                 .map(|v| v.to_wire())
                 .collect();
             let Some(encoded) = encode_entry(&entry) else {
+                cut = true;
                 break 'pages;
             };
             bytes = bytes.saturating_add(
                 encoded.len() + vertices.iter().map(|v| v.len() + 16).sum::<usize>() + 32,
             );
             if bytes > ANSWER_BUDGET_BYTES {
+                cut = true;
                 break 'pages;
             }
             entries.push(SyncEntry {
@@ -134,8 +142,35 @@ pub fn answer_sync(store: &dyn Store, from_sequence: u64, max_entries: u32) -> R
                 certificate,
             }
         }
+        None if cut => Response::Unavailable,
         None => level,
     }
+}
+
+/// Answers a `Request::Vertices`: each distinct hash once, those `lookup` finds, in
+/// request order, stopping at the network's response limit (a peer that repeats the
+/// hash of a large vertex gets it once, not once per repetition).
+pub fn answer_vertices(
+    hashes: &[[u8; 32]],
+    lookup: impl Fn(&weft_crypto::Digest) -> Option<Vec<u8>>,
+) -> Response {
+    let mut seen = std::collections::HashSet::with_capacity(hashes.len());
+    let mut found = Vec::new();
+    let mut bytes = 0usize;
+    for hash in hashes {
+        if !seen.insert(*hash) {
+            continue;
+        }
+        let Some(vertex) = lookup(&weft_crypto::Digest::from_bytes(*hash)) else {
+            continue;
+        };
+        bytes = bytes.saturating_add(vertex.len() + 16);
+        if bytes > ANSWER_BUDGET_BYTES {
+            break;
+        }
+        found.push(vertex);
+    }
+    Response::Vertices(found)
 }
 
 /// While this validator syncs (its engine not running yet), peers' requests are still
@@ -154,14 +189,9 @@ pub async fn serve_while_syncing(
                         from_sequence,
                         max_entries,
                     } => answer_sync(store.as_ref(), from_sequence, max_entries),
-                    Request::Vertices { hashes } => Response::Vertices(
-                        hashes
-                            .iter()
-                            .filter_map(|h| weft_crypto::Digest::from_slice(h).ok())
-                            .filter_map(|h| store.vertex(&h).ok().flatten())
-                            .map(|v| v.to_wire())
-                            .collect(),
-                    ),
+                    Request::Vertices { hashes } => answer_vertices(&hashes, |h| {
+                        store.vertex(h).ok().flatten().map(|v| v.to_wire())
+                    }),
                 };
                 reply.reply(response);
             }
@@ -296,10 +326,16 @@ pub async fn catch_up(
         let count = batch.entries.len() as u64;
         let tip = batch.certificate.sequence;
         let mut write = StoreBatch::new();
-        for (entry, vertices) in batch.entries {
+        // When this validator finalized them: now (the peer's time is not covered by
+        // the digest or the certificate, so it is not taken).
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        for (mut entry, vertices) in batch.entries {
             for vertex in vertices {
                 write.put_vertex(vertex);
             }
+            entry.finalized_unix_ms = now;
             write.append_finalized(entry);
         }
         write.put_replica_state(
@@ -364,8 +400,13 @@ mod tests {
         let sequences = entries
             .iter()
             .map(|e| {
-                assert_eq!(e.vertices.len(), 2, "each entry carries its vertices");
-                decode_entry(&e.entry).expect("decodes").sequence.0
+                let entry = decode_entry(&e.entry).expect("decodes");
+                assert_eq!(
+                    e.vertices.len(),
+                    entry.vertices.len(),
+                    "each entry carries its vertices"
+                );
+                entry.sequence.0
             })
             .collect();
         (sequences, certificate)
@@ -412,6 +453,42 @@ mod tests {
             answered(answer_sync(&store, 50, 256)),
             (Vec::new(), Vec::new())
         );
+    }
+
+    /// Found by the attack review of certified sync: an answer cut by its limits before
+    /// any stored certificate said "level", and a syncing validator took that as having
+    /// nothing to fetch.
+    #[test]
+    fn an_answer_that_cannot_reach_a_certificate_within_its_limits_is_unavailable_not_level() {
+        let store = MemoryStore::new();
+        let count = MAX_ANSWER_ENTRIES + 10;
+        let (vertices, entries) = entry_chain(count, 1, 0);
+        let mut batch = StoreBatch::new();
+        for vertex in vertices {
+            batch.put_vertex(vertex);
+        }
+        for entry in entries {
+            batch.append_finalized(entry);
+        }
+        batch.put_replica_state(&certificate_key(Sequence(count as u64)), &[1]);
+        store.write(batch).expect("write");
+        assert_eq!(answer_sync(&store, 1, 256), Response::Unavailable);
+        // From closer to the certificate it fits (1,000 entries of about 5 KB).
+        let from = count as u64 - 999;
+        let (sequences, certificate) = answered(answer_sync(&store, from, 256));
+        assert_eq!(sequences, (from..=count as u64).collect::<Vec<_>>());
+        assert_eq!(certificate, vec![1]);
+    }
+
+    #[test]
+    fn a_vertex_asked_for_many_times_is_answered_once() {
+        let calls = std::cell::Cell::new(0);
+        let answer = answer_vertices(&[[1; 32], [2; 32], [1; 32], [1; 32], [3; 32]], |h| {
+            calls.set(calls.get() + 1);
+            (h.as_bytes()[0] != 3).then(|| vec![h.as_bytes()[0]; 100])
+        });
+        assert_eq!(answer, Response::Vertices(vec![vec![1; 100], vec![2; 100]]));
+        assert_eq!(calls.get(), 3, "each distinct hash looked up once");
     }
 
     #[test]
