@@ -11,8 +11,8 @@
 //! certificate, which this validator then serves to others and uses for proofs.
 //!
 //! A refused batch is counted in `weft_sync_rejected_batches_total` and its peer is not
-//! asked again. Sync ends when every other validator has nothing certified beyond our tip or was refused, when no
-//! peer is left to ask, when nothing progresses for a while, or after a bounded number of
+//! asked again. Sync ends when every other validator has nothing certified beyond our
+//! tip or was refused, when nothing progresses for a while, or after a bounded number of
 //! requests; the replica then recovers from the store and catches up the last few
 //! entries (above the last stable checkpoint) live through commit certificates.
 
