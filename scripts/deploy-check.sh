@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The deployment checks of `make test`: the Kubernetes example rendered by kustomize from
-# `weft` output and validated against the Kubernetes schemas, yamllint, hadolint, the
-# alert rules (promtool check and unit tests), the dashboard's PromQL, and promtool's lint
-# of a live scrape of a local devnet. Tools come from scripts/ensure-deploy-tools.sh; a
+# The deployment checks of `make test`: buf lint of the gRPC API, the Kubernetes example
+# rendered by kustomize from `weft` output and validated against the Kubernetes schemas,
+# yamllint, hadolint, the alert rules (promtool check and unit tests), the dashboard's
+# PromQL, and promtool's lint of a live scrape of a local devnet. Tools come from scripts/ensure-deploy-tools.sh; a
 # check whose tool could not be had is skipped with the reason (and counted below).
 #   scripts/deploy-check.sh [weft binary, default target/debug/weft]
 set -uo pipefail
@@ -44,6 +44,9 @@ check() {
   fi
 }
 
+if have buf "buf lint of the weft.v1 API"; then
+  check "buf lint proto/ (STANDARD, exceptions in proto/buf.yaml)" sh -c "cd proto && '$bin/buf' lint"
+fi
 if have yamllint "yamllint of k8s/"; then
   check "yamllint k8s/" "$bin/yamllint" --strict k8s/
 fi

