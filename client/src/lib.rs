@@ -401,8 +401,9 @@ impl Default for ClientConfig {
     }
 }
 
-/// A connection to a set of validators, one at a time.
-#[derive(Debug)]
+/// A connection to a set of validators, one at a time. Clones share the connection
+/// (HTTP/2 multiplexes their calls) and fail over independently.
+#[derive(Debug, Clone)]
 pub struct Client {
     endpoints: Vec<(String, Endpoint)>,
     current: usize,
@@ -488,7 +489,11 @@ impl Client {
             }
             text
         })?;
-        let client = LedgerClient::new(channel);
+        // Subscriptions with transaction ids and streamed answers can exceed tonic's
+        // 4 MiB default; the validator bounds what it sends.
+        let client = LedgerClient::new(channel)
+            .max_decoding_message_size(64 * 1024 * 1024)
+            .max_encoding_message_size(64 * 1024 * 1024);
         self.channel = Some(client.clone());
         Ok(client)
     }
@@ -761,6 +766,37 @@ impl Client {
                 Err(error) => return Err(error),
             }
         }
+    }
+
+    /// Opens a `SubmitTransactions` stream on the current validator (failing over while
+    /// none accepts the call): requests go into the sender (at most `queue` waiting),
+    /// one answer per request comes back on the stream, in order. Idempotent like
+    /// [`Client::submit`]: a transaction is its payload and expiry.
+    pub async fn submit_stream(
+        &mut self,
+        queue: usize,
+    ) -> Result<
+        (
+            tokio::sync::mpsc::Sender<v1::SubmitTransactionRequest>,
+            tonic::Streaming<v1::SubmitTransactionsResponse>,
+        ),
+        ClientError,
+    > {
+        let mut opened = None;
+        let answers = self
+            .call(|mut client| {
+                let (sender, receiver) = tokio::sync::mpsc::channel(queue.max(1));
+                opened = Some(sender);
+                async move {
+                    client
+                        .submit_transactions(tokio_stream::wrappers::ReceiverStream::new(receiver))
+                        .await
+                }
+            })
+            .await?
+            .into_inner();
+        let sender = opened.ok_or_else(|| ClientError::Malformed("no stream opened".into()))?;
+        Ok((sender, answers))
     }
 
     /// The vertex with this hash (its transactions' payloads and expiries, its

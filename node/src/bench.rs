@@ -1,26 +1,30 @@
-//! `weft bench`: an open-loop load generator against running validators.
+//! `weft bench`: an open-loop load generator against running validators, built on the
+//! `weft-client` crate.
 //!
 //! Transactions leave at a fixed arrival rate whatever the validators do (a closed loop
 //! would slow down with them and hide queueing). They are spread round-robin over the
 //! targets, each through one `SubmitTransactions` stream, and finality is followed with
-//! `SubscribeFinalized` (transaction ids included) on one target at a time, resuming from
-//! the last sequence seen on the next target if a stream breaks.
+//! one [`weft_client::Subscription`] (transaction ids included), which resumes on the
+//! next target after the last sequence seen if a stream breaks.
 //!
 //! Latency is measured on the client: from the moment a transaction was handed to its
 //! stream to the moment an entry that finalizes it arrives. A transaction a validator
 //! answered with an error is *rejected*; one accepted but not final when the drain time
 //! runs out is *lost*; one the client could not even hand over because its own send
 //! queue was full is counted as *unsent* (the client, not the node, fell behind).
+//!
+//! With `--wait` each transaction is instead one `SubmitTransactionAndWait` call
+//! ([`weft_client::Client::submit_and_wait`]), still at the fixed arrival rate, and its
+//! latency is the call's: what an application that waits for finality sees.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
+use weft_client::{Client, ClientConfig, TxId};
 use weft_proto::v1;
-use weft_proto::v1::ledger_client::LedgerClient;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -37,6 +41,8 @@ pub struct BenchOptions {
     pub drain: Duration,
     /// How long to wait, before the load, for every target to report it is not syncing.
     pub ready_timeout: Duration,
+    /// Submit-and-wait calls instead of a stream and a subscription.
+    pub wait: bool,
 }
 
 /// The outcome.
@@ -116,29 +122,22 @@ const SEND_QUEUE: usize = 65_536;
 const TICK: Duration = Duration::from_millis(1);
 /// How often `wait_until_synced` asks the targets again.
 const READY_POLL: Duration = Duration::from_millis(100);
+/// Submit-and-wait calls in flight at most (`--wait`); beyond it a transaction is unsent.
+const MAX_WAITING_CALLS: usize = 20_000;
 
-fn endpoint(target: &str) -> String {
-    if target.starts_with("http://") || target.starts_with("https://") {
-        target.to_owned()
-    } else {
-        format!("http://{target}")
-    }
+/// A client of `target` alone (the bench measures each target; it does not fail over).
+fn connect(target: &str) -> Result<Client, BenchError> {
+    Client::new([target.to_owned()], ClientConfig::default()).map_err(|e| BenchError::Target {
+        target: target.to_owned(),
+        reason: e.to_string(),
+    })
 }
 
-async fn connect(target: &str) -> Result<LedgerClient<tonic::transport::Channel>, BenchError> {
-    let failed = |reason: String| BenchError::Target {
+fn target_error(target: &str, error: weft_client::ClientError) -> BenchError {
+    BenchError::Target {
         target: target.to_owned(),
-        reason,
-    };
-    let channel = tonic::transport::Endpoint::from_shared(endpoint(target))
-        .map_err(|e| failed(e.to_string()))?
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .map_err(|e| failed(format!("cannot connect: {e}")))?;
-    Ok(LedgerClient::new(channel)
-        .max_decoding_message_size(64 * 1024 * 1024)
-        .max_encoding_message_size(64 * 1024 * 1024))
+        reason: error.to_string(),
+    }
 }
 
 /// One unique payload: a per-run tag and a counter, then filler.
@@ -153,9 +152,7 @@ fn payload(run: u64, counter: u64, size: usize) -> Vec<u8> {
 /// The id the validators give a transaction: it covers the expiry, which the load
 /// generator sets itself (so it knows every id without waiting for answers).
 fn tx_id(expires_at_ms: u64, payload: &[u8]) -> [u8; 32] {
-    *weft_dag::transaction_id(weft_dag::TimestampMs(expires_at_ms), payload)
-        .0
-        .as_bytes()
+    TxId::of(expires_at_ms, payload).0
 }
 
 /// Transactions the load generator offers expire this long after they are sent.
@@ -224,7 +221,7 @@ impl Tally {
         let mut rejected: Vec<(String, u64)> = self.rejected.into_iter().collect();
         rejected.sort();
         self.report.rejected = rejected;
-        self.report.lost = self.sent_at.len() as u64;
+        self.report.lost += self.sent_at.len() as u64;
         self.latencies.sort_by(f64::total_cmp);
         let elapsed = self.last_final.duration_since(started).as_secs_f64();
         self.report.tps = if elapsed > 0.0 {
@@ -248,22 +245,15 @@ enum Note {
 /// `GetNodeStatus` of `target`.
 async fn node_status(
     target: &str,
-    client: &mut LedgerClient<tonic::transport::Channel>,
+    client: &mut Client,
 ) -> Result<v1::GetNodeStatusResponse, BenchError> {
-    client
-        .get_node_status(v1::GetNodeStatusRequest {})
-        .await
-        .map(tonic::Response::into_inner)
-        .map_err(|s| BenchError::Target {
-            target: target.to_owned(),
-            reason: s.message().to_owned(),
-        })
+    client.status().await.map_err(|e| target_error(target, e))
 }
 
 /// Waits until no target reports `syncing`: a syncing validator refuses submissions
 /// (UNAVAILABLE), and a load offered to a devnet that has just started would count them.
 async fn wait_until_synced(
-    clients: &mut [(String, LedgerClient<tonic::transport::Channel>)],
+    clients: &mut [(String, Client)],
     timeout: Duration,
     progress: &mut impl FnMut(String),
 ) -> Result<(), BenchError> {
@@ -314,18 +304,22 @@ pub async fn run(
     }
     let mut clients = Vec::new();
     for target in &options.targets {
-        clients.push((target.clone(), connect(target).await?));
+        clients.push((target.clone(), connect(target)?));
     }
     wait_until_synced(&mut clients, options.ready_timeout, &mut progress).await?;
-    // Follow finality from the tip of the first target.
+    if options.wait {
+        return run_waiting(options, clients, progress).await;
+    }
+    // Follow finality from the tip of the first target, failing over to the others.
     let start_sequence = {
         let (target, client) = &mut clients[0];
         node_status(target, client).await?.last_finalized_sequence + 1
     };
     let (notes, mut noted) = mpsc::unbounded_channel::<Note>();
+    let all = Client::new(options.targets.iter().cloned(), ClientConfig::default())
+        .map_err(|e| target_error(&options.targets.join(","), e))?;
     let follower = tokio::spawn(follow(
-        clients.iter().map(|(_, c)| c.clone()).collect(),
-        start_sequence,
+        all.subscribe(Some(start_sequence), true),
         notes.clone(),
     ));
 
@@ -333,15 +327,10 @@ pub async fn run(
     let mut senders = Vec::new();
     let mut answer_tasks = Vec::new();
     for (target, client) in &mut clients {
-        let (sender, receiver) = mpsc::channel::<v1::SubmitTransactionRequest>(SEND_QUEUE);
-        let mut answers = client
-            .submit_transactions(ReceiverStream::new(receiver))
+        let (sender, mut answers) = client
+            .submit_stream(SEND_QUEUE)
             .await
-            .map_err(|s| BenchError::Target {
-                target: target.clone(),
-                reason: s.message().to_owned(),
-            })?
-            .into_inner();
+            .map_err(|e| target_error(target, e))?;
         let notes = notes.clone();
         answer_tasks.push(tokio::spawn(async move {
             while let Some(Ok(answer)) = answers.next().await {
@@ -434,42 +423,131 @@ pub async fn run(
     Ok(tally.finish(started))
 }
 
-/// Follows finality from `from`, moving to the next target when a stream ends or fails.
-async fn follow(
-    clients: Vec<LedgerClient<tonic::transport::Channel>>,
-    mut from: u64,
-    notes: mpsc::UnboundedSender<Note>,
-) {
-    let mut which = 0usize;
+/// Follows finality; the subscription resumes on the next target when a stream breaks.
+async fn follow(mut subscription: weft_client::Subscription, notes: mpsc::UnboundedSender<Note>) {
     loop {
-        let mut client = clients[which % clients.len()].clone();
-        which += 1;
-        let stream = client
-            .subscribe_finalized(v1::SubscribeFinalizedRequest {
-                from_sequence: from,
-                include_transaction_ids: true,
-                from_tip: false,
-            })
-            .await;
-        if let Ok(stream) = stream {
-            let mut stream = stream.into_inner();
-            while let Some(Ok(entry)) = stream.next().await {
-                from = entry.sequence + 1;
-                if notes
-                    .send(Note::Final {
-                        ids: entry.transaction_ids,
-                        at: Instant::now(),
-                    })
-                    .is_err()
-                {
+        match subscription.next().await {
+            Ok(entry) => {
+                let note = Note::Final {
+                    ids: entry.transaction_ids,
+                    at: Instant::now(),
+                };
+                if notes.send(note).is_err() {
                     return;
                 }
             }
+            // Every target failed for now: pause, then try again (the caller aborts this
+            // task when the run ends).
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
         }
-        // A broken stream: try the next target after a short pause (bounded by the
-        // caller, which aborts this task when the run ends).
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// `--wait`: one submit-and-wait call per transaction at the fixed arrival rate,
+/// round-robin over the targets; latency is each call's.
+async fn run_waiting(
+    options: &BenchOptions,
+    clients: Vec<(String, Client)>,
+    mut progress: impl FnMut(String),
+) -> Result<BenchReport, BenchError> {
+    let (notes, mut noted) = mpsc::unbounded_channel::<(Result<(), String>, Duration)>();
+    let room = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_WAITING_CALLS));
+    let run_tag: u64 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    let total = u64::try_from(options.duration.as_millis())
+        .unwrap_or(u64::MAX)
+        .saturating_mul(options.rate)
+        / 1000;
+    let mut report = BenchReport::default();
+    let mut rejected: HashMap<String, u64> = HashMap::new();
+    let mut latencies = Vec::new();
+    let mut absorb = |(outcome, latency): (Result<(), String>, Duration),
+                      report: &mut BenchReport| match outcome {
+        Ok(()) => {
+            report.accepted += 1;
+            report.finalized += 1;
+            latencies.push(latency.as_secs_f64() * 1000.0);
+        }
+        Err(code) if code == "DeadlineExceeded" => report.lost += 1,
+        Err(code) => *rejected.entry(code).or_default() += 1,
+    };
+    let started = Instant::now();
+    let mut last_final = started;
+    let mut counter: u64 = 0;
+    let mut next_report = started + Duration::from_secs(1);
+    let mut ticker = tokio::time::interval(TICK);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let wait_limit = options.duration + options.drain;
+    while counter < total {
+        ticker.tick().await;
+        let elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let due = elapsed_us.saturating_mul(options.rate) / 1_000_000;
+        while counter < due.min(total) {
+            let bytes = payload(run_tag, counter, options.tx_size);
+            let expires_at_ms = unix_ms().saturating_add(BENCH_TTL_MS);
+            let target = usize::try_from(counter % clients.len() as u64).unwrap_or(0);
+            counter += 1;
+            let Ok(permit) = room.clone().try_acquire_owned() else {
+                report.unsent += 1;
+                continue;
+            };
+            report.submitted += 1;
+            let mut client = clients[target].1.clone();
+            let notes = notes.clone();
+            tokio::spawn(async move {
+                let sent = Instant::now();
+                let outcome = client
+                    .submit_and_wait(bytes, Some(expires_at_ms), wait_limit)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| match e {
+                        weft_client::ClientError::DeadlineExceeded { .. } => {
+                            "DeadlineExceeded".to_string()
+                        }
+                        other => other
+                            .code()
+                            .map_or_else(|| "Unavailable".to_string(), |c| format!("{c:?}")),
+                    });
+                drop(permit);
+                let _ = notes.send((outcome, sent.elapsed()));
+            });
+        }
+        while let Ok(note) = noted.try_recv() {
+            if note.0.is_ok() {
+                last_final = Instant::now();
+            }
+            absorb(note, &mut report);
+        }
+        if Instant::now() >= next_report {
+            next_report += Duration::from_secs(1);
+            progress(format!(
+                "bench: t={}s submitted={} finalized={} in_flight={}",
+                started.elapsed().as_secs(),
+                report.submitted,
+                report.finalized,
+                MAX_WAITING_CALLS - room.available_permits()
+            ));
+        }
+    }
+    drop(notes);
+    let drain_until = Instant::now() + options.drain;
+    while let Ok(Some(note)) = tokio::time::timeout_at(drain_until, noted.recv()).await {
+        if note.0.is_ok() {
+            last_final = Instant::now();
+        }
+        absorb(note, &mut report);
+    }
+    // Calls still waiting when the drain ends are lost.
+    report.lost += (MAX_WAITING_CALLS - room.available_permits()) as u64;
+    let tally = Tally {
+        report,
+        sent_at: HashMap::new(),
+        rejected,
+        latencies,
+        last_final,
+    };
+    Ok(tally.finish(started))
 }
 
 #[cfg(test)]

@@ -138,6 +138,10 @@ pub enum Command {
         /// (a syncing validator refuses submissions with UNAVAILABLE).
         #[arg(long, default_value = "60s", value_parser = parse_duration)]
         ready_timeout: Duration,
+        /// One `SubmitTransactionAndWait` call per transaction (still at --rate), its
+        /// latency the call's, instead of submit streams and a subscription.
+        #[arg(long)]
+        wait: bool,
     },
     /// Submit, look up and wait for transactions through validators' gRPC API.
     Tx {
@@ -332,6 +336,7 @@ pub fn main(cli: Cli) -> ExitCode {
             tx_size,
             drain,
             ready_timeout,
+            wait,
         } => {
             let options = crate::bench::BenchOptions {
                 targets,
@@ -340,6 +345,7 @@ pub fn main(cli: Cli) -> ExitCode {
                 tx_size,
                 drain,
                 ready_timeout,
+                wait,
             };
             let ran = runtime().and_then(|rt| {
                 rt.block_on(crate::bench::run(&options, |line| eprintln!("{line}")))
