@@ -122,6 +122,9 @@ pub struct TxInfo {
     pub position: u32,
     /// When the validator finalized it (Unix ms; 0 while pending).
     pub finalized_unix_ms: u64,
+    /// Its finality proof, when asked for (`*_with_proof`) and a stable checkpoint
+    /// covered it within the wait; check it with [`verify_proof`].
+    pub proof: Option<ProofAnswer>,
 }
 
 impl TxInfo {
@@ -144,6 +147,15 @@ impl TxInfo {
             vertex_hash: response.vertex_hash,
             position: response.position,
             finalized_unix_ms: response.finalized_unix_ms,
+            proof: if response.proof.is_empty() {
+                None
+            } else {
+                Some(ProofAnswer {
+                    sequence: response.sequence,
+                    checkpoint_sequence: response.checkpoint_sequence,
+                    proof: response.proof,
+                })
+            },
         })
     }
 }
@@ -593,6 +605,30 @@ impl Client {
         expires_at_ms: Option<u64>,
         timeout: Duration,
     ) -> Result<TxInfo, ClientError> {
+        self.submit_and_wait_inner(payload, expires_at_ms, timeout, false)
+            .await
+    }
+
+    /// [`Client::submit_and_wait`], and within the same `timeout` the finality proof
+    /// ([`TxInfo::proof`]; `None` when no stable checkpoint covered the transaction in
+    /// time: [`Client::proof`] gets it later).
+    pub async fn submit_and_wait_with_proof(
+        &mut self,
+        payload: Vec<u8>,
+        expires_at_ms: Option<u64>,
+        timeout: Duration,
+    ) -> Result<TxInfo, ClientError> {
+        self.submit_and_wait_inner(payload, expires_at_ms, timeout, true)
+            .await
+    }
+
+    async fn submit_and_wait_inner(
+        &mut self,
+        payload: Vec<u8>,
+        expires_at_ms: Option<u64>,
+        timeout: Duration,
+        with_proof: bool,
+    ) -> Result<TxInfo, ClientError> {
         let expires_at_ms = expires_at_ms.unwrap_or_else(default_expiry);
         let tx_id = TxId::of(expires_at_ms, &payload);
         self.wait_until(tx_id, timeout, |mut client, timeout_ms| {
@@ -600,6 +636,7 @@ impl Client {
                 payload: payload.clone(),
                 expires_at_ms,
                 timeout_ms,
+                with_proof,
             };
             async move { client.submit_transaction_and_wait(request).await }
         })
@@ -613,6 +650,7 @@ impl Client {
             let request = v1::WaitForTransactionRequest {
                 tx_id: tx_id.0.to_vec(),
                 timeout_ms,
+                with_proof: false,
             };
             async move { client.wait_for_transaction(request).await }
         })

@@ -169,6 +169,14 @@ fn wait_limit(timeout_ms: u64) -> u64 {
     }
 }
 
+/// When a wait of `timeout_ms` (0: the default) that starts now ends.
+fn wait_deadline(timeout_ms: u64) -> tokio::time::Instant {
+    tokio::time::Instant::now() + std::time::Duration::from_millis(wait_limit(timeout_ms))
+}
+
+/// How often a wait for a proof looks for a new stable checkpoint.
+const PROOF_POLL: std::time::Duration = std::time::Duration::from_millis(25);
+
 fn fell_behind(resume_from: u64) -> Status {
     refuse(
         tonic::Code::ResourceExhausted,
@@ -347,6 +355,7 @@ impl LedgerService {
             vertex_hash: location.vertex.as_bytes().to_vec(),
             position: location.position,
             finalized_unix_ms,
+            ..Default::default()
         }))
     }
 
@@ -429,6 +438,45 @@ impl LedgerService {
                     &tx_meta(&id),
                     None,
                 ));
+            }
+        }
+    }
+
+    /// With `wanted`, waits until `deadline` for a stable checkpoint to cover the final
+    /// transaction `id` and adds its proof to `answer`; past the deadline the answer
+    /// goes out without one (GetTransactionProof gives it later).
+    async fn with_proof(
+        &self,
+        mut answer: v1::GetTransactionResponse,
+        id: TxId,
+        wanted: bool,
+        deadline: tokio::time::Instant,
+    ) -> Result<v1::GetTransactionResponse, Status> {
+        if !wanted {
+            return Ok(answer);
+        }
+        loop {
+            let store = self.store.clone();
+            let built = tokio::task::spawn_blocking(move || transaction_proof(store.as_ref(), id))
+                .await
+                .map_err(|e| internal_error(format!("proof task: {e}")))?;
+            match built {
+                Ok(proof) => {
+                    answer.proof = proof.proof;
+                    answer.checkpoint_sequence = proof.checkpoint_sequence;
+                    return Ok(answer);
+                }
+                // No stable checkpoint covers it yet.
+                Err(status) if status.code() == tonic::Code::Unavailable => {
+                    if tokio::time::Instant::now() + PROOF_POLL >= deadline {
+                        return Ok(answer);
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(PROOF_POLL) => {}
+                        () = stopped(self.shutdown.clone()) => return Err(shutting_down()),
+                    }
+                }
+                Err(status) => return Err(status),
             }
         }
     }
@@ -779,6 +827,7 @@ impl Ledger for LedgerService {
         request: Request<v1::SubmitTransactionAndWaitRequest>,
     ) -> Result<Response<v1::GetTransactionResponse>, Status> {
         let request = request.into_inner();
+        let deadline = wait_deadline(request.timeout_ms);
         let (id, expires_at) = match self
             .submit_one(request.payload.clone(), request.expires_at_ms)
             .await
@@ -790,7 +839,10 @@ impl Ledger for LedgerService {
             }
             Err(status) => return Err(status),
         };
-        self.wait_final(id, Some(expires_at), request.timeout_ms)
+        let answer = self
+            .wait_final(id, Some(expires_at), request.timeout_ms)
+            .await?;
+        self.with_proof(answer, id, request.with_proof, deadline)
             .await
             .map(Response::new)
     }
@@ -812,8 +864,10 @@ impl Ledger for LedgerService {
         request: Request<v1::WaitForTransactionRequest>,
     ) -> Result<Response<v1::GetTransactionResponse>, Status> {
         let request = request.into_inner();
+        let deadline = wait_deadline(request.timeout_ms);
         let id = TxId(digest(&request.tx_id, "tx_id")?);
-        self.wait_final(id, None, request.timeout_ms)
+        let answer = self.wait_final(id, None, request.timeout_ms).await?;
+        self.with_proof(answer, id, request.with_proof, deadline)
             .await
             .map(Response::new)
     }

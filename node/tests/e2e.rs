@@ -1521,6 +1521,7 @@ async fn submit_and_wait_answers_once_final_and_a_resubmission_waits_for_the_sam
         payload: b"submitted and waited for".to_vec(),
         expires_at_ms: expiry_ms(),
         timeout_ms: 60_000,
+        with_proof: false,
     };
     let first = clients[0]
         .submit_transaction_and_wait(request.clone())
@@ -1549,6 +1550,7 @@ async fn submit_and_wait_answers_once_final_and_a_resubmission_waits_for_the_sam
         .wait_for_transaction(v1::WaitForTransactionRequest {
             tx_id: first.tx_id.clone(),
             timeout_ms: 60_000,
+            with_proof: false,
         })
         .await
         .expect("final on another validator")
@@ -1561,6 +1563,7 @@ async fn submit_and_wait_answers_once_final_and_a_resubmission_waits_for_the_sam
         .wait_for_transaction(v1::WaitForTransactionRequest {
             tx_id: never.clone(),
             timeout_ms: 300,
+            with_proof: false,
         })
         .await
         .expect_err("never submitted");
@@ -1596,6 +1599,7 @@ async fn submit_and_wait_answers_once_final_and_a_resubmission_waits_for_the_sam
             payload: b"finalized after the subscription".to_vec(),
             expires_at_ms: expiry_ms(),
             timeout_ms: 60_000,
+            with_proof: false,
         })
         .await
         .expect("final")
@@ -2107,5 +2111,46 @@ async fn the_kv_examples_two_followers_agree_after_a_validator_restarts_mid_run(
     for (_, task) in &followers {
         task.abort();
     }
+    validators.stop_cleanly();
+}
+
+/// Issue 13: submit-and-wait answers with the finality proof when asked. Other
+/// transactions keep the network ordering meanwhile (an idle network orders nothing
+/// more, and a proof needs a stable checkpoint above the transaction); the proof that
+/// comes back verifies against `genesis.json` alone and names the transaction's place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_and_wait_with_proof_answers_a_proof_that_verifies_against_genesis() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (homes, endpoints) = testnet(dir.path(), 4);
+    let mut validators = Validators::start(&homes);
+    let mut clients = Vec::new();
+    for endpoint in &endpoints {
+        clients.push(connect(endpoint).await);
+    }
+    wait_connected(&mut clients).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = spawn_load(clients[1..].to_vec(), "proof load", stop.clone());
+    let mut client =
+        weft_client::Client::new([endpoints[0].clone()], weft_client::ClientConfig::default())
+            .expect("endpoint");
+    let info = client
+        .submit_and_wait_with_proof(b"final with its proof".to_vec(), Some(expiry_ms()), TIMEOUT)
+        .await
+        .expect("final");
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let proof = info.proof.expect("a proof within the wait");
+    assert_eq!(proof.sequence, info.sequence);
+    assert!(proof.checkpoint_sequence >= info.sequence);
+    let genesis = std::fs::read_to_string(homes[0].join("genesis.json")).expect("genesis");
+    let committee = weft_client::committee_from_genesis(&genesis).expect("committee");
+    let proven = weft_client::verify_proof(&proof.proof, &committee).expect("verifies");
+    assert_eq!(*proven.tx_id.0.as_bytes(), info.tx_id.0);
+    assert_eq!(proven.sequence.0, info.sequence);
+    assert_eq!(
+        proven.vertex.as_bytes().as_slice(),
+        info.vertex_hash.as_slice()
+    );
+    assert_eq!(proven.position, info.position);
+    load.await.expect("load task");
     validators.stop_cleanly();
 }
