@@ -510,6 +510,13 @@ impl Client {
         Ok(client)
     }
 
+    /// Moves to the next endpoint, for a caller that found the current validator
+    /// behind (an answer that is well-formed but not yet useful, like NOT_FOUND for
+    /// something another validator holds).
+    pub fn switch_endpoint(&mut self) {
+        self.next_endpoint();
+    }
+
     fn next_endpoint(&mut self) {
         self.channel = None;
         self.current = (self.current + 1) % self.endpoints.len();

@@ -23,12 +23,16 @@
 //!
 //! A peer that serves a batch failing any check is faulty (an honest peer serves only what
 //! it executed, under a certificate it verified) and is not asked again in this session.
-//! A peer with nothing certified beyond our head is *level*; the session is done when
-//! every other validator is level or faulty. f + 1 level answers would not do: an honest
-//! peer that is itself behind (restarted with us) is level too, and with f lying ones
-//! they would end every session before the peer that is ahead is asked (found by the
-//! attack review of certified sync). Peers are asked in turn from our own index on, so
-//! validators that sync together do not all ask the same peer first. Entries above the
+//! A peer with nothing certified beyond our head is *level*; a peer that did not answer
+//! [`MAX_UNANSWERED`] times at the same head (busy, unavailable, timed out, or unable to
+//! fit its answer) is *unable* and not asked again until the head moves. The session is
+//! done when every other validator is level, faulty or unable, and *settled* when every
+//! connected one is (the host ends it then, once it has waited for connections: a
+//! validator that is down is not waited for). f + 1 level answers would not do: an
+//! honest peer that is itself behind (restarted with us) is level too, and with f lying
+//! ones they would end every session before the peer that is ahead is asked (found by
+//! the attack review of certified sync). Peers are asked in turn from our own index on,
+//! so validators that sync together do not all ask the same peer first. Entries above the
 //! last stable checkpoint are not synced: the replica catches up on them live through the
 //! commit certificates its peers keep (`ReplicaConfig::decided_retention`, at least twice
 //! the window, while a stable checkpoint lags the tip by less than window + interval).
@@ -40,6 +44,9 @@ use weft_dag::{Committee, FinalizedEntry, Limits, Sequence, SignedVertex, Valida
 
 use crate::messages::SignedCheckpoint;
 use crate::proof::{verify_certificate, ProofError};
+
+/// Non-answers at one head after which a peer is not asked again until the head moves.
+pub const MAX_UNANSWERED: u32 = 2;
 
 /// One entry as a peer served it: the entry decoded, its vertices still in wire form.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -292,6 +299,8 @@ pub struct SyncSession {
     digest: Digest,
     level: BTreeSet<ValidatorIndex>,
     faulty: BTreeSet<ValidatorIndex>,
+    /// Non-answers at the current head, per peer.
+    unanswered: BTreeMap<ValidatorIndex, u32>,
     turn: usize,
 }
 
@@ -313,6 +322,7 @@ impl SyncSession {
             digest,
             level: BTreeSet::new(),
             faulty: BTreeSet::new(),
+            unanswered: BTreeMap::new(),
             turn: usize::from(me.0),
         }
     }
@@ -332,14 +342,39 @@ impl SyncSession {
         &self.faulty
     }
 
-    /// Done: every other validator is level with us or was refused, so no honest
-    /// validator has anything certified beyond our head. (A validator that never
-    /// answers keeps the session open; the host bounds it in time.)
+    /// Done: every other validator is level with us, was refused, or could not answer
+    /// at this head.
     pub fn done(&self) -> bool {
         self.committee
             .indices()
             .filter(|p| *p != self.me)
-            .all(|p| self.level.contains(&p) || self.faulty.contains(&p))
+            .all(|p| self.finished_with(p))
+    }
+
+    /// Settled among `connected`: at least one other validator is connected and every
+    /// connected one is level, refused or unable. The host ends the session then, once
+    /// it has waited for connections; the peer that is ahead, if connected, has been
+    /// asked until it had nothing more.
+    pub fn settled(&self, connected: &[ValidatorIndex]) -> bool {
+        let mut others = connected
+            .iter()
+            .copied()
+            .filter(|p| *p != self.me && self.committee.contains(*p))
+            .peekable();
+        others.peek().is_some() && others.all(|p| self.finished_with(p))
+    }
+
+    fn finished_with(&self, peer: ValidatorIndex) -> bool {
+        self.level.contains(&peer)
+            || self.faulty.contains(&peer)
+            || self.unanswered.get(&peer).copied().unwrap_or(0) >= MAX_UNANSWERED
+    }
+
+    /// `peer` did not answer a request for [`Self::wanted`] (busy, unavailable, timed
+    /// out, or its answer could not fit).
+    pub fn on_no_answer(&mut self, peer: ValidatorIndex) {
+        let count = self.unanswered.entry(peer).or_default();
+        *count = count.saturating_add(1);
     }
 
     /// The next peer to ask among `connected`, in turn; `None` when every connected peer
@@ -348,12 +383,7 @@ impl SyncSession {
         let candidates: Vec<ValidatorIndex> = connected
             .iter()
             .copied()
-            .filter(|p| {
-                *p != self.me
-                    && self.committee.contains(*p)
-                    && !self.level.contains(p)
-                    && !self.faulty.contains(p)
-            })
+            .filter(|p| *p != self.me && self.committee.contains(*p) && !self.finished_with(*p))
             .collect();
         if candidates.is_empty() {
             return None;
@@ -388,8 +418,10 @@ impl SyncSession {
                 Ok(batch) => {
                     self.head = batch.certificate.sequence;
                     self.digest = batch.certificate.state_digest;
-                    // Who was level was level with an older head; ask again.
+                    // Who was level, or could not answer, was so at an older head; ask
+                    // again.
                     self.level.clear();
+                    self.unanswered.clear();
                     Step::Apply(batch)
                 }
                 Err(error) => {

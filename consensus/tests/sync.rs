@@ -442,8 +442,12 @@ fn one_false_level_answer_does_not_end_the_session() {
 }
 
 /// Drives a session for validator 0 with every peer connected, `answer` deciding what
-/// each peer serves; the head reached and whether the session finished.
-fn drive(log: &Log, answer: impl Fn(u16, &SyncSession, u32) -> Served) -> (Sequence, bool) {
+/// each peer serves (`None`: no answer); the head reached and whether the session
+/// finished.
+fn drive_answers(
+    log: &Log,
+    answer: impl Fn(u16, &SyncSession, u32) -> Option<Served>,
+) -> (Sequence, bool) {
     let mut session = SyncSession::new(
         ValidatorIndex(0),
         log.committee.clone(),
@@ -459,10 +463,82 @@ fn drive(log: &Log, answer: impl Fn(u16, &SyncSession, u32) -> Served) -> (Seque
         let Some(peer) = session.next_peer(&connected) else {
             break;
         };
-        let served = answer(peer.0, &session, round);
-        let _ = session.on_answer(peer, served);
+        match answer(peer.0, &session, round) {
+            Some(served) => {
+                let _ = session.on_answer(peer, served);
+            }
+            None => session.on_no_answer(peer),
+        }
     }
     (session.head(), session.done())
+}
+
+fn drive(log: &Log, answer: impl Fn(u16, &SyncSession, u32) -> Served) -> (Sequence, bool) {
+    drive_answers(log, |peer, session, round| {
+        Some(answer(peer, session, round))
+    })
+}
+
+/// Found by the second review of certified sync: a peer that never answers (busy,
+/// timing out, unable to fit its answer) kept every session open until its time limit.
+/// After two non-answers at one head it is not waited for; it is asked again once the
+/// head moves.
+#[test]
+fn a_peer_that_does_not_answer_is_not_waited_for_and_is_asked_again_after_progress() {
+    let log = Log::new(12);
+    let asked_silent = std::cell::Cell::new(Vec::new());
+    let (head, done) = drive_answers(&log, |peer, session, _| {
+        let head = session.head().0;
+        match peer {
+            1 => {
+                let mut heads = asked_silent.take();
+                heads.push(head);
+                asked_silent.set(heads);
+                None
+            }
+            2 => Some(log.honest_answer(head, 8)),
+            _ => Some(Served::Level),
+        }
+    });
+    assert!(done);
+    assert_eq!(head, Sequence(12));
+    let heads = asked_silent.take();
+    assert!(
+        heads.contains(&0) && heads.iter().any(|h| *h > 0),
+        "asked at the start and again after progress: {heads:?}"
+    );
+    for head in &heads {
+        assert!(
+            heads.iter().filter(|h| *h == head).count() <= 2,
+            "at most two non-answers per head: {heads:?}"
+        );
+    }
+}
+
+#[test]
+fn a_session_settles_when_every_connected_peer_is_level_and_not_before() {
+    let log = Log::new(12);
+    let mut session = SyncSession::new(
+        ValidatorIndex(0),
+        log.committee.clone(),
+        Limits::default(),
+        Sequence(0),
+        Digest::ZERO,
+    );
+    let connected = [0u16, 1, 2].map(ValidatorIndex);
+    assert!(!session.settled(&connected), "nothing asked yet");
+    assert!(
+        !session.settled(&[ValidatorIndex(0)]),
+        "no other validator connected"
+    );
+    let _ = session.on_answer(ValidatorIndex(1), Served::Level);
+    assert!(!session.settled(&connected), "2 is ahead and not asked yet");
+    let _ = session.on_answer(ValidatorIndex(2), log.honest_answer(0, 256));
+    let _ = session.on_answer(ValidatorIndex(1), Served::Level);
+    let _ = session.on_answer(ValidatorIndex(2), Served::Level);
+    assert!(session.settled(&connected));
+    assert!(!session.done(), "validator 3 was never heard from");
+    assert_eq!(session.head(), Sequence(12));
 }
 
 /// Found by the attack review of certified sync: validators 0 and 1 restart together

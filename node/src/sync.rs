@@ -11,8 +11,9 @@
 //! certificate, which this validator then serves to others and uses for proofs.
 //!
 //! A refused batch is counted in `weft_sync_rejected_batches_total` and its peer is not
-//! asked again. Sync ends when every other validator has nothing certified beyond our
-//! tip or was refused, when nothing progresses for a while, or after a bounded number of
+//! asked again. Sync ends when every other validator, or after the connection wait every
+//! connected one, has nothing certified beyond our tip, was refused, or could not answer
+//! twice at this tip; when nothing progresses for a while; or after a bounded number of
 //! requests; the replica then recovers from the store and catches up the last few
 //! entries (above the last stable checkpoint) live through commit certificates.
 
@@ -93,9 +94,10 @@ pub fn answer_sync(store: &dyn Store, from_sequence: u64, max_entries: u32) -> R
         && (entries.len() < wanted || certified.is_none())
     {
         let next = from_sequence.saturating_add(entries.len() as u64);
-        let page = store
-            .finalized_range(Sequence(next), BATCH as usize)
-            .unwrap_or_default();
+        let Ok(page) = store.finalized_range(Sequence(next), BATCH as usize) else {
+            // A store that cannot be read cannot say it is level.
+            return Response::Unavailable;
+        };
         if page.is_empty() {
             break;
         }
@@ -142,7 +144,7 @@ pub fn answer_sync(store: &dyn Store, from_sequence: u64, max_entries: u32) -> R
                 certificate,
             }
         }
-        None if cut => Response::Unavailable,
+        None if cut || entries.len() >= MAX_ANSWER_ENTRIES => Response::Unavailable,
         None => level,
     }
 }
@@ -281,13 +283,16 @@ pub async fn catch_up(
             .into_iter()
             .map(ValidatorIndex)
             .collect();
+        // Every connected validator has nothing more, was refused, or could not answer:
+        // a validator that is down is not waited for (once the connection wait is over).
+        if Instant::now() >= connect_deadline && session.settled(&connected) {
+            break;
+        }
         let Some(peer) = session.next_peer(&connected) else {
-            // Every other validator is connected and level or refused: no one else can
-            // help. Otherwise wait for the others to connect (up to the stall limit).
-            let reachable = connected.iter().filter(|p| p.0 != me).count();
-            if reachable >= others || (reachable == 0 && Instant::now() >= connect_deadline) {
+            if connected.iter().all(|p| p.0 == me) && Instant::now() >= connect_deadline {
                 break;
             }
+            // Waiting for a validator to connect (bounded by the stall limit).
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
@@ -309,6 +314,7 @@ pub async fn catch_up(
                 Served::Malformed("vertices in answer to a sync request".into())
             }
             Ok(Response::Busy | Response::Unavailable) | Err(_) => {
+                session.on_no_answer(peer);
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
@@ -461,8 +467,10 @@ mod tests {
     #[test]
     fn an_answer_that_cannot_reach_a_certificate_within_its_limits_is_unavailable_not_level() {
         let store = MemoryStore::new();
+        // Entries without vertices: the entry cap, not the byte budget, is what cuts
+        // (the second review found the cap answered "level").
         let count = MAX_ANSWER_ENTRIES + 10;
-        let (vertices, entries) = entry_chain(count, 1, 0);
+        let (vertices, entries) = entry_chain(count, 0, 0);
         let mut batch = StoreBatch::new();
         for vertex in vertices {
             batch.put_vertex(vertex);
@@ -473,7 +481,7 @@ mod tests {
         batch.put_replica_state(&certificate_key(Sequence(count as u64)), &[1]);
         store.write(batch).expect("write");
         assert_eq!(answer_sync(&store, 1, 256), Response::Unavailable);
-        // From closer to the certificate it fits (1,000 entries of about 5 KB).
+        // From closer to the certificate it fits.
         let from = count as u64 - 999;
         let (sequences, certificate) = answered(answer_sync(&store, from, 256));
         assert_eq!(sequences, (from..=count as u64).collect::<Vec<_>>());

@@ -34,6 +34,11 @@ use weft_client::{
 /// ledger are skipped.
 pub const PREFIX: &[u8] = b"weft-kv/v1 ";
 
+/// NOT_FOUND answers (about 200 ms apart, rotating over the endpoints) after which a
+/// proof or a payload is given up: the subscription named a transaction no validator
+/// asked holds.
+pub const NOT_FOUND_RETRIES: u32 = 150;
+
 /// Largest key or value accepted, in bytes (a payload must also fit the validators'
 /// `max_transaction_bytes`).
 pub const MAX_FIELD_BYTES: usize = 16 * 1024;
@@ -84,10 +89,10 @@ impl Op {
 pub struct State {
     /// The keys and values.
     pub entries: BTreeMap<String, String>,
-    /// The last sequence whose operations are applied: every entry up to it is verified
-    /// by a proof, or is an entry without transactions linked by its digest.
-    pub through: u64,
-    /// The last sequence a proof's certificate covers.
+    /// The last sequence a proof's certificate covers: every operation up to it is
+    /// applied, and nothing after it. (Entries without transactions after it are linked
+    /// by their digest but not published: a validator could claim an entry empty and
+    /// only the next proof would tell.)
     pub verified_through: u64,
     /// Operations applied so far.
     pub applied: u64,
@@ -148,9 +153,13 @@ pub enum KvError {
         /// The entry.
         sequence: u64,
     },
-    /// A payload that is not the one its transaction id names.
-    #[error("transaction {0}: the payload served is not the one finalized")]
+    /// A payload that is not the one its transaction id names, from every validator
+    /// asked.
+    #[error("transaction {0}: no validator served the payload finalized")]
     WrongPayload(TxId),
+    /// A transaction the subscription named that no validator asked could prove.
+    #[error("transaction {0}: no validator proves it (the subscription named it)")]
+    NotProven(TxId),
     /// An answer that does not follow the API.
     #[error("malformed answer: {0}")]
     Malformed(String),
@@ -222,7 +231,6 @@ impl Follower {
             }
             self.previous = digest;
             self.linked = sequence;
-            self.write_state().through = sequence;
             return Ok(());
         }
         let first = TxId::from_slice(&entry.transaction_ids[0])?;
@@ -235,23 +243,27 @@ impl Follower {
         {
             return Err(KvError::NotLinked { sequence });
         }
+        // Every payload first, then the whole range under one guard: a failure in the
+        // middle applies nothing.
+        let mut ops = Vec::new();
         for proven in &range.entries {
-            let mut ops = Vec::new();
             for (id, vertex, position) in &proven.transactions {
                 let payload = self.payload(&id.0, vertex, *position).await?;
                 if let Some(op) = Op::decode(&payload) {
                     ops.push(op);
                 }
             }
+        }
+        let checkpoint = range.proven.checkpoint.0;
+        {
             let mut state = self.write_state();
             for op in ops {
                 state.apply(op);
             }
-            state.through = proven.sequence.0;
-            state.verified_through = proven.sequence.0;
+            state.verified_through = checkpoint;
         }
         self.previous = range.certified_digest;
-        self.linked = range.proven.checkpoint.0;
+        self.linked = checkpoint;
         Ok(())
     }
 
@@ -263,15 +275,23 @@ impl Follower {
         let deadline = self
             .proof_timeout
             .map(|timeout| tokio::time::Instant::now() + timeout);
+        let mut not_found = 0u32;
         loop {
             let left = deadline.map_or(Duration::from_secs(60), |deadline| {
                 deadline.saturating_duration_since(tokio::time::Instant::now())
             });
-            let waiting = |error: &ClientError| {
-                matches!(error, ClientError::Unavailable(_))
-                    || error.code() == Some(weft_client::Code::NotFound)
-            };
+            let waiting = |error: &ClientError| matches!(error, ClientError::Unavailable(_));
             match self.reader.proof(tx_id, left).await {
+                Err(error) if error.code() == Some(weft_client::Code::NotFound) => {
+                    // Behind, or the subscription named a transaction no validator
+                    // finalized: ask the next one, and give up after a while.
+                    not_found += 1;
+                    if not_found > NOT_FOUND_RETRIES || left.is_zero() {
+                        return Err(KvError::NotProven(tx_id));
+                    }
+                    self.reader.switch_endpoint();
+                    tokio::time::sleep(Duration::from_millis(200).min(left)).await;
+                }
                 Err(error) if waiting(&error) && (deadline.is_none() || !left.is_zero()) => {
                     tokio::time::sleep(Duration::from_millis(200).min(left)).await;
                 }
@@ -288,34 +308,45 @@ impl Follower {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The payload of a proven transaction, checked against its id.
+    /// The payload of a proven transaction, checked against its id. A validator that
+    /// does not hold the vertex yet (NOT_FOUND), or serves another payload, is left
+    /// for the next endpoint: payloads verify themselves, so any validator will do.
     async fn payload(
         &mut self,
         id: &Digest,
         vertex: &Digest,
         position: u32,
     ) -> Result<Vec<u8>, KvError> {
-        let hash = vertex.as_bytes().to_vec();
-        let cached = matches!(&self.vertex, Some((held, _)) if *held == hash);
-        if !cached {
-            let answer = self.reader.vertex(&hash).await?;
-            self.vertex = Some((hash, answer));
-        }
         let tx_id = TxId(*id.as_bytes());
-        let Some((_, answer)) = &self.vertex else {
-            return Err(KvError::Malformed("no vertex".into()));
-        };
+        let hash = vertex.as_bytes().to_vec();
         let index = usize::try_from(position).unwrap_or(usize::MAX);
-        let (Some(payload), Some(expires_at)) = (
-            answer.transactions.get(index),
-            answer.transaction_expires_at_ms.get(index),
-        ) else {
-            return Err(KvError::WrongPayload(tx_id));
-        };
-        if TxId::of(*expires_at, payload) != tx_id {
-            return Err(KvError::WrongPayload(tx_id));
+        for _ in 0..NOT_FOUND_RETRIES {
+            let cached = matches!(&self.vertex, Some((held, _)) if *held == hash);
+            if !cached {
+                match self.reader.vertex(&hash).await {
+                    Ok(answer) => self.vertex = Some((hash.clone(), answer)),
+                    Err(error) if error.code() == Some(weft_client::Code::NotFound) => {
+                        self.reader.switch_endpoint();
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                    Err(error) => return Err(error.into()),
+                }
+            }
+            let found = self.vertex.as_ref().and_then(|(_, answer)| {
+                let payload = answer.transactions.get(index)?;
+                let expires_at = answer.transaction_expires_at_ms.get(index)?;
+                (TxId::of(*expires_at, payload) == tx_id).then(|| payload.clone())
+            });
+            if let Some(payload) = found {
+                return Ok(payload);
+            }
+            // Not the payload the id names: ask the next validator.
+            self.vertex = None;
+            self.reader.switch_endpoint();
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        Ok(payload.clone())
+        Err(KvError::WrongPayload(tx_id))
     }
 }
 

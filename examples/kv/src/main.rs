@@ -136,7 +136,6 @@ fn snapshot(state: &RwLock<State>) -> State {
 
 fn as_json(state: &State) -> serde_json::Value {
     serde_json::json!({
-        "through": state.through,
         "verified_through": state.verified_through,
         "applied": state.applied,
         "digest": state.digest(),
