@@ -364,10 +364,13 @@ pub async fn catch_up(
         tracing::info!(peer = peer.0, tip = tip.0, "synced certified entries");
         last_progress = Instant::now();
     }
-    SyncOutcome {
-        from,
-        to: session.head().0,
-    }
+    // What the store holds (a failed write leaves the session ahead of it).
+    let to = store
+        .log_head()
+        .ok()
+        .flatten()
+        .map_or(0, |h| h.sequence.0);
+    SyncOutcome { from, to }
 }
 
 #[cfg(test)]
