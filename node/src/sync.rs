@@ -365,11 +365,7 @@ pub async fn catch_up(
         last_progress = Instant::now();
     }
     // What the store holds (a failed write leaves the session ahead of it).
-    let to = store
-        .log_head()
-        .ok()
-        .flatten()
-        .map_or(0, |h| h.sequence.0);
+    let to = store.log_head().ok().flatten().map_or(0, |h| h.sequence.0);
     SyncOutcome { from, to }
 }
 
