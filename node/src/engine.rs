@@ -760,6 +760,17 @@ impl Engine {
         self.metrics
             .finalized_vertices
             .inc_by(entry.vertices.len() as u64);
+        // A client told "finalized at s" (woken by the broadcast below) may next ask
+        // for the node's status: its tip must already cover s, not wait for the end
+        // of this engine step.
+        let sequence = entry.sequence.0;
+        self.status.send_if_modified(|status| {
+            let behind = status.last_finalized < sequence;
+            if behind {
+                status.last_finalized = sequence;
+            }
+            behind
+        });
         // No subscriber is fine.
         let _ = self.finalized.send(Arc::new(entry));
     }
